@@ -1,0 +1,249 @@
+"""Typed configuration: frozen dataclasses with defaults in code.
+
+Override order: dataclass defaults < a TOML or JSON file < ``key=value`` overrides (dotted keys,
+e.g. ``softmax.epochs=3``). Unknown keys and values of the wrong type raise :class:`ConfigError`
+with the list of valid keys, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the typed config."""
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Evaluation protocol settings (see README, "Protocols").
+
+    ``n_valid_users`` / ``n_test_users``: held-out users under the paper protocol; ``None`` picks
+    ``min(1000, max(100, round(0.1 · eligible users)))`` each, so ML-20M gets the paper's 1,000
+    and small sets proportionally fewer. Fixed splits take their test users from the test file.
+    """
+
+    min_rating: float = 4.0
+    min_user_interactions: int = 10
+    n_valid_users: int | None = None
+    n_test_users: int | None = None
+    history_len: int = 69
+    filter_seen: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ItemCFConfig:
+    """Item–item cosine neighbourhoods through ``implicit.nearest_neighbours.CosineRecommender``."""
+
+    n_neighbours: int = 200
+
+
+@dataclass(frozen=True)
+class ALSConfig:
+    """``implicit.als.AlternatingLeastSquares``; confidence = 1 + alpha · r."""
+
+    factors: int = 256
+    alpha: float = 20.0
+    regularization: float = 1.0
+    iterations: int = 15
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig:
+    """The YouTube-DNN-style softmax model: history encoder + item table, sampled softmax."""
+
+    encoder: str = "gru"  # "gru" | "mean"
+    embedding_dim: int = 64
+    epochs: int = 10
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    n_negatives: int = 1024
+    max_samples_per_user: int | None = None
+
+
+@dataclass(frozen=True)
+class HNSWConfig:
+    """faiss ``IndexHNSWFlat`` over the softmax model's item embeddings (inner product)."""
+
+    m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+
+
+@dataclass(frozen=True)
+class IVFConfig:
+    """faiss ``IndexIVFFlat`` over the softmax model's item embeddings (inner product)."""
+
+    n_lists: int | None = None  # None: about 4·sqrt(V)
+    n_probe: int = 16
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Everything ``deep-retrieval benchmark`` reads."""
+
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    item_cf: ItemCFConfig = field(default_factory=ItemCFConfig)
+    als: ALSConfig = field(default_factory=ALSConfig)
+    softmax: SoftmaxConfig = field(default_factory=SoftmaxConfig)
+    ann_hnsw: HNSWConfig = field(default_factory=HNSWConfig)
+    ann_ivf: IVFConfig = field(default_factory=IVFConfig)
+    seed: int = 0
+    device: str = "auto"
+    query_batch_size: int = 256
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check (and lightly convert) ``value`` against the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not a valid {tp}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a table of settings, got {value!r}")
+        return _from_mapping(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (arg, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(v, arg, key) for v in value)
+    return value
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """All dotted keys of a config dataclass, e.g. ``["protocol.min_rating", …, "seed"]``."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += valid_keys(tp, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys: {', '.join(valid_keys(cls, prefix))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"softmax.epochs=3"`` → ``(["softmax", "epochs"], 3)``; values are Python/TOML-ish literals."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. softmax.epochs=3")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        value: Any = lowered == "true"
+    elif lowered in ("none", "null"):
+        value = None
+    else:
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare word is a string, e.g. encoder=mean
+    return key.split("."), value
+
+
+def load_config(
+    cls: type[T],
+    file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    base: T | None = None,
+) -> T:
+    """Build a config of type ``cls``: defaults (or ``base``) < ``file`` (TOML/JSON) < ``overrides``.
+
+    Raises:
+        ConfigError: unknown key, wrong type, or unreadable file; the message lists valid keys.
+    """
+    data: dict[str, Any] = to_dict(base) if base is not None else to_dict(cls())
+    if file is not None:
+        path = Path(file)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            loaded = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid {path.suffix or 'TOML'}: {exc}") from exc
+        _from_mapping(cls, loaded)  # validate keys/types before merging
+        data = _merge(data, loaded)
+    for text in overrides:
+        keys, value = parse_override(text)
+        if ".".join(keys) not in valid_keys(cls):
+            raise ConfigError(
+                f"unknown setting {'.'.join(keys)!r}; valid keys: {', '.join(valid_keys(cls))}"
+            )
+        update: dict[str, Any] = {keys[-1]: value}
+        for k in reversed(keys[:-1]):
+            update = {k: update}
+        data = _merge(data, update)
+    return _from_mapping(cls, data)
