@@ -1,0 +1,191 @@
+"""The side-by-side benchmark behind ``deep-retrieval benchmark``.
+
+Every method is fitted on the same :class:`~deep_retrieval.data.types.Split` and evaluated on the
+same held-out users. Outputs in ``out_dir``:
+
+- ``results.json``: ``{"dataset", "protocol", "k", "data": {…}, "methods": {NAME: {"metrics",
+  "fit_seconds", "query_ms_p50", "query_ms_p99", …}}, "config", "versions"}``;
+- ``truth.csv`` (``user,item``, external ids) — the ground truth of every test user;
+- ``recommendations/NAME.csv`` (``user,rank,item``, rank from 1) — each test user's top ``max(k)``;
+- ``results.md`` — the same figures as a readable table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._utils import atomic_write_text, resolve_device, seed_everything, versions
+from .config import BenchmarkConfig, to_dict
+from .data.types import Sequences, Split
+from .evaluation.evaluate import evaluate
+
+BASELINE_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
+DEFAULT_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
+
+Progress = Callable[[str], None]
+
+
+def available_methods() -> tuple[str, ...]:
+    return BASELINE_METHODS
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """Validate method names (order kept, duplicates dropped)."""
+    out: list[str] = []
+    for m in methods:
+        if m not in available_methods():
+            raise ValueError(f"unknown method {m!r}; choose from {', '.join(available_methods())}")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise ValueError("no method given; e.g. --methods most-popular,brute-force")
+    return out
+
+
+def _build(name: str, config: BenchmarkConfig, fitted: dict[str, Any], device: str):
+    from .baselines import make_baseline
+
+    softmax = fitted.get("brute-force") if name.startswith("ann-") else None
+    return make_baseline(name, config, softmax=softmax, device=device)
+
+
+def run_benchmark(
+    split: Split,
+    methods: Sequence[str],
+    ks: Sequence[int],
+    config: BenchmarkConfig = BenchmarkConfig(),
+    *,
+    out_dir: str | Path | None = None,
+    dataset: str = "custom",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fit and evaluate ``methods`` on ``split`` at every ``k``; write the outputs when ``out_dir`` is set.
+
+    ANN methods search the item embeddings of the ``brute-force`` softmax model, which is trained
+    once and shared (its training time is included in their ``fit_seconds``).
+
+    Returns:
+        The ``results.json`` document as a dict.
+    """
+    methods = check_methods(methods)
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"k values must be positive integers, got {ks}")
+    say = progress or (lambda _msg: None)
+    device = resolve_device(config.device)
+    fit_order = list(methods)
+    if any(m.startswith("ann-") for m in methods) and "brute-force" not in methods:
+        fit_order.insert(0, "brute-force")  # ANN baselines need its embeddings
+    elif "brute-force" in methods:
+        fit_order.remove("brute-force")
+        fit_order.insert(0, "brute-force")
+
+    fitted: dict[str, Any] = {}
+    fit_seconds: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    recommendations: dict[str, np.ndarray] = {}
+    for name in fit_order:
+        seed_everything(config.seed)
+        say(f"fitting {name}")
+        model = _build(name, config, fitted, device)
+        t0 = time.perf_counter()
+        model.fit(split.train, split.n_items)
+        fit_seconds[name] = time.perf_counter() - t0
+        if name.startswith("ann-"):
+            fit_seconds[name] += fit_seconds["brute-force"]
+        fitted[name] = model
+        if name not in methods:
+            continue
+        say(f"evaluating {name}")
+        ev = evaluate(
+            model,
+            split.test_history,
+            split.test_truth,
+            ks,
+            exclude=split.test_exclude,
+            batch_size=config.query_batch_size,
+        )
+        recommendations[name] = ev.recommendations
+        results[name] = {
+            "metrics": ev.metrics,
+            "fit_seconds": round(fit_seconds[name], 3),
+            "query_ms_p50": round(ev.query_ms_p50, 4),
+            "query_ms_p99": round(ev.query_ms_p99, 4),
+        }
+        extra = getattr(model, "benchmark_info", None)
+        if callable(extra):
+            results[name].update(extra())
+        say(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items() if k.startswith("recall")))
+
+    doc = {
+        "dataset": dataset,
+        "protocol": split.protocol,
+        "k": ks,
+        "data": split.summary(),
+        "methods": {m: results[m] for m in methods},
+        "config": to_dict(config),
+        "versions": versions(),
+    }
+    if out_dir is not None:
+        write_outputs(Path(out_dir), doc, split, recommendations)
+    return doc
+
+
+def write_outputs(out_dir: Path, doc: dict[str, Any], split: Split, recommendations: dict[str, np.ndarray]) -> None:
+    """Write results.json, truth.csv, recommendations/NAME.csv and results.md into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth: Sequences = split.test_truth
+    pd.DataFrame(
+        {
+            "user": split.test_user_ids[truth.row_ids()],
+            "item": split.item_ids[truth.items],
+        }
+    ).to_csv(out_dir / "truth.csv", index=False)
+    rec_dir = out_dir / "recommendations"
+    rec_dir.mkdir(exist_ok=True)
+    for name, recs in recommendations.items():
+        users, ranks = np.nonzero(recs >= 0)
+        pd.DataFrame(
+            {
+                "user": split.test_user_ids[users],
+                "rank": ranks + 1,
+                "item": split.item_ids[recs[users, ranks]],
+            }
+        ).to_csv(rec_dir / f"{name}.csv", index=False)
+    atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(out_dir / "results.md", results_markdown(doc))
+
+
+def results_markdown(doc: dict[str, Any]) -> str:
+    """A readable table of a ``results.json`` document."""
+    d = doc["data"]
+    lines = [
+        f"# {doc['dataset']} — {doc['protocol']} protocol",
+        "",
+        f"{d['n_users']:,} users, {d['n_items']:,} items, {d['n_interactions']:,} interactions; "
+        f"{d['n_train_users']:,} training users, {d['n_test_users']:,} test users.",
+        "",
+    ]
+    metric_names = ["precision", "recall", "f1", "ndcg", "hit_rate"]
+    header = ["method"] + [f"{m}@{k}" for k in doc["k"] for m in metric_names] + [
+        "fit s",
+        "query ms p50",
+        "query ms p99",
+    ]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for name, r in doc["methods"].items():
+        cells = [name]
+        for k in doc["k"]:
+            for m in metric_names:
+                cells.append(f"{r['metrics'][f'{m}@{k}']:.4f}")
+        cells += [f"{r['fit_seconds']:.1f}", f"{r['query_ms_p50']:.2f}", f"{r['query_ms_p99']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
