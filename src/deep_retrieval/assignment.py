@@ -1,0 +1,733 @@
+"""Path assignment: the update of the item → path mapping π with the network fixed (paper §2.2–2.4).
+
+Shape letters as in :mod:`deep_retrieval.paths` (``V`` items, ``S`` candidate paths per item, ``J``
+paths per item, ``N`` training interactions, ``S'`` beam paths per interaction).
+
+Two stages, both pure numpy on internal ids:
+
+1. **Path scores.** ``s[v, c] = Σ_{i: y_i = v} p(c | x_i)``, the summed beam-search probability of
+   path ``c`` over the training interactions of item ``v``, kept as the top-``S`` paths per item
+   (:class:`PathScores`). Batch form: :func:`accumulate_path_scores` (+ :func:`merge_path_scores`
+   for chunks). Streaming form with decay: :func:`streaming_update`.
+2. **Greedy coordinate descent** (:func:`assign_paths`, Algorithm 2) maximising
+   ``Σ_v N_v log Σ_j s[v, π_j(v)] − α Σ_c f(|c|)``, ``f(n) = n**power / power``, where ``N_v``
+   counts the interactions of ``v`` and ``|c|`` the items on path ``c``.
+   :func:`assign_paths_reference` is its slow plain-Python twin, used by the tests.
+
+The sequential loops (the greedy sweep, the streaming merge) are compiled with numba when it is
+installed; otherwise the very same functions run as plain Python (correct, but slow on millions of
+items). ``HAVE_NUMBA`` says which.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .paths import _as_int_array, _check_rng, random_distinct_path_ids
+
+try:  # numba is optional: the kernels below are written in its subset of Python.
+    import numba
+
+    HAVE_NUMBA = True
+
+    def _jit(func: Any) -> Any:
+        return numba.njit(cache=True)(func)
+
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    HAVE_NUMBA = False
+
+    def _jit(func: Any) -> Any:
+        return func
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+_CHUNK_ITEMS = 65_536  # rows per block in assignment_objective, bounds the (v, J, S) temporary
+_MAX_DIRECT_PATHS = 1 << 20  # up to this K**D, assign_paths counts sizes over all path ids
+_MAX_PENALTY_TABLE = 1 << 22  # entries of the cached f(n + 1) - f(n) table
+
+
+@dataclass(frozen=True)
+class PathScores:
+    """Top-``S`` candidate paths and scores per item, plus occurrence counts.
+
+    Rows produced by this module are sorted by score descending (ties by path id ascending) with
+    empty slots last; inputs may have empty slots anywhere.
+
+    Attributes:
+        path_ids: ``(V, S)`` int64 candidate path ids, ``-1`` = empty slot; distinct within a row.
+        scores: ``(V, S)`` float64 ``s[v, c]`` ≥ 0 (0 in empty slots).
+        counts: ``(V,)`` int64 ``N_v``, training occurrences of each item.
+    """
+
+    path_ids: np.ndarray
+    scores: np.ndarray
+    counts: np.ndarray
+
+    def __post_init__(self) -> None:
+        ids = _as_int_array(self.path_ids, "path_ids")
+        scores = np.asarray(self.scores, dtype=np.float64)
+        counts = _as_int_array(self.counts, "counts")
+        if ids.ndim != 2:
+            raise ValueError(f"path_ids must have shape (n_items, n_keep), got {ids.shape}")
+        if scores.shape != ids.shape:
+            raise ValueError(
+                f"scores must have the shape of path_ids {ids.shape}, got {scores.shape}"
+            )
+        if counts.shape != (ids.shape[0],):
+            raise ValueError(f"counts must have shape ({ids.shape[0]},), got {counts.shape}")
+        if ids.size and ids.min() < -1:
+            raise ValueError(f"path ids must be >= 0 or -1 (empty), got {ids.min()}")
+        if scores.size and not (np.isfinite(scores).all() and scores.min() >= 0):
+            raise ValueError("scores must be finite and >= 0")
+        if counts.size and counts.min() < 0:
+            raise ValueError(f"counts must be >= 0, got {counts.min()}")
+        if ids.shape[1] > 1:
+            rows = np.sort(ids, axis=1)
+            dup = ((rows[:, 1:] == rows[:, :-1]) & (rows[:, 1:] >= 0)).any(axis=1)
+            if dup.any():
+                item = int(np.flatnonzero(dup)[0])
+                raise ValueError(f"item {item} lists a path twice: {ids[item].tolist()}")
+        object.__setattr__(self, "path_ids", ids)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "counts", counts)
+
+    @property
+    def n_items(self) -> int:
+        return self.path_ids.shape[0]
+
+    @property
+    def n_keep(self) -> int:
+        """``S``, the slots per item."""
+        return self.path_ids.shape[1]
+
+    @classmethod
+    def empty(cls, n_items: int, n_keep: int) -> PathScores:
+        """No candidates and zero counts: the starting state of :func:`streaming_update`."""
+        return cls(
+            np.full((n_items, n_keep), -1, dtype=np.int64),
+            np.zeros((n_items, n_keep), dtype=np.float64),
+            np.zeros(n_items, dtype=np.int64),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Path scores
+
+
+def _top_per_item(
+    items: np.ndarray, path_ids: np.ndarray, values: np.ndarray, n_items: int, n_keep: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``values`` per identical ``(item, path)`` and keep the top ``n_keep`` paths per item.
+
+    Args:
+        items, path_ids, values: ``(M,)`` flat triples; ``path_ids < 0`` are dropped.
+
+    Returns:
+        ``(path_ids (V, n_keep) int64, scores (V, n_keep) float64)``, rows sorted by score
+        descending, ties by path id ascending, empty slots ``-1`` / ``0`` last.
+    """
+    out_ids = np.full((n_items, n_keep), -1, dtype=np.int64)
+    out_scores = np.zeros((n_items, n_keep), dtype=np.float64)
+    keep = path_ids >= 0
+    items, path_ids = items[keep], path_ids[keep]
+    values = values[keep].astype(np.float64)
+    if items.size == 0:
+        return out_ids, out_scores
+
+    # Group identical (item, path) pairs with one sort. A single int64 key is the fast route;
+    # lexsort covers path ids too large to combine with the item index.
+    radix = int(path_ids.max()) + 1
+    if n_items * radix <= _INT64_MAX:
+        order = np.argsort(items * radix + path_ids, kind="stable")
+    else:
+        order = np.lexsort((path_ids, items))
+    items, path_ids, values = items[order], path_ids[order], values[order]
+    new_pair = np.ones(items.size, dtype=bool)
+    new_pair[1:] = (items[1:] != items[:-1]) | (path_ids[1:] != path_ids[:-1])
+    starts = np.flatnonzero(new_pair)
+    sums = np.add.reduceat(values, starts)  # (U,) one per distinct (item, path)
+    items, path_ids = items[starts], path_ids[starts]
+
+    # Rank within each item by (score desc, path id asc) and keep ranks < n_keep.
+    order = np.lexsort((path_ids, -sums, items))
+    items, path_ids, sums = items[order], path_ids[order], sums[order]
+    position = np.arange(items.size)
+    first = np.ones(items.size, dtype=bool)
+    first[1:] = items[1:] != items[:-1]
+    rank = position - np.maximum.accumulate(np.where(first, position, 0))
+    kept = rank < n_keep
+    out_ids[items[kept], rank[kept]] = path_ids[kept]
+    out_scores[items[kept], rank[kept]] = sums[kept]
+    return out_ids, out_scores
+
+
+def _check_batch(
+    items: np.ndarray, path_ids: np.ndarray, probs: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    items = _as_int_array(items, "items")
+    path_ids = _as_int_array(path_ids, "path_ids")
+    probs = np.asarray(probs, dtype=np.float64)
+    if items.ndim != 1:
+        raise ValueError(f"items must be 1-D (N,), got shape {items.shape}")
+    if path_ids.ndim != 2 or path_ids.shape[0] != items.shape[0]:
+        raise ValueError(
+            f"path_ids must have shape (N={items.shape[0]}, S'), got {path_ids.shape}"
+        )
+    if probs.shape != path_ids.shape:
+        raise ValueError(
+            f"probs must have the shape of path_ids {path_ids.shape}, got {probs.shape}"
+        )
+    if items.size and (items.min() < 0 or items.max() >= n_items):
+        raise ValueError(
+            f"items must lie in [0, n_items={n_items}), "
+            f"got values in [{items.min()}, {items.max()}]"
+        )
+    if path_ids.size and path_ids.min() < -1:
+        raise ValueError(f"path ids must be >= 0 or -1 (padding), got {path_ids.min()}")
+    if probs.size and not (np.isfinite(probs).all() and probs.min() >= 0):
+        raise ValueError("probs must be finite and >= 0 (pass exp(log_probs), not log_probs)")
+    return items, path_ids, probs
+
+
+def accumulate_path_scores(
+    items: np.ndarray,
+    path_ids: np.ndarray,
+    probs: np.ndarray,
+    n_items: int,
+    n_keep: int,
+) -> PathScores:
+    """Batch path scores ``s[v, c] = Σ_{i: y_i = v} p(c | x_i)``, top ``n_keep`` per item.
+
+    Vectorised: the ``(item, path)`` pairs are grouped with one sort and summed with
+    ``np.add.reduceat``.
+
+    Args:
+        items: ``(N,)`` the item ``y_i`` of each training interaction.
+        path_ids: ``(N, S')`` beam-search path ids for that interaction's user, ``-1`` = padding.
+        probs: ``(N, S')`` their probabilities ``exp(log_prob)``.
+        n_items: ``V``.
+        n_keep: ``S``, paths kept per item.
+
+    Returns:
+        :class:`PathScores` with ``counts[v]`` = occurrences of ``v`` in ``items``.
+    """
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    if n_keep < 1:
+        raise ValueError(f"n_keep must be >= 1, got {n_keep}")
+    items, path_ids, probs = _check_batch(items, path_ids, probs, n_items)
+    width = path_ids.shape[1]
+    ids, scores = _top_per_item(
+        np.repeat(items, width), path_ids.ravel(), probs.ravel(), n_items, n_keep
+    )
+    return PathScores(ids, scores, np.bincount(items, minlength=n_items).astype(np.int64))
+
+
+def merge_path_scores(a: PathScores, b: PathScores, n_keep: int | None = None) -> PathScores:
+    """Add two score accumulators (e.g. of two data chunks) and keep the top ``n_keep`` per item.
+
+    Scores of the same ``(item, path)`` add up, counts add up. The result equals one
+    :func:`accumulate_path_scores` pass over both chunks whenever neither chunk dropped a path by
+    its own top-``S`` cut; otherwise mass that fell below a chunk's cut is lost (the same
+    approximation as the paper's top-``S`` lists). For exact chunked processing, accumulate the
+    chunks with a larger ``n_keep`` than the final one.
+
+    Args:
+        a, b: accumulators over the same ``V`` items.
+        n_keep: ``S`` of the result; default ``max(a.n_keep, b.n_keep)``.
+    """
+    if a.n_items != b.n_items:
+        raise ValueError(f"cannot merge scores over {a.n_items} and {b.n_items} items")
+    n_keep = max(a.n_keep, b.n_keep) if n_keep is None else n_keep
+    if n_keep < 1:
+        raise ValueError(f"n_keep must be >= 1, got {n_keep}")
+    n_items = a.n_items
+    items = np.concatenate(
+        [np.repeat(np.arange(n_items), a.n_keep), np.repeat(np.arange(n_items), b.n_keep)]
+    )
+    ids, scores = _top_per_item(
+        items,
+        np.concatenate([a.path_ids.ravel(), b.path_ids.ravel()]),
+        np.concatenate([a.scores.ravel(), b.scores.ravel()]),
+        n_items,
+        n_keep,
+    )
+    return PathScores(ids, scores, a.counts + b.counts)
+
+
+def _streaming_kernel(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    counts: np.ndarray,
+    items: np.ndarray,
+    new_ids: np.ndarray,
+    new_probs: np.ndarray,
+    decay: float,
+) -> None:
+    """In-place decayed merge of each instance's list into its item's top-``S`` list, in order."""
+    n_keep = ids.shape[1]
+    width = new_ids.shape[1]
+    buf_ids = np.empty(n_keep + width, dtype=np.int64)
+    buf_scores = np.empty(n_keep + width, dtype=np.float64)
+    for i in range(items.shape[0]):
+        v = items[i]
+        counts[v] += 1
+        n_old = 0
+        min_old = np.inf
+        for k in range(n_keep):
+            if ids[v, k] >= 0:
+                buf_ids[n_old] = ids[v, k]
+                buf_scores[n_old] = decay * scores[v, k]  # only old (so far): η·s
+                min_old = min(min_old, scores[v, k])
+                n_old += 1
+        if n_old < n_keep:
+            # A list that is not full has never evicted a path, so unlisted paths truly score 0.
+            min_old = 0.0
+        m = n_old
+        for q in range(width):
+            c = new_ids[i, q]
+            if c < 0:
+                continue
+            found = -1
+            for k in range(m):
+                if buf_ids[k] == c:
+                    found = k
+                    break
+            if found >= 0:  # in both lists: η·s + s'  (or a repeated new path: summed)
+                buf_scores[found] += new_probs[i, q]
+            else:  # only new: η·min_score + s'
+                buf_ids[m] = c
+                buf_scores[m] = decay * min_old + new_probs[i, q]
+                m += 1
+        # Insertion sort by (score desc, path id asc); m ≤ S + S' is small.
+        for a in range(1, m):
+            cid = buf_ids[a]
+            cscore = buf_scores[a]
+            b = a - 1
+            while b >= 0 and (
+                buf_scores[b] < cscore or (buf_scores[b] == cscore and buf_ids[b] > cid)
+            ):
+                buf_ids[b + 1] = buf_ids[b]
+                buf_scores[b + 1] = buf_scores[b]
+                b -= 1
+            buf_ids[b + 1] = cid
+            buf_scores[b + 1] = cscore
+        for k in range(n_keep):
+            if k < m:
+                ids[v, k] = buf_ids[k]
+                scores[v, k] = buf_scores[k]
+            else:
+                ids[v, k] = -1
+                scores[v, k] = 0.0
+
+
+_streaming_kernel_py = _streaming_kernel
+_streaming_kernel = _jit(_streaming_kernel)
+
+
+def streaming_update(
+    state: PathScores,
+    items: np.ndarray,
+    path_ids: np.ndarray,
+    probs: np.ndarray,
+    decay: float = 0.999,
+) -> PathScores:
+    """Merge new instances into the per-item top-``S`` lists with decay ``η`` (paper §2.4).
+
+    For each instance ``i`` (item ``v``, list ``s'``), with ``min_score`` the smallest stored score
+    of ``v``: a path in both lists gets ``η·s + s'``, a path only in the new list gets
+    ``η·min_score + s'`` (favours exploring new paths), a path only in the stored list gets ``η·s``;
+    then the top ``S`` are kept. Instances are applied one by one in the given order (a compiled
+    loop), since several instances of one item in a call depend on each other. Interpretations
+    (the paper is silent): ``min_score`` is 0 while an item's list is not full (no path has been
+    evicted yet, so unlisted paths really score 0); a path repeated in one new list is summed;
+    ``counts`` are plain, undecayed occurrence counts.
+
+    Args:
+        state: current lists; not modified.
+        items: ``(N,)`` the item of each instance.
+        path_ids: ``(N, S')`` beam-search path ids of the instance's user, ``-1`` = padding.
+        probs: ``(N, S')`` their probabilities.
+        decay: ``η`` in ``(0, 1]``.
+
+    Returns:
+        The updated :class:`PathScores` (same ``S``).
+    """
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
+    items, path_ids, probs = _check_batch(items, path_ids, probs, state.n_items)
+    ids = state.path_ids.copy()
+    scores = state.scores.copy()
+    counts = state.counts.copy()
+    _streaming_kernel(ids, scores, counts, items, path_ids, probs, float(decay))
+    return PathScores(ids, scores, counts)
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy coordinate descent
+
+
+def assignment_objective(
+    scores: PathScores, path_ids: np.ndarray, penalty: float, power: float = 4
+) -> float:
+    """``Σ_v N_v log Σ_j s[v, π_j(v)] − α Σ_c f(|c|)``, ``f(n) = n**power / power``.
+
+    Only candidate scores count: a path that is not among ``v``'s candidates adds 0 to its sum.
+    Items with ``N_v = 0`` add no likelihood term but their paths count in ``|c|``. The result is
+    ``-inf`` when an item with ``N_v > 0`` holds no scored path.
+
+    Args:
+        scores: candidate scores.
+        path_ids: ``(V, J)`` the mapping π (distinct paths per row).
+        penalty: ``α`` ≥ 0.
+        power: exponent of ``f``.
+    """
+    pi = _as_int_array(path_ids, "path_ids")
+    if pi.ndim != 2 or pi.shape[0] != scores.n_items:
+        raise ValueError(f"path_ids must have shape ({scores.n_items}, J), got {pi.shape}")
+    held = np.zeros(scores.n_items, dtype=np.float64)  # (V,) Σ_j s[v, π_j(v)]
+    for lo in range(0, scores.n_items, _CHUNK_ITEMS):
+        hi = min(lo + _CHUNK_ITEMS, scores.n_items)
+        cand = scores.path_ids[lo:hi, None, :]  # (v, 1, S)
+        match = (pi[lo:hi, :, None] == cand) & (cand >= 0)  # (v, J, S)
+        held[lo:hi] = (match * scores.scores[lo:hi, None, :]).sum(axis=(1, 2))
+    seen = scores.counts > 0
+    with np.errstate(divide="ignore"):
+        likelihood = float((scores.counts[seen] * np.log(held[seen])).sum())
+    _, sizes = np.unique(pi, return_counts=True)
+    return likelihood - penalty * float((sizes.astype(np.float64) ** power / power).sum())
+
+
+class _Plan(NamedTuple):
+    """What both assignment implementations share: validated inputs and all random draws."""
+
+    fallback: np.ndarray  # (V, J) previous paths, or random distinct ones
+    active: np.ndarray  # (V,) bool: N_v > 0 and at least one candidate
+    orders: list[np.ndarray]  # per sweep, the active items in visiting order
+    power: float
+
+
+def _plan(
+    scores: PathScores,
+    paths_per_item: int,
+    penalty: float,
+    n_paths: int,
+    n_sweeps: int,
+    previous: np.ndarray | None,
+    rng: np.random.Generator | int | None,
+    power: float,
+) -> _Plan:
+    if int(paths_per_item) != paths_per_item or paths_per_item < 1:
+        raise ValueError(f"paths_per_item must be an integer >= 1, got {paths_per_item!r}")
+    if int(n_paths) != n_paths or n_paths < paths_per_item:
+        raise ValueError(
+            f"n_paths must be an integer >= paths_per_item={paths_per_item}, got {n_paths!r}"
+        )
+    if not (math.isfinite(penalty) and penalty >= 0):
+        raise ValueError(f"penalty must be finite and >= 0, got {penalty}")
+    if int(n_sweeps) != n_sweeps or n_sweeps < 1:
+        raise ValueError(f"n_sweeps must be an integer >= 1, got {n_sweeps!r}")
+    if not (math.isfinite(power) and power >= 1):
+        raise ValueError(f"power must be >= 1 (f must be convex), got {power}")
+    if scores.path_ids.size and scores.path_ids.max() >= n_paths:
+        raise ValueError(
+            f"candidate path ids must be < n_paths={n_paths}, got {scores.path_ids.max()}"
+        )
+    n_items = scores.n_items
+    rng = _check_rng(rng)
+    if previous is None:
+        fallback = random_distinct_path_ids(n_items, paths_per_item, n_paths, rng)
+    else:
+        fallback = _as_int_array(previous, "previous").copy()
+        if fallback.shape != (n_items, paths_per_item):
+            raise ValueError(
+                f"previous must have shape ({n_items}, {paths_per_item}), got {fallback.shape}"
+            )
+        if fallback.size and (fallback.min() < 0 or fallback.max() >= n_paths):
+            raise ValueError(
+                f"previous path ids must lie in [0, n_paths={n_paths}), "
+                f"got values in [{fallback.min()}, {fallback.max()}]"
+            )
+        rows = np.sort(fallback, axis=1)
+        if (rows[:, 1:] == rows[:, :-1]).any():
+            raise ValueError("previous must hold distinct paths within each item")
+    active = (scores.counts > 0) & (scores.path_ids >= 0).any(axis=1)
+    visit = np.flatnonzero(active)
+    orders = [rng.permutation(visit) for _ in range(int(n_sweeps))]
+    return _Plan(fallback, active, orders, float(power))
+
+
+def _penalty_steps_kernel(length: int, power: float) -> np.ndarray:
+    """``(length,)`` table of ``f(n + 1) − f(n)`` for ``n = 0 .. length-1``, ``f(n) = n**p / p``.
+
+    Written exactly like the per-call expression of :func:`assign_paths_reference` so both
+    implementations see bit-identical penalties.
+    """
+    out = np.empty(length, dtype=np.float64)
+    for i in range(length):
+        n = float(i)
+        out[i] = ((n + 1.0) ** power - n**power) / power
+    return out
+
+
+def _sweep_kernel(
+    order: np.ndarray,
+    cand_ids: np.ndarray,
+    cand_scores: np.ndarray,
+    counts: np.ndarray,
+    fallback: np.ndarray,
+    assign: np.ndarray,
+    sizes: np.ndarray,
+    steps: np.ndarray,
+    penalty: float,
+    power: float,
+    release: bool,
+) -> None:
+    """One Gauss–Seidel sweep of the greedy, in place on ``assign (V, J)`` and ``sizes (P,)``.
+
+    Path ids here are local (``0 .. P-1``), ``-1`` = empty candidate slot. ``steps[n]`` caches
+    ``f(n + 1) − f(n)``; sizes beyond the table are computed directly.
+    """
+    n_paths_per_item = assign.shape[1]
+    n_cand = cand_ids.shape[1]
+    n_steps = steps.shape[0]
+    for idx in range(order.shape[0]):
+        v = order[idx]
+        if release:  # coordinate step on v: its own paths must not count against it
+            for j in range(n_paths_per_item):
+                sizes[assign[v, j]] -= 1
+        n_v = counts[v]
+        acc = 0.0
+        for j in range(n_paths_per_item):
+            log_acc = math.log(acc) if acc > 0.0 else 0.0
+            best_k = -1
+            best_gain = -np.inf
+            for k in range(n_cand):
+                c = cand_ids[v, k]
+                if c < 0:
+                    continue
+                taken = False
+                for jj in range(j):
+                    if assign[v, jj] == c:
+                        taken = True
+                        break
+                if taken:
+                    continue
+                s = cand_scores[v, k]
+                if acc > 0.0:
+                    gain = n_v * (math.log(acc + s) - log_acc)
+                elif s > 0.0:
+                    gain = n_v * math.log(s)  # first path: log(acc) = -inf is common to all c
+                else:
+                    gain = -np.inf
+                size = sizes[c]
+                if size < n_steps:
+                    gain -= penalty * steps[size]
+                else:
+                    n = float(size)
+                    gain -= penalty * (((n + 1.0) ** power - n**power) / power)
+                if best_k < 0 or gain > best_gain:
+                    best_k = k
+                    best_gain = gain
+            if best_k >= 0:
+                c = cand_ids[v, best_k]
+                acc += cand_scores[v, best_k]
+            else:  # candidates exhausted: first fallback path not chosen yet
+                c = -1
+                for q in range(n_paths_per_item):
+                    c = fallback[v, q]
+                    free = True
+                    for jj in range(j):
+                        if assign[v, jj] == c:
+                            free = False
+                            break
+                    if free:
+                        break
+            assign[v, j] = c
+            sizes[c] += 1
+
+
+_sweep_kernel_py = _sweep_kernel
+_sweep_kernel = _jit(_sweep_kernel)
+_penalty_steps_kernel_py = _penalty_steps_kernel
+_penalty_steps_kernel = _jit(_penalty_steps_kernel)
+
+
+def _n_changed(before: np.ndarray, after: np.ndarray) -> int:
+    """Items whose set of paths differs."""
+    return int((np.sort(before, axis=1) != np.sort(after, axis=1)).any(axis=1).sum())
+
+
+def assign_paths(
+    scores: PathScores,
+    *,
+    paths_per_item: int,
+    penalty: float,
+    n_paths: int,
+    n_sweeps: int = 3,
+    previous: np.ndarray | None = None,
+    rng: np.random.Generator | int | None = None,
+    power: float = 4,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Penalised greedy coordinate descent over items (paper §2.3, Algorithm 2).
+
+    Each sweep visits the items with ``N_v > 0`` and at least one candidate, in a fresh seeded
+    random order, and re-chooses their ``J`` paths greedily among their candidates; choosing ``c``
+    as the next path gains ``N_v·(log(acc + s[v,c]) − log acc) − α·(f(|c|+1) − f(|c|))`` where
+    ``acc`` sums the scores of the paths already chosen for ``v`` (for the first path, ``acc = 0``:
+    ``N_v·log s[v,c] − α·(…)``). Ties go to the earlier candidate slot.
+
+    Details:
+
+    - Sizes ``|c|`` start from the fixed items only; sweep 1 adds items as it visits them (the
+      paper's ``size[c] = 0`` start). From sweep 2 on, an item's ``J`` paths of the previous sweep
+      are released together before it chooses again: the exact coordinate step "all other items
+      fixed". (Algorithm 2 releases the ``j``-th old path just before choosing the ``j``-th new
+      one, which makes ``v``'s later old paths count against ``v`` itself.)
+    - Fixed items: ``N_v = 0`` or no candidates. They keep ``previous`` (or random distinct paths
+      when ``previous`` is None), and their paths count in ``|c|``.
+    - An item with fewer than ``J`` candidates fills its remaining slots with its ``previous``
+      paths (or the random ones) in order, skipping any already chosen.
+
+    Deterministic for a given ``rng`` seed; :func:`assign_paths_reference` gives the same result.
+    The loop is sequential (each choice changes ``|c|`` for the next), so it runs as a compiled
+    numba kernel when numba is installed (``HAVE_NUMBA``), else as plain Python.
+
+    Args:
+        scores: candidate paths and scores per item (``V`` rows).
+        paths_per_item: ``J``.
+        penalty: ``α`` ≥ 0.
+        n_paths: ``K**D`` (``PathCodec.n_paths``), bound for path ids.
+        n_sweeps: ``T`` ≥ 1 ("three to five iterations are enough").
+        previous: ``(V, J)`` current path ids, or None.
+        rng: seed or generator for the item orders (and the random paths when ``previous`` is None).
+        power: ``f(n) = n**power / power``; the paper uses 4.
+
+    Returns:
+        ``(path_ids (V, J) int64, stats)``: row ``v`` lists ``v``'s paths in the order chosen;
+        ``stats`` has ``objective`` (list, after each sweep, see :func:`assignment_objective`),
+        ``n_changed`` (list, items whose path set changed in each sweep), ``largest_path_size``
+        and ``n_active_items``.
+    """
+    plan = _plan(scores, paths_per_item, penalty, n_paths, n_sweeps, previous, rng, power)
+    cand = scores.path_ids
+    local: np.ndarray | None = None  # local id -> path id, when remapped
+    if n_paths <= max(_MAX_DIRECT_PATHS, cand.size + plan.fallback.size):
+        # A size counter per possible path costs no more than the inputs: use path ids as is.
+        cand_local, fallback_local, n_local = cand, plan.fallback, int(n_paths)
+    else:
+        # Local ids 0 .. P-1 over the paths that can occur keep ``sizes`` small for any K**D.
+        local = np.unique(np.concatenate([cand[cand >= 0], plan.fallback.ravel()]))
+        cand_local = np.where(cand >= 0, np.searchsorted(local, cand), -1).astype(np.int64)
+        fallback_local = np.searchsorted(local, plan.fallback).astype(np.int64)
+        n_local = local.size
+    assign = fallback_local.copy()  # (V, J); active rows are overwritten by sweep 1
+    sizes = np.bincount(fallback_local[~plan.active].ravel(), minlength=n_local).astype(np.int64)
+    counts = scores.counts.astype(np.float64)
+    # A path never holds more than V items; sizes past the table are computed on the fly.
+    steps = _penalty_steps_kernel(min(scores.n_items + 1, _MAX_PENALTY_TABLE), plan.power)
+
+    result = plan.fallback
+    stats: dict[str, Any] = {"objective": [], "n_changed": [],
+                             "n_active_items": int(plan.active.sum())}
+    for sweep, order in enumerate(plan.orders):
+        _sweep_kernel(order.astype(np.int64), cand_local, scores.scores, counts, fallback_local,
+                      assign, sizes, steps, float(penalty), plan.power, sweep > 0)
+        new = assign.copy() if local is None else local[assign]
+        stats["objective"].append(assignment_objective(scores, new, penalty, plan.power))
+        stats["n_changed"].append(_n_changed(result, new))
+        result = new
+    stats["largest_path_size"] = int(sizes.max()) if sizes.size else 0
+    return result.astype(np.int64), stats
+
+
+def assign_paths_reference(
+    scores: PathScores,
+    *,
+    paths_per_item: int,
+    penalty: float,
+    n_paths: int,
+    n_sweeps: int = 3,
+    previous: np.ndarray | None = None,
+    rng: np.random.Generator | int | None = None,
+    power: float = 4,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Plain-Python twin of :func:`assign_paths` (dicts and explicit loops); same result and stats.
+
+    Slow; for tests. It shares only the input checks and the random draws (item orders, random
+    fallback paths) with the fast version, so both visit items in the same order for a seed.
+    """
+    plan = _plan(scores, paths_per_item, penalty, n_paths, n_sweeps, previous, rng, power)
+    n_items = scores.n_items
+    power = plan.power
+    candidates = [
+        [(int(c), float(s)) for c, s in zip(scores.path_ids[v], scores.scores[v]) if c >= 0]
+        for v in range(n_items)
+    ]
+    counts = [float(n) for n in scores.counts]
+    fallback = [[int(c) for c in row] for row in plan.fallback]
+
+    def f(n: float) -> float:
+        return n**power / power
+
+    def objective(paths: dict[int, list[int]]) -> float:
+        total = 0.0
+        size: dict[int, int] = defaultdict(int)
+        for v in range(n_items):
+            for c in paths[v]:
+                size[c] += 1
+            if counts[v] > 0:
+                held = sum(s for c, s in candidates[v] if c in paths[v])
+                total += counts[v] * math.log(held) if held > 0 else -math.inf
+        return total - penalty * sum(f(float(n)) for n in size.values())
+
+    paths = {v: list(fallback[v]) for v in range(n_items)}
+    size: dict[int, int] = defaultdict(int)
+    for v in range(n_items):
+        if not plan.active[v]:
+            for c in paths[v]:
+                size[c] += 1
+
+    stats: dict[str, Any] = {"objective": [], "n_changed": [],
+                             "n_active_items": int(plan.active.sum())}
+    for sweep, order in enumerate(plan.orders):
+        before = {v: set(p) for v, p in paths.items()}
+        for v in order.tolist():
+            if sweep > 0:
+                for c in paths[v]:
+                    size[c] -= 1
+            chosen: list[int] = []
+            acc = 0.0
+            for _ in range(paths_per_item):
+                best, best_gain, best_score = None, -math.inf, 0.0
+                for c, s in candidates[v]:
+                    if c in chosen:
+                        continue
+                    if acc > 0:
+                        gain = counts[v] * (math.log(acc + s) - math.log(acc))
+                    elif s > 0:
+                        gain = counts[v] * math.log(s)
+                    else:
+                        gain = -math.inf
+                    n = float(size[c])
+                    # f(n + 1) - f(n), written as in the kernel so the floats agree bit for bit
+                    gain -= penalty * (((n + 1.0) ** power - n**power) / power)
+                    if best is None or gain > best_gain:
+                        best, best_gain, best_score = c, gain, s
+                if best is None:
+                    best = next(c for c in fallback[v] if c not in chosen)
+                    best_score = 0.0
+                chosen.append(best)
+                acc += best_score
+                size[best] += 1
+            paths[v] = chosen
+        stats["objective"].append(objective(paths))
+        stats["n_changed"].append(sum(before[v] != set(paths[v]) for v in range(n_items)))
+    stats["largest_path_size"] = max((n for n in size.values()), default=0)
+    out = np.array([paths[v] for v in range(n_items)], dtype=np.int64)
+    return out.reshape(n_items, paths_per_item), stats

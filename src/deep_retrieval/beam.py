@@ -1,0 +1,144 @@
+"""Beam search over the structure (paper Algorithm 1) and its exhaustive reference.
+
+Shape letters as in :mod:`deep_retrieval.paths`.
+
+Both functions return paths sorted by log-probability, descending; exact ties are broken by the
+path itself in lexicographic order, i.e. by ascending path id. For a beam at least as wide as
+``K**D`` the two functions therefore return the same paths in the same order.
+
+Autograd: neither function switches it off. Selecting beams is not differentiable, but the returned
+log-probabilities are, which keeps the door open to beam-aware training. For retrieval and for
+the path-score pass, call them under ``torch.no_grad()`` (or ``torch.inference_mode()``) so no graph
+is kept.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .modules.structure import StructureNet
+
+#: ``enumerate_paths`` refuses structures with more paths than this (it is a test reference).
+MAX_ENUMERATED_PATHS = 1_000_000
+
+
+class BeamResult(NamedTuple):
+    """Paths and their log-probabilities, best first; unpacks as ``paths, log_probs = result``."""
+
+    paths: Tensor  # (N, B, D) long
+    log_probs: Tensor  # (N, B)
+
+
+def _sort_paths(paths: Tensor, log_probs: Tensor) -> BeamResult:
+    """Order each row by log-prob descending, ties by path (lexicographic = path id) ascending.
+
+    Stable sorts from the least significant key to the most significant one: layer ``D`` first,
+    ..., layer 1, and the log-probability last.
+    """
+    n_users, width, n_layers = paths.shape
+    order = torch.arange(width, device=paths.device).expand(n_users, width)  # (N, B)
+    for d in reversed(range(n_layers)):
+        key = paths[:, :, d].gather(1, order)
+        order = order.gather(1, torch.argsort(key, dim=1, stable=True))
+    key = log_probs.gather(1, order)
+    order = order.gather(1, torch.argsort(key, dim=1, descending=True, stable=True))
+    paths = paths.gather(1, order[:, :, None].expand(n_users, width, n_layers))  # (N, B, D)
+    return BeamResult(paths, log_probs.gather(1, order))
+
+
+def _check_user_emb(net: StructureNet, user_emb: Tensor) -> None:
+    if user_emb.dim() != 2 or user_emb.shape[1] != net.input_dim:
+        raise ValueError(
+            f"user_emb must have shape (N, input_dim={net.input_dim}), got {tuple(user_emb.shape)}"
+        )
+
+
+def beam_search(net: StructureNet, user_emb: Tensor, beam_size: int) -> BeamResult:
+    """The top paths of each user by cumulative log-probability (Algorithm 1).
+
+    Layer 1 keeps the top ``min(B, K)`` nodes; every further layer scores the ``B·K`` successors
+    of the current beams by ``log p(c_1..c_{d-1} | u) + log p(c_d | u, c_<d)`` and keeps the top
+    ``B`` of the flattened ``B·K`` axis. Batched over users; the only Python loop is over layers.
+    When fewer than ``B`` paths exist at a layer (``K**d < B``) all are kept, so a beam of at least
+    ``K**D`` returns every path, exactly like :func:`enumerate_paths`.
+
+    Beam search is approximate: for ``B < K**D`` it can miss paths whose prefix fell out of the
+    beam. Which of several exactly tied candidates survives the cut at a layer is whatever
+    ``torch.topk`` picks; the returned order is always the documented one (see module docstring).
+
+    Args:
+        net: the structure model.
+        user_emb: ``(N, E)`` user embeddings.
+        beam_size: ``B`` ≥ 1.
+
+    Returns:
+        :class:`BeamResult` with ``paths (N, B', D)`` long and ``log_probs (N, B')``,
+        ``B' = min(B, K**D)``, best first.
+    """
+    if int(beam_size) != beam_size or beam_size < 1:
+        raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+    _check_user_emb(net, user_emb)
+    n_users = user_emb.shape[0]
+    n_nodes = net.n_nodes
+
+    empty = torch.zeros(n_users, 0, dtype=torch.long, device=user_emb.device)
+    first = net.layer_log_probs(user_emb, empty)  # (N, K)
+    scores, nodes = first.topk(min(beam_size, n_nodes), dim=1)  # (N, B)
+    paths = nodes[:, :, None]  # (N, B, 1)
+    u = user_emb[:, None, :]  # (N, 1, E)
+    for d in range(1, net.n_layers):
+        width = paths.shape[1]
+        step = net.layer_log_probs(u, paths)  # (N, B, K)
+        successors = (scores[:, :, None] + step).reshape(n_users, width * n_nodes)  # (N, B·K)
+        scores, flat = successors.topk(min(beam_size, width * n_nodes), dim=1)  # (N, B)
+        parent = torch.div(flat, n_nodes, rounding_mode="floor")  # (N, B)
+        node = flat - parent * n_nodes  # (N, B)
+        paths = torch.cat(
+            [paths.gather(1, parent[:, :, None].expand(-1, -1, d)), node[:, :, None]], dim=2
+        )  # (N, B, d + 1)
+    return _sort_paths(paths, scores)
+
+
+def all_paths(n_layers: int, n_nodes: int, device: torch.device | str | None = None) -> Tensor:
+    """``(K**D, D)`` long: every path, in path-id (lexicographic) order."""
+    ids = torch.arange(n_nodes**n_layers, device=device)  # (K**D,)
+    out = torch.empty(ids.shape[0], n_layers, dtype=torch.long, device=device)
+    for d in reversed(range(n_layers)):
+        out[:, d] = ids % n_nodes
+        ids = torch.div(ids, n_nodes, rounding_mode="floor")
+    return out
+
+
+def enumerate_paths(net: StructureNet, user_emb: Tensor) -> BeamResult:
+    """Exhaustive reference for :func:`beam_search`: all ``K**D`` paths scored by teacher forcing.
+
+    Scores come from :meth:`StructureNet.log_prob` (not from the beam code), sorted like
+    :func:`beam_search` output. Memory grows as ``N · K**D``; meant for tests and small structures.
+
+    Args:
+        net: the structure model.
+        user_emb: ``(N, E)``.
+
+    Returns:
+        :class:`BeamResult` with ``paths (N, K**D, D)`` and ``log_probs (N, K**D)``, best first.
+    """
+    _check_user_emb(net, user_emb)
+    n_paths = net.n_nodes**net.n_layers
+    if n_paths > MAX_ENUMERATED_PATHS:
+        raise ValueError(
+            f"enumerate_paths scores all K**D = {n_paths} paths; it is a reference for small "
+            f"structures (at most {MAX_ENUMERATED_PATHS}); use beam_search instead"
+        )
+    n_users = user_emb.shape[0]
+    every = all_paths(net.n_layers, net.n_nodes, device=user_emb.device)  # (K**D, D)
+    paths = every[None].expand(n_users, -1, -1)  # (N, K**D, D)
+    log_probs = net.log_prob(user_emb, paths)  # (N, K**D)
+    # Paths are already in path-id order, so one stable sort yields the documented tie rule.
+    order = torch.argsort(log_probs, dim=1, descending=True, stable=True)  # (N, K**D)
+    return BeamResult(
+        every[order],  # (N, K**D, D)
+        log_probs.gather(1, order),
+    )

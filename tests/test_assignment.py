@@ -1,0 +1,315 @@
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+
+from deep_retrieval import assignment
+from deep_retrieval.assignment import (
+    PathScores,
+    accumulate_path_scores,
+    assign_paths,
+    assign_paths_reference,
+    assignment_objective,
+    merge_path_scores,
+    streaming_update,
+)
+from deep_retrieval.paths import random_distinct_path_ids
+
+# --------------------------------------------------------------------------------------------
+# Path scores
+
+
+def _random_batch(
+    seed: int, n: int = 300, n_items: int = 20, width: int = 5, n_paths: int = 12
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    items = rng.integers(0, n_items, size=n)
+    path_ids = rng.integers(-1, n_paths, size=(n, width))  # -1 = padding; repeats across rows
+    probs = rng.random((n, width))
+    return items, path_ids, probs
+
+
+def _dict_scores(items, path_ids, probs, n_items, n_keep) -> tuple[list[list], Counter]:
+    total: dict[tuple[int, int], float] = defaultdict(float)
+    for v, row_ids, row_probs in zip(items.tolist(), path_ids.tolist(), probs.tolist()):
+        for c, p in zip(row_ids, row_probs):
+            if c >= 0:
+                total[v, c] += p
+    rows: list[list] = [[] for _ in range(n_items)]
+    for (v, c), s in total.items():
+        rows[v].append((-s, c))
+    return [sorted(r)[:n_keep] for r in rows], Counter(items.tolist())
+
+
+@pytest.mark.parametrize("n_keep", [1, 4, 50])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_accumulate_matches_dict_reference(n_keep: int, seed: int) -> None:
+    items, path_ids, probs = _random_batch(seed)
+    scores = accumulate_path_scores(items, path_ids, probs, n_items=22, n_keep=n_keep)
+    rows, counts = _dict_scores(items, path_ids, probs, 22, n_keep)
+    assert scores.path_ids.shape == (22, n_keep)
+    for v in range(22):
+        got = [(c, s) for c, s in zip(scores.path_ids[v], scores.scores[v]) if c >= 0]
+        assert [c for c, _ in got] == [c for _, c in rows[v]]
+        np.testing.assert_allclose([s for _, s in got], [-s for s, _ in rows[v]])
+        assert (scores.path_ids[v, len(got):] == -1).all()
+        assert scores.counts[v] == counts[v]
+
+
+def test_merge_of_chunks_equals_one_pass() -> None:
+    items, path_ids, probs = _random_batch(3)
+    whole = accumulate_path_scores(items, path_ids, probs, n_items=20, n_keep=12)
+    a = accumulate_path_scores(items[:170], path_ids[:170], probs[:170], n_items=20, n_keep=12)
+    b = accumulate_path_scores(items[170:], path_ids[170:], probs[170:], n_items=20, n_keep=12)
+    merged = merge_path_scores(a, b)
+    np.testing.assert_array_equal(merged.path_ids, whole.path_ids)
+    np.testing.assert_allclose(merged.scores, whole.scores)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    # Truncating only after the merge keeps the one-pass top-S exactly.
+    top3 = merge_path_scores(a, b, n_keep=3)
+    np.testing.assert_array_equal(top3.path_ids, whole.path_ids[:, :3])
+    with pytest.raises(ValueError, match="items"):
+        merge_path_scores(a, PathScores.empty(5, 12))
+
+
+def test_streaming_update_hand_example() -> None:
+    # η = 1/2 and dyadic numbers keep every value exact.
+    state = PathScores(
+        np.array([[5, 2, 7], [-1, -1, -1]]),
+        np.array([[0.5, 0.25, 0.125], [0.0, 0.0, 0.0]]),
+        np.array([4, 0]),
+    )
+    items = np.array([0, 1, 0])
+    path_ids = np.array([[2, 9, 4], [3, 8, -1], [5, 1, -1]])
+    probs = np.array([[0.5, 0.25, 0.0625], [0.5, 0.25, 0.0], [0.25, 0.5, 0.0]])
+    new = streaming_update(state, items, path_ids, probs, decay=0.5)
+    # Item 0, first instance (min_score 0.125):
+    #   2: both  0.5·0.25 + 0.5 = 0.625;   5: old 0.5·0.5 = 0.25;   7: old 0.5·0.125 = 0.0625
+    #   9: new   0.5·0.125 + 0.25 = 0.3125; 4: new 0.5·0.125 + 0.0625 = 0.125
+    #   -> [2, 9, 5] with [0.625, 0.3125, 0.25]
+    # Item 0, second instance (min_score 0.25):
+    #   5: both 0.5·0.25 + 0.25 = 0.375;  2: old 0.3125;  9: old 0.15625
+    #   1: new  0.5·0.25 + 0.5 = 0.625
+    #   -> [1, 5, 2] with [0.625, 0.375, 0.3125]
+    # Item 1: empty list, min_score 0 -> [3, 8] with [0.5, 0.25]
+    assert new.path_ids.tolist() == [[1, 5, 2], [3, 8, -1]]
+    assert new.scores.tolist() == [[0.625, 0.375, 0.3125], [0.5, 0.25, 0.0]]
+    assert new.counts.tolist() == [6, 1]
+    assert state.path_ids.tolist() == [[5, 2, 7], [-1, -1, -1]]  # input untouched
+
+
+def test_streaming_ties_go_to_smaller_path_id() -> None:
+    state = PathScores.empty(1, 2)
+    new = streaming_update(state, np.array([0]), np.array([[7, 3, 5]]), np.array([[0.5] * 3]))
+    assert new.path_ids.tolist() == [[3, 5]]
+
+
+def test_streaming_without_decay_or_eviction_equals_batch() -> None:
+    items, path_ids, probs = _random_batch(4)
+    batch = accumulate_path_scores(items, path_ids, probs, n_items=20, n_keep=12)
+    stream = streaming_update(PathScores.empty(20, 12), items, path_ids, probs, decay=1.0)
+    np.testing.assert_array_equal(stream.path_ids, batch.path_ids)
+    np.testing.assert_allclose(stream.scores, batch.scores)
+    np.testing.assert_array_equal(stream.counts, batch.counts)
+
+
+def test_streaming_python_kernel_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    items, path_ids, probs = _random_batch(5, n=80, width=4)
+    state = PathScores.empty(20, 3)
+    compiled = streaming_update(state, items, path_ids, probs, decay=0.9)
+    monkeypatch.setattr(assignment, "_streaming_kernel", assignment._streaming_kernel_py)
+    plain = streaming_update(state, items, path_ids, probs, decay=0.9)
+    np.testing.assert_array_equal(plain.path_ids, compiled.path_ids)
+    np.testing.assert_array_equal(plain.scores, compiled.scores)
+
+
+def test_input_validation() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        PathScores(np.array([[1, 1]]), np.array([[0.5, 0.5]]), np.array([1]))
+    with pytest.raises(ValueError, match="shape"):
+        PathScores(np.array([[1, 2]]), np.array([[0.5]]), np.array([1]))
+    with pytest.raises(ValueError, match="n_items=3"):
+        accumulate_path_scores(np.array([3]), np.array([[0]]), np.array([[1.0]]), 3, 2)
+    with pytest.raises(ValueError, match="log_probs"):
+        accumulate_path_scores(np.array([0]), np.array([[0]]), np.array([[-1.0]]), 3, 2)
+    with pytest.raises(ValueError, match="decay"):
+        streaming_update(
+            PathScores.empty(2, 2), np.array([0]), np.array([[0]]), np.array([[1.0]]), decay=0
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy assignment
+
+
+def _random_scores(
+    seed: int, n_items: int = 150, n_keep: int = 6, n_paths: int = 30
+) -> PathScores:
+    """Skewed candidates (popular low path ids) so path sizes compete; some items have no
+    interactions, some no candidates, some fewer candidates than J."""
+    rng = np.random.default_rng(seed)
+    n = n_items * 4
+    items = rng.integers(0, n_items, size=n)
+    path_ids = np.minimum(rng.geometric(0.15, size=(n, 4)) - 1, n_paths - 1)
+    scores = accumulate_path_scores(items, path_ids, rng.random((n, 4)), n_items, n_keep)
+    counts = scores.counts.copy()
+    counts[:10] = 0  # interactions dropped: these items must keep their paths
+    ids = scores.path_ids.copy()
+    ids[10:15] = -1  # counts but no candidates
+    ids[15:25, 1:] = -1  # a single candidate
+    vals = np.where(ids >= 0, scores.scores, 0.0)
+    return PathScores(ids, vals, counts)
+
+
+def _check_same(fast: tuple, ref: tuple) -> None:
+    np.testing.assert_array_equal(fast[0], ref[0])
+    np.testing.assert_allclose(fast[1]["objective"], ref[1]["objective"], rtol=1e-12)
+    for key in ("n_changed", "largest_path_size", "n_active_items"):
+        assert fast[1][key] == ref[1][key], key
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("paths_per_item", [1, 3])
+@pytest.mark.parametrize("penalty", [0.0, 1e-3, 1.0])
+@pytest.mark.parametrize("with_previous", [False, True])
+def test_fast_equals_reference(
+    seed: int, paths_per_item: int, penalty: float, with_previous: bool
+) -> None:
+    scores = _random_scores(seed)
+    previous = None
+    if with_previous:
+        previous = random_distinct_path_ids(scores.n_items, paths_per_item, 30, rng=100 + seed)
+    kwargs = dict(paths_per_item=paths_per_item, penalty=penalty, n_paths=30, n_sweeps=3,
+                  previous=previous, rng=seed, power=4)
+    _check_same(assign_paths(scores, **kwargs), assign_paths_reference(scores, **kwargs))
+
+
+def test_fast_equals_reference_remapped_ids_and_power_2() -> None:
+    # K**D beyond the direct size table: the fast path works on compacted local path ids.
+    scores = _random_scores(7)
+    spread = PathScores(np.where(scores.path_ids >= 0, scores.path_ids * 33_333_331, -1),
+                        scores.scores, scores.counts)
+    kwargs = dict(paths_per_item=3, penalty=0.05, n_paths=10**9, n_sweeps=4, rng=3, power=2)
+    _check_same(assign_paths(spread, **kwargs), assign_paths_reference(spread, **kwargs))
+
+
+def test_python_kernel_equals_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(assignment, "_sweep_kernel", assignment._sweep_kernel_py)
+    monkeypatch.setattr(assignment, "_penalty_steps_kernel", assignment._penalty_steps_kernel_py)
+    scores = _random_scores(8, n_items=60)
+    kwargs = dict(paths_per_item=2, penalty=0.01, n_paths=30, rng=0)
+    _check_same(assign_paths(scores, **kwargs), assign_paths_reference(scores, **kwargs))
+
+
+def test_zero_penalty_picks_top_scored_candidates() -> None:
+    rng = np.random.default_rng(0)
+    n_items, n_keep = 40, 8
+    ids = np.array([rng.permutation(50)[:n_keep] for _ in range(n_items)])
+    scores = PathScores(ids, rng.random((n_items, n_keep)), np.full(n_items, 3))
+    new, _ = assign_paths(scores, paths_per_item=3, penalty=0.0, n_paths=50, rng=0)
+    best = np.take_along_axis(ids, np.argsort(-scores.scores, axis=1)[:, :3], axis=1)
+    np.testing.assert_array_equal(new, best)  # in order of decreasing score
+
+
+def test_large_penalty_lowers_largest_path() -> None:
+    # Every item prefers paths 0, 1, 2 over its own, weaker candidates.
+    n_items = 200
+    ids = np.column_stack([np.arange(3).repeat(n_items).reshape(3, n_items).T,
+                           3 + np.arange(n_items * 3).reshape(n_items, 3)])
+    vals = np.tile([1.0, 0.9, 0.8, 0.3, 0.2, 0.1], (n_items, 1))
+    scores = PathScores(ids, vals, np.full(n_items, 5))
+    kwargs = dict(paths_per_item=2, n_paths=1000, rng=0)
+    free, free_stats = assign_paths(scores, penalty=0.0, **kwargs)
+    tight, tight_stats = assign_paths(scores, penalty=1e-4, **kwargs)
+    assert free_stats["largest_path_size"] == n_items
+    assert tight_stats["largest_path_size"] < n_items // 4  # observed 21
+    for new in (free, tight):
+        assert (new[:, 0] != new[:, 1]).all()
+    sizes = Counter(tight.ravel().tolist())
+    assert max(sizes.values()) == tight_stats["largest_path_size"]
+
+
+def test_paths_distinct_and_deterministic() -> None:
+    scores = _random_scores(11)
+    kwargs = dict(paths_per_item=3, penalty=0.01, n_paths=30, n_sweeps=3)
+    a, stats_a = assign_paths(scores, rng=5, **kwargs)
+    b, stats_b = assign_paths(scores, rng=5, **kwargs)
+    np.testing.assert_array_equal(a, b)
+    assert stats_a == stats_b
+    rows = np.sort(a, axis=1)
+    assert (rows[:, 1:] != rows[:, :-1]).all()
+    assert a.dtype == np.int64 and a.min() >= 0 and a.max() < 30
+    assert len(stats_a["objective"]) == 3 and len(stats_a["n_changed"]) == 3
+
+
+def test_items_without_interactions_keep_their_paths() -> None:
+    scores = _random_scores(12)
+    previous = random_distinct_path_ids(scores.n_items, 3, 30, rng=0)
+    new, stats = assign_paths(scores, paths_per_item=3, penalty=0.01, n_paths=30,
+                              previous=previous, rng=1)
+    fixed = (scores.counts == 0) | (scores.path_ids < 0).all(axis=1)
+    assert fixed[:15].all()
+    np.testing.assert_array_equal(new[fixed], previous[fixed])
+    assert stats["n_active_items"] == int((~fixed).sum())
+    # A single candidate: it comes first, then previous paths in order, skipping duplicates.
+    for v in range(15, 25):
+        cand = int(scores.path_ids[v, 0])
+        rest = [c for c in previous[v].tolist() if c != cand][:2]
+        assert new[v].tolist() == [cand, *rest]
+    # Without previous paths, fixed items get random distinct ones.
+    new, _ = assign_paths(scores, paths_per_item=3, penalty=0.01, n_paths=30, rng=1)
+    rows = np.sort(new[fixed], axis=1)
+    assert (rows[:, 1:] != rows[:, :-1]).all()
+
+
+def test_fixed_items_count_in_path_sizes() -> None:
+    # 50 items without interactions sit on path 0; one active item prefers path 0 only slightly.
+    n_items = 51
+    ids = np.full((n_items, 2), -1)
+    ids[50] = [0, 1]
+    vals = np.zeros((n_items, 2))
+    vals[50] = [0.6, 0.5]
+    counts = np.zeros(n_items, dtype=np.int64)
+    counts[50] = 1
+    previous = np.zeros((n_items, 1), dtype=np.int64)
+    scores = PathScores(ids, vals, counts)
+    crowded, _ = assign_paths(scores, paths_per_item=1, penalty=1e-5, n_paths=4,
+                              previous=previous, rng=0)
+    elsewhere, _ = assign_paths(scores, paths_per_item=1, penalty=1e-5, n_paths=4,
+                                previous=np.full((n_items, 1), 2), rng=0)
+    # Path 0 with 50 fixed items: log 0.6 − 1e-5·(51⁴ − 50⁴)/4 ≈ −0.51 − 1.29 < log 0.5 ≈ −0.69.
+    assert crowded[50, 0] == 1
+    assert elsewhere[50, 0] == 0
+
+
+def test_objective_hand_example() -> None:
+    scores = PathScores(
+        np.array([[3, 1, -1], [1, 2, 0]]),
+        np.array([[2.0, 1.0, 0.0], [0.5, 0.25, 0.125]]),
+        np.array([4, 2]),
+    )
+    pi = np.array([[3, 2], [1, 0]])  # item 0: path 2 is no candidate and adds nothing
+    expected = 4 * math.log(2.0) + 2 * math.log(0.625) - 0.5 * (1 + 1 + 1 + 1) / 4
+    assert assignment_objective(scores, pi, penalty=0.5, power=4) == pytest.approx(expected)
+    pi = np.array([[3, 1], [3, 1]])  # sizes 2, 2
+    expected = 4 * math.log(3.0) + 2 * math.log(0.5) - 0.5 * (2**4 + 2**4) / 4
+    assert assignment_objective(scores, pi, penalty=0.5, power=4) == pytest.approx(expected)
+
+
+def test_assignment_validation() -> None:
+    scores = _random_scores(0, n_items=30)
+    with pytest.raises(ValueError, match="penalty"):
+        assign_paths(scores, paths_per_item=2, penalty=-1.0, n_paths=30)
+    with pytest.raises(ValueError, match="n_paths=20"):
+        assign_paths(scores, paths_per_item=2, penalty=0.0, n_paths=20)
+    with pytest.raises(ValueError, match="shape"):
+        assign_paths(scores, paths_per_item=2, penalty=0.0, n_paths=30,
+                     previous=np.zeros((30, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match="distinct"):
+        assign_paths(scores, paths_per_item=2, penalty=0.0, n_paths=30,
+                     previous=np.zeros((30, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="n_sweeps"):
+        assign_paths(scores, paths_per_item=2, penalty=0.0, n_paths=30, n_sweeps=0)
