@@ -1,0 +1,937 @@
+"""Readers for interaction logs on disk, each returning an :class:`.types.Interactions`.
+
+Every reader keeps the rows in file order and the external ids as they are written in the file:
+``int64`` arrays when the format (or, for generic tables, every value) uses integer ids, otherwise
+``object`` arrays of ``str``. Ratings are ``float32`` and timestamps ``int64`` unix seconds, or ``None``
+when the format has no such field. ``N`` is the number of rows; for the user-items and JSON list
+formats it is the total number of listed items (a user with an empty list contributes no rows).
+
+Compression is detected from the file's first bytes, not its name: gzip (``.gz``) files and the
+official GroupLens zip archives are read directly, without extracting them to disk.
+
+Parsing is vectorised (pandas' C parser, numpy on raw bytes, ``json`` + ``np.fromiter``). When the fast
+parse fails, or produces values that cannot be right (missing fields), a second, slower pass over
+the text finds the first bad line and raises :class:`DataFormatError` naming the file, the 1-based
+line and the problem. That second pass only runs on broken files, so well-formed files pay nothing
+for the precise messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import gzip
+import io
+import itertools
+import json
+import re
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from deep_retrieval.data.types import Interactions
+
+__all__ = [
+    "DataFormatError",
+    "read_amazon_ratings",
+    "read_interactions_table",
+    "read_json_lists",
+    "read_movielens",
+    "read_ratings_file",
+    "read_user_items_lines",
+]
+
+
+class DataFormatError(ValueError):
+    """A file whose content does not match the expected format.
+
+    Attributes:
+        path: the file (for zip members ``archive.zip!member``).
+        line: 1-based line number of the first bad line, or ``None`` when the problem is not tied
+            to one line (a zip without a ratings file, a missing column, a bad JSON structure).
+        problem: what was wrong, in words.
+    """
+
+    def __init__(self, path: str | Path, line: int | None, problem: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+# --------------------------------------------------------------------------------------------
+# Opening files: plain, gzip, zip member.
+# --------------------------------------------------------------------------------------------
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+# Rating files inside the official GroupLens archives, in order of preference. ml-100k.zip also
+# holds the u1..u5/ua/ub folds (u1.base, …); only u.data is the complete log.
+_MOVIELENS_NAMES = ("ratings.csv", "ratings.dat", "u.data")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A file to read: a path on disk, or one member of a zip archive at that path."""
+
+    path: Path
+    member: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How the file is named in messages: ``path`` or ``archive.zip!member``."""
+        return f"{self.path}!{self.member}" if self.member else str(self.path)
+
+    @property
+    def name(self) -> str:
+        """The file's base name without a ``.gz`` suffix (``ratings.csv`` for ``ratings.csv.gz``)."""
+        base = self.member.rsplit("/", 1)[-1] if self.member else self.path.name
+        return base.removesuffix(".gz")
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[IO[bytes]]:
+        """Binary stream of the (decompressed) content."""
+        if self.member is not None:
+            with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as fh:
+                if self.member.endswith(".gz"):
+                    with gzip.open(fh, "rb") as gz:
+                        yield gz
+                else:
+                    yield fh
+            return
+        with open(self.path, "rb") as raw:
+            magic = raw.read(2)
+            raw.seek(0)
+            if magic == _GZIP_MAGIC:
+                with gzip.open(raw, "rb") as gz:
+                    yield gz
+            else:
+                yield raw
+
+    def read_bytes(self) -> bytes:
+        with self.open() as fh:
+            return fh.read()
+
+    def first_line(self) -> str:
+        """The first non-empty line, decoded, without the line ending ("" for an empty file)."""
+        with self.open() as fh:
+            for raw in fh:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if line:
+                    return line
+        return ""
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == _ZIP_MAGIC
+
+
+def _plain_source(path: str | Path) -> _Source:
+    """A single-file source: plain or gzip (zip archives are accepted when they hold one file)."""
+    path = Path(path)
+    _require_file(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Expected a file, got a directory", str(path))
+    if _is_zip(path):
+        with zipfile.ZipFile(path) as zf:
+            files = [m for m in zf.namelist() if not m.endswith("/")]
+        if len(files) != 1:
+            raise DataFormatError(
+                path,
+                None,
+                f"zip archive with {len(files)} files; extract the one to read and pass its path",
+            )
+        return _Source(path, files[0])
+    return _Source(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Delimited text: fast pandas parse, precise diagnosis on failure.
+# --------------------------------------------------------------------------------------------
+
+# Kinds of a field: "int" → int64, "float" → float32, "id" → int64 if every value is a plain
+# integer else str, "str" → str, "any" → read as str and discarded (unmapped columns).
+_Field = tuple[str, str]  # (kind, name used in messages)
+
+# Integer ids without leading zeros ("007" must not become 7 and collide with "7") and short
+# enough for int64.
+_PLAIN_INT_ID_RE = r"-?(?:0|[1-9]\d{0,17})"
+
+
+class _Malformed(Exception):
+    """Internal: the fast parse found values that cannot be right; diagnose the text."""
+
+
+_PARSE_ERRORS = (ValueError, TypeError, pd.errors.ParserError, pd.errors.ParserWarning, _Malformed)
+
+
+@contextlib.contextmanager
+def _parser_warnings_as_errors() -> Iterator[None]:
+    # A first line with extra fields is silently folded into an index, or dropped with a
+    # ParserWarning; make it an error so that the diagnosis runs.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        yield
+
+
+def _csv_frame(
+    fh: IO[bytes],
+    sep: str,
+    fields: Sequence[_Field],
+    *,
+    header: bool,
+    as_text: bool,
+    nrows: int | None = None,
+    chunksize: int | None = None,
+) -> pd.DataFrame:
+    """Run pandas' C parser; columns ``f0, f1, …`` (and ``_gap1, …`` for ``"::"``).
+
+    ``as_text``: every column as str (for the diagnosis) instead of the fields' dtypes. ``"::"``
+    (MovieLens 1M/10M) is split on ``":"``, because the C parser only splits on single characters;
+    the empty ``_gap`` columns between the two colons must then be empty (NaN). With
+    ``chunksize`` an iterator of frames is returned (call it inside ``_parser_warnings_as_errors``).
+    """
+    double_colon = sep == "::"
+    names: list[str] = []
+    dtypes: dict[str, object] = {}
+    for j, (kind, _) in enumerate(fields):
+        if double_colon and j:
+            names.append(f"_gap{j}")
+            dtypes[f"_gap{j}"] = str
+        names.append(f"f{j}")
+        dtypes[f"f{j}"] = str if as_text else {"int": np.int64, "float": np.float32}.get(kind, str)
+    with _parser_warnings_as_errors():
+        return pd.read_csv(
+            fh,
+            sep=":" if double_colon else sep,
+            header=None,
+            names=names,
+            dtype=dtypes,
+            engine="c",
+            index_col=False,
+            skiprows=1 if header else 0,
+            nrows=nrows,
+            chunksize=chunksize,
+            # Only empty fields are missing: "NA" or "null" may be real string ids.
+            keep_default_na=False,
+            na_values=[""],
+            skip_blank_lines=True,
+            encoding="utf-8",
+            encoding_errors="replace" if as_text else "strict",
+        )
+
+
+def _read_delimited(
+    src: _Source, sep: str, fields: Sequence[_Field], *, header: bool
+) -> list[np.ndarray | None]:
+    """Parse a delimited text file into one array per field (``None`` for kind ``"any"``).
+
+    Blank lines are skipped; with ``header`` the first line is. On any failure the text is
+    diagnosed and :class:`DataFormatError` raised with the first bad line.
+    """
+    try:
+        with src.open() as fh:
+            df = _csv_frame(fh, sep, fields, header=header, as_text=False)
+        return _frame_arrays(df, sep, fields)
+    except _PARSE_ERRORS as exc:
+        # ValueError covers UnicodeDecodeError and pandas' EmptyDataError.
+        _diagnose_delimited(src, sep, fields, header=header)
+        # The diagnosis found nothing it understands (e.g. quoting trouble): pass pandas' words on.
+        detail = str(exc) or "missing values"
+        raise DataFormatError(src.label, None, f"could not be parsed ({detail})") from exc
+
+
+def _frame_arrays(df: pd.DataFrame, sep: str, fields: Sequence[_Field]) -> list[np.ndarray | None]:
+    """The typed arrays of a frame from ``_csv_frame(as_text=False)``; ``_Malformed`` when a
+    field is missing (too few fields) or a ``"::"`` gap is not empty."""
+    out: list[np.ndarray | None] = []
+    for j, (kind, _) in enumerate(fields):
+        col = df[f"f{j}"]
+        if sep == "::" and j and df[f"_gap{j}"].notna().any():
+            raise _Malformed
+        if kind == "float":
+            arr = col.to_numpy(dtype=np.float32)
+            if np.isnan(arr).any():
+                raise _Malformed
+            out.append(arr)
+        elif kind == "int":
+            out.append(col.to_numpy(dtype=np.int64))
+        elif kind == "any":
+            out.append(None)  # unmapped column: only its presence matters
+        else:
+            if col.isna().any():
+                raise _Malformed
+            out.append(_ids_to_array(col) if kind == "id" else col.to_numpy(dtype=object))
+    return out
+
+
+def _ids_to_array(col: pd.Series) -> np.ndarray:
+    """``int64`` when every id is a plain integer, else an ``object`` array of ``str``."""
+    if not len(col):
+        return np.zeros(0, dtype=np.int64)
+    if col.str.fullmatch(_PLAIN_INT_ID_RE).all():
+        return col.astype(np.int64).to_numpy()
+    return col.to_numpy(dtype=object)
+
+
+def _line_problem(line: str, sep: str, fields: Sequence[_Field]) -> str | None:
+    """What is wrong with one line of a delimited file, or ``None`` (used on one line only)."""
+    # csv.reader honours quotes as pandas does; "::" files have none.
+    parts = line.split(sep) if len(sep) > 1 else next(csv.reader([line], delimiter=sep))
+    if len(parts) != len(fields):
+        return f"expected {len(fields)} fields separated by {sep!r}, found {len(parts)}"
+    for value, (kind, what) in zip(parts, fields, strict=True):
+        if kind in ("int", "float"):
+            try:
+                number = float(value)
+            except ValueError:
+                number = float("nan")
+            if kind == "int" and not (np.isfinite(number) and number == round(number)):
+                return f"{what} {value!r} is not an integer"
+            if kind == "float" and not np.isfinite(number):
+                return f"{what} {value!r} is not a number"
+        if kind in ("id", "str") and not value.strip():
+            return f"{what} {value!r} is empty"
+    return None
+
+
+def _data_lines(
+    data: bytes, sep: str, *, header: bool, block: int = 1 << 25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Line numbers and separator counts of the data lines (non-blank, header dropped).
+
+    Returns ``(lineno, n_sep)``: ``(R,)`` int64 1-based line numbers, in the order pandas returns
+    the rows, and ``(R,)`` int64 counts of ``sep``'s byte (``":"`` for ``"::"``) in each line.
+    Vectorised over blocks of ``block`` bytes cut at line ends, to bound the temporary arrays.
+    """
+    sep_byte = ord(sep[0])
+    linenos: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    pos, line0 = 0, 0
+    while pos < len(data):
+        end = data.rfind(b"\n", pos, pos + block) + 1 if pos + block < len(data) else len(data)
+        if end <= pos:  # one line longer than the block
+            end = data.find(b"\n", pos + block) + 1 or len(data)
+        buf = np.frombuffer(data, dtype=np.uint8, count=end - pos, offset=pos)
+        nl = np.flatnonzero(buf == 10)
+        ends = nl if len(nl) and nl[-1] == len(buf) - 1 else np.append(nl, len(buf))
+        starts = np.concatenate(([0], nl + 1))[: len(ends)]
+        lengths = ends - starts
+        lengths -= (lengths > 0) & (buf[np.maximum(ends - 1, 0)] == 13)  # CRLF
+        seps = np.flatnonzero(buf == sep_byte)
+        n_sep = np.bincount(np.searchsorted(ends, seps, side="right"), minlength=len(ends))
+        keep = lengths > 0
+        linenos.append(line0 + 1 + np.flatnonzero(keep))
+        counts.append(n_sep[keep])
+        line0 += len(ends)
+        pos = end
+    lineno = np.concatenate(linenos) if linenos else np.zeros(0, dtype=np.int64)
+    n_sep = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    if header:
+        lineno, n_sep = lineno[1:], n_sep[1:]
+    return lineno, n_sep
+
+
+def _diagnose_delimited(
+    src: _Source, sep: str, fields: Sequence[_Field], *, header: bool, chunk_rows: int = 100_000
+) -> None:
+    """Find the first bad line and raise :class:`DataFormatError`; return if nothing is found.
+
+    Runs only after the fast parse failed, and stays vectorised (a 25M-line file takes seconds):
+
+    1. separator counts per line, by numpy over the raw bytes → the first line with a wrong
+       number of fields;
+    2. the rows before it are parsed again, typed, in chunks → the first chunk that fails;
+    3. that chunk (and the next, in case the parser read ahead) is re-read as text and checked
+       column by column → the first bad row;
+    4. only the earliest suspicious line is examined in Python, to say what is wrong with it.
+    """
+    data = src.read_bytes()
+    lineno, n_sep = _data_lines(data, sep, header=header)
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+
+    def line_start(line: int) -> int:
+        return 0 if line == 1 else int(newlines[line - 2]) + 1
+
+    candidates: list[int] = []
+    # Quoted fields may hide separators; then counts prove nothing and pandas' parse decides.
+    if sep == "::" or b'"' not in data:
+        wrong = np.flatnonzero(n_sep != (len(fields) - 1) * len(sep))
+        if len(wrong):
+            candidates.append(int(lineno[wrong[0]]))
+    n_rows = int(np.searchsorted(lineno, candidates[0])) if candidates else len(lineno)
+
+    bad_chunk: int | None = None
+    if n_rows:
+        done = 0
+        try:
+            with _parser_warnings_as_errors():
+                reader = _csv_frame(
+                    io.BytesIO(data),
+                    sep,
+                    fields,
+                    header=header,
+                    as_text=False,
+                    nrows=n_rows,
+                    chunksize=chunk_rows,
+                )
+                for done, chunk in enumerate(reader):
+                    _frame_arrays(chunk, sep, fields)
+        except _PARSE_ERRORS:
+            bad_chunk = done
+    if bad_chunk is not None:
+        r0 = bad_chunk * chunk_rows
+        r1 = min(n_rows, r0 + 2 * chunk_rows)
+        first = int(lineno[r0])
+        try:
+            with _parser_warnings_as_errors():
+                df = _csv_frame(
+                    io.BytesIO(data[line_start(first) :]),
+                    sep,
+                    fields,
+                    header=False,
+                    as_text=True,
+                    nrows=r1 - r0,
+                )
+        except (ValueError, pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+            # Only with quoted fields: trust the parser's "line N" (counted from the region start).
+            m = re.search(r"line (\d+)", str(exc))
+            if m:
+                candidates.append(first + int(m.group(1)) - 1)
+            df = None
+        if df is not None:
+            bad = np.zeros(len(df), dtype=bool)
+            for j, (kind, _) in enumerate(fields):
+                col = df[f"f{j}"]
+                if kind == "int":
+                    # As lenient as pandas' typed parse, which accepts "1e3" or "7.0".
+                    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+                    bad |= ~np.isfinite(values) | (values != np.round(values))
+                elif kind == "float":
+                    bad |= ~np.isfinite(
+                        pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+                    )
+                elif kind in ("id", "str"):
+                    bad |= col.isna().to_numpy(dtype=bool) | (col.str.strip() == "").to_numpy(
+                        dtype=bool
+                    )
+                if sep == "::" and j:
+                    bad |= df[f"_gap{j}"].notna().to_numpy(dtype=bool)
+            hits = np.flatnonzero(bad)
+            if len(hits):
+                candidates.append(int(lineno[r0 + hits[0]]))
+    if not candidates:
+        return
+    line = min(candidates)
+    end = int(newlines[line - 1]) if line - 1 < len(newlines) else len(data)
+    text = data[line_start(line) : end].decode("utf-8", errors="replace").rstrip("\r")
+    problem = _line_problem(text, sep, fields) or f"cannot be parsed: {text[:200]!r}"
+    raise DataFormatError(src.label, line, problem)
+
+
+# --------------------------------------------------------------------------------------------
+# MovieLens
+# --------------------------------------------------------------------------------------------
+
+_ML_FIELDS: list[_Field] = [
+    ("int", "user id"),
+    ("int", "item id"),
+    ("float", "rating"),
+    ("int", "timestamp"),
+]
+
+
+def _movielens_source(path: Path) -> _Source:
+    """The ratings file for a MovieLens path: a file, a GroupLens zip, or a folder holding either."""
+    _require_file(path)
+    if path.is_dir():
+        for name in _MOVIELENS_NAMES:
+            for cand in (path / name, path / f"{name}.gz"):
+                if cand.is_file():
+                    return _movielens_source(cand)
+        zips = sorted(path.glob("ml-*.zip"))
+        if len(zips) == 1:
+            return _movielens_source(zips[0])
+        looked = ", ".join(f"{n}[.gz]" for n in _MOVIELENS_NAMES)
+        raise FileNotFoundError(
+            errno.ENOENT, f"No MovieLens ratings file ({looked}) in directory", str(path)
+        )
+    if _is_zip(path):
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.namelist() if not m.endswith("/")]
+        for name in _MOVIELENS_NAMES:
+            # Shallowest match first: the official zips have exactly one, in their top folder.
+            hits = sorted(
+                (m for m in members if m.rsplit("/", 1)[-1] == name), key=lambda m: m.count("/")
+            )
+            if hits:
+                return _Source(path, hits[0])
+        raise DataFormatError(
+            path,
+            None,
+            f"zip archive without a MovieLens ratings file ({', '.join(_MOVIELENS_NAMES)}); "
+            f"it holds {members[:10]}{' …' if len(members) > 10 else ''}",
+        )
+    return _Source(path)
+
+
+def read_movielens(path: str | Path) -> Interactions:
+    """Read MovieLens ratings in any official format.
+
+    Accepted: ``u.data`` (100K: ``user \\t item \\t rating \\t timestamp``), ``ratings.dat``
+    (1M/10M: ``user::item::rating::timestamp``) and ``ratings.csv`` (20M/25M/latest: header
+    ``userId,movieId,rating,timestamp``); each plain, gzip-compressed, inside an official GroupLens
+    zip (``ml-100k.zip``, ``ml-1m.zip``, ``ml-10m.zip``, ``ml-20m.zip``, ``ml-25m.zip``,
+    ``ml-latest-small.zip``, …), or a directory holding one of these files (or one ``ml-*.zip``).
+    The format is taken from the file name, else from the first line.
+
+    Returns:
+        ``Interactions`` with ``(N,)`` int64 users and items, float32 ratings and int64 timestamps,
+        in file order.
+
+    Raises:
+        FileNotFoundError: the path does not exist (or a directory has no ratings file).
+        DataFormatError: a malformed line (message names file and line).
+    """
+    src = _movielens_source(Path(path))
+    first = src.first_line()
+    if src.name == "ratings.dat" or "::" in first:
+        sep, header = "::", False
+    elif src.name == "u.data" or "\t" in first:
+        sep, header = "\t", False
+    else:
+        # ratings.csv has a header row; tolerate files saved without one.
+        sep, header = ",", bool(first) and not first.lstrip()[:1].isdigit()
+    users, items, ratings, timestamps = _read_delimited(src, sep, _ML_FIELDS, header=header)
+    if not len(users):
+        raise DataFormatError(
+            src.label, None, "no ratings in the file (empty or header only; a truncated copy?)"
+        )
+    return Interactions(users, items, ratings, timestamps)
+
+
+# --------------------------------------------------------------------------------------------
+# Amazon ratings-only CSV
+# --------------------------------------------------------------------------------------------
+
+
+# ASINs: ISBN-10 for books (9 digits + digit or X), else "B" + 9 alphanumerics. Reviewer ids
+# start with "A" (e.g. A1RSDE90N6RSZF), so the two never match the same pattern.
+_ASIN_RE = r"[0-9]{9}[0-9X]|B[0-9A-Z]{9}"
+
+
+def read_amazon_ratings(path: str | Path, *, order: str = "auto") -> Interactions:
+    """Read an Amazon "ratings only" CSV (McAuley et al. 2014 ``ratings_Books.csv``, 2018 ``Books.csv``).
+
+    Format: no header, one line per rating with four fields: two ids, the rating (1.0–5.0) and
+    unix seconds; plain or gzip. The 2014 files are ``user,item,rating,timestamp``; the 2018 files
+    are documented as ``item,user,rating,timestamp``. ``order`` is ``"user,item"``,
+    ``"item,user"`` or ``"auto"``: the column whose values (among the first 10,000 rows) look more
+    like ASINs (ISBN-10 or ``B`` + 9 characters) is taken as the item.
+
+    Returns:
+        ``Interactions`` with ``(N,)`` object arrays of ``str`` ids (ASINs have leading zeros, so
+        they are never turned into integers), float32 ratings and int64 timestamps.
+    """
+    if order not in ("auto", "user,item", "item,user"):
+        raise ValueError(f"order must be 'auto', 'user,item' or 'item,user', got {order!r}")
+    src = _plain_source(path)
+    fields: list[_Field] = [
+        ("str", "first id"),
+        ("str", "second id"),
+        ("float", "rating"),
+        ("int", "timestamp"),
+    ]
+    first, second, ratings, timestamps = _read_delimited(src, ",", fields, header=False)
+    if not len(first):
+        raise DataFormatError(src.label, None, "no ratings in the file (empty; a truncated copy?)")
+    if order == "auto":
+        head = slice(0, 10_000)
+        asin_first = pd.Series(first[head], dtype=str).str.fullmatch(_ASIN_RE).mean()
+        asin_second = pd.Series(second[head], dtype=str).str.fullmatch(_ASIN_RE).mean()
+        order = "item,user" if asin_first > asin_second else "user,item"
+    users, items = (first, second) if order == "user,item" else (second, first)
+    return Interactions(users, items, ratings, timestamps)
+
+
+# --------------------------------------------------------------------------------------------
+# "user item item …" lines (LightGCN / KGAT / RecZoo splits)
+# --------------------------------------------------------------------------------------------
+
+# bytes.split() splits on exactly these ASCII whitespace bytes.
+_WHITESPACE = np.array([9, 10, 11, 12, 13, 32], dtype=np.uint8)
+
+
+def read_user_items_lines(path: str | Path) -> Interactions:
+    """Read the ``user item item …`` line format of the standard train/test split files.
+
+    Each non-blank line is a user id followed by that user's item ids, separated by spaces (any
+    ASCII whitespace); plain or gzip. A line holding only a user (an empty test list) is valid
+    and contributes no rows.
+
+    Returns:
+        ``Interactions`` with ``(N,)`` int64 users (repeated per item) and items, in file order;
+        ratings and timestamps ``None``.
+    """
+    src = _plain_source(path)
+    data = src.read_bytes()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    is_ws = np.isin(buf, _WHITESPACE)
+    # A token starts at a non-whitespace byte that follows whitespace (or the file start).
+    prev_ws = np.empty_like(is_ws)
+    if len(buf):
+        prev_ws[0] = True
+        prev_ws[1:] = is_ws[:-1]
+    starts = np.flatnonzero(~is_ws & prev_ws)
+    # 0-based line of each token: the number of newlines before it.
+    line_of = np.cumsum(buf == 10)[starts] if len(starts) else np.zeros(0, dtype=np.int64)
+    tokens = np.array(data.split(), dtype=bytes) if len(starts) else np.zeros(0, dtype="S1")
+    del data
+    digits = np.char.isdigit(tokens)
+    if not digits.all():
+        i = int(np.argmin(digits))
+        raise DataFormatError(
+            src.label,
+            int(line_of[i]) + 1,
+            f"{tokens[i].decode(errors='replace')!r} is not a non-negative integer id",
+        )
+    try:
+        values = tokens.astype(np.int64)
+    except OverflowError:
+        too_long = np.char.str_len(tokens) > 18
+        i = int(np.argmax(too_long))
+        raise DataFormatError(
+            src.label, int(line_of[i]) + 1, f"id {tokens[i].decode()!r} is too large"
+        ) from None
+    # The first token of each line is the user.
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = line_of[1:] != line_of[:-1]
+    first_pos = np.flatnonzero(first)
+    n_items = np.diff(np.append(first_pos, len(values))) - 1
+    users = np.repeat(values[first_pos], n_items)
+    items = values[~first]
+    return Interactions(users, items)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON list of lists (LCFN / BARS MovieLens-1M m1)
+# --------------------------------------------------------------------------------------------
+
+
+def read_json_lists(path: str | Path) -> Interactions:
+    """Read a JSON list of lists: element ``u`` is the list of item ids of user ``u``.
+
+    Used by the LCFN/BARS "Movielens1M_m1" split (``train_data.json`` …); plain or gzip.
+
+    Returns:
+        ``Interactions`` with ``(N,)`` int64 users (the list index) and items, in file order;
+        ratings and timestamps ``None``.
+
+    Raises:
+        DataFormatError: invalid JSON (with its line), or an element that is not a list of
+            integers (named by its index; JSON files of this kind are a single line).
+    """
+    src = _plain_source(path)
+    text = src.read_bytes().decode("utf-8", errors="replace")
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(
+            src.label, exc.lineno, f"invalid JSON at column {exc.colno}: {exc.msg}"
+        ) from None
+    one_line = text.rstrip().count("\n") == 0
+    line = 1 if one_line else None
+    if not isinstance(rows, list):
+        raise DataFormatError(
+            src.label, line, f"expected a JSON list of lists, got a {type(rows).__name__}"
+        )
+    # Type checks run in C (set(map(type, …))); the loops below only run to name a bad element.
+    if set(map(type, rows)) - {list}:
+        u = next(u for u, r in enumerate(rows) if type(r) is not list)
+        raise DataFormatError(
+            src.label,
+            line,
+            f"element {u} (user {u}) is a {type(rows[u]).__name__}, expected a list of item ids",
+        )
+    if set(map(type, itertools.chain.from_iterable(rows))) - {int}:
+        u, k, v = next(
+            (u, k, v) for u, r in enumerate(rows) for k, v in enumerate(r) if type(v) is not int
+        )
+        raise DataFormatError(
+            src.label, line, f"user {u}, position {k}: {v!r} is not an integer item id"
+        )
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    total = int(lengths.sum())
+    try:
+        items = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
+    except OverflowError:
+        raise DataFormatError(src.label, line, "an item id does not fit in int64") from None
+    users = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    return Interactions(users, items)
+
+
+# --------------------------------------------------------------------------------------------
+# Generic CSV / Parquet table
+# --------------------------------------------------------------------------------------------
+
+
+def read_interactions_table(
+    path: str | Path,
+    *,
+    user_col: str | int,
+    item_col: str | int,
+    rating_col: str | int | None = None,
+    timestamp_col: str | int | None = None,
+    sep: str = ",",
+    header: bool = True,
+) -> Interactions:
+    """Read a generic interactions table: CSV/TSV (plain or gzip) or Parquet (``.parquet``).
+
+    Columns are named (``header=True``) or 0-based positions (``header=False``; Parquet always has
+    names). Ids become int64 when every value is a plain integer (no leading zeros), else ``str``;
+    ratings float32; timestamps int64 unix seconds (Parquet timestamp columns are converted).
+    Unmapped columns are read (so that rows with too many fields are caught) and dropped; a row
+    may lack trailing *unmapped* fields (CSV writers often omit trailing empty fields), but every
+    mapped field must be present and valid.
+
+    Raises:
+        DataFormatError: a mapped column does not exist (the message lists the columns that do),
+            or a malformed row (file and line).
+    """
+    path = Path(path)
+    _require_file(path)
+    roles = {"user": user_col, "item": item_col, "rating": rating_col, "timestamp": timestamp_col}
+    with open(path, "rb") as fh:
+        is_parquet = fh.read(4) == b"PAR1" or path.suffix == ".parquet"
+    if is_parquet:
+        return _read_parquet(path, roles)
+
+    src = _plain_source(path)
+    if header:
+        with src.open() as fh:
+            columns = list(pd.read_csv(fh, sep=sep, nrows=0, engine="c", encoding="utf-8").columns)
+    else:
+        first = src.first_line()
+        columns = list(range(len(first.split(sep)))) if first else []
+    positions: dict[str, int] = {}
+    for role, col in roles.items():
+        if col is None:
+            continue
+        if header and isinstance(col, str) and col in columns:
+            positions[role] = columns.index(col)
+        elif not header and isinstance(col, int) and 0 <= col < len(columns):
+            positions[role] = col
+        else:
+            shown = columns if header else f"positions 0..{len(columns) - 1}"
+            hint = (
+                "" if header or isinstance(col, int) else " (header=False: give 0-based positions)"
+            )
+            raise DataFormatError(
+                src.label,
+                None,
+                f"no column {col!r} for {role}_col{hint}; the file has columns {shown}",
+            )
+    fields: list[_Field] = [("any", str(c)) for c in columns]
+    for role, j in positions.items():
+        kind = {"user": "id", "item": "id", "rating": "float", "timestamp": "int"}[role]
+        fields[j] = (kind, f"{role} ({columns[j]!r})" if header else f"{role} (column {j})")
+    arrays = _read_delimited(src, sep, fields, header=header)
+    get = lambda role: arrays[positions[role]] if role in positions else None
+    return Interactions(get("user"), get("item"), get("rating"), get("timestamp"))
+
+
+def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interactions:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    wanted: dict[str, str] = {}
+    for role, col in roles.items():
+        if col is None:
+            continue
+        if isinstance(col, int) and not isinstance(col, bool) and 0 <= col < len(names):
+            col = names[col]
+        if col not in names:
+            raise DataFormatError(
+                path, None, f"no column {col!r} for {role}_col; the file has columns {names}"
+            )
+        wanted[role] = str(col)
+    table = pq.read_table(path, columns=sorted(set(wanted.values())))
+
+    def column(role: str) -> np.ndarray | None:
+        if role not in wanted:
+            return None
+        arr = table.column(wanted[role]).combine_chunks()
+        if arr.null_count:
+            row = int(np.argmax(arr.is_null().to_numpy(zero_copy_only=False))) + 1
+            raise DataFormatError(path, None, f"row {row}: {role} column {wanted[role]!r} is null")
+        t = arr.type
+        if role in ("user", "item"):
+            if pa.types.is_integer(t):
+                return arr.to_numpy().astype(np.int64, copy=False)
+            if pa.types.is_floating(t):
+                values = arr.to_numpy()
+                if np.all(values == np.round(values)):
+                    return values.astype(np.int64)
+            return np.asarray(arr.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+        if role == "rating":
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
+                raise DataFormatError(
+                    path, None, f"rating column {wanted[role]!r} has type {t}, expected numbers"
+                )
+            return arr.cast(pa.float32()).to_numpy()
+        if pa.types.is_timestamp(t):
+            return pc.cast(arr.cast(pa.timestamp("s", t.tz)), pa.int64()).to_numpy()
+        if pa.types.is_integer(t):
+            return arr.to_numpy().astype(np.int64, copy=False)
+        raise DataFormatError(
+            path, None, f"timestamp column {wanted[role]!r} has type {t}, expected integers"
+        )
+
+    return Interactions(column("user"), column("item"), column("rating"), column("timestamp"))
+
+
+# --------------------------------------------------------------------------------------------
+# Any rating log, format detected
+# --------------------------------------------------------------------------------------------
+
+# Header names recognised by read_ratings_file (compared case-insensitively).
+_ALIASES = {
+    "user": ("userid", "user_id", "user", "uid", "reviewerid", "visitorid", "customer_id"),
+    "item": (
+        "movieid",
+        "itemid",
+        "item_id",
+        "item",
+        "iid",
+        "asin",
+        "movie_id",
+        "product_id",
+        "productid",
+    ),
+    "rating": ("rating", "ratings", "score", "overall", "stars"),
+    "timestamp": ("timestamp", "unixreviewtime", "unix_timestamp", "ts", "time"),
+}
+
+
+def _alias_columns(columns: Sequence[str]) -> dict[str, str]:
+    lower = {str(c).strip().lower(): c for c in columns}
+    found: dict[str, str] = {}
+    for role, names in _ALIASES.items():
+        for name in names:
+            if name in lower:
+                found[role] = lower[name]
+                break
+    return found
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_ratings_file(path: str | Path) -> Interactions:
+    """Read a rating log whose format is detected from its content.
+
+    Recognised, in this order: a MovieLens folder or GroupLens zip; Parquet, or a CSV/TSV with a
+    header, whose columns are named like ``userId``/``user_id``/``user``, ``movieId``/``item_id``/
+    ``item``/``asin``, and optionally ``rating`` and ``timestamp`` (MovieLens ``ratings.csv`` is one
+    of these); MovieLens ``ratings.dat`` (``::``); headerless ``user,item[,rating[,timestamp]]``
+    (comma or tab; the Amazon ratings-only CSV when the user ids are not integers, and
+    MovieLens ``u.data``); plain or gzip. For other layouts call :func:`read_interactions_table`
+    with the column names.
+
+    Returns:
+        ``Interactions`` as the matching reader returns it.
+    """
+    path = Path(path)
+    _require_file(path)
+    if path.is_dir() or _is_zip(path):
+        return read_movielens(path)
+    with open(path, "rb") as fh:
+        if fh.read(4) == b"PAR1":
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+            cols = _alias_columns(names)
+            if "user" not in cols or "item" not in cols:
+                raise DataFormatError(
+                    path,
+                    None,
+                    f"cannot tell the user and item columns among {names}; "
+                    "use read_interactions_table(path, user_col=…, item_col=…)",
+                )
+            return read_interactions_table(
+                path,
+                user_col=cols["user"],
+                item_col=cols["item"],
+                rating_col=cols.get("rating"),
+                timestamp_col=cols.get("timestamp"),
+            )
+    src = _Source(path)
+    first = src.first_line()
+    if not first:
+        raise DataFormatError(path, None, "the file is empty")
+    if "::" in first:
+        return read_movielens(path)
+    sep = "\t" if "\t" in first else ","
+    fields = first.split(sep)
+    if [f.strip() for f in fields] == ["userId", "movieId", "rating", "timestamp"]:
+        return read_movielens(path)  # typed int64 ids straight away: faster than the generic path
+    if not any(_is_number(f) for f in fields):
+        # A header row: data rows have numbers (ids, ratings or timestamps), headers have none.
+        cols = _alias_columns(fields)
+        if "user" not in cols or "item" not in cols:
+            raise DataFormatError(
+                path,
+                1,
+                f"cannot tell the user and item columns in the header {fields}; "
+                "use read_interactions_table(path, user_col=…, item_col=…)",
+            )
+        return read_interactions_table(
+            path,
+            user_col=cols["user"],
+            item_col=cols["item"],
+            rating_col=cols.get("rating"),
+            timestamp_col=cols.get("timestamp"),
+            sep=sep,
+        )
+    if len(fields) == 4 and fields[0].strip().isdigit() and fields[1].strip().isdigit():
+        return read_movielens(path)  # u.data, or a ratings.csv saved without its header
+    if len(fields) == 4 and sep == ",":
+        return read_amazon_ratings(path)
+    if len(fields) in (2, 3, 4):
+        return read_interactions_table(
+            path,
+            user_col=0,
+            item_col=1,
+            rating_col=2 if len(fields) > 2 else None,
+            timestamp_col=3 if len(fields) > 3 else None,
+            sep=sep,
+            header=False,
+        )
+    raise DataFormatError(
+        path,
+        1,
+        f"cannot detect the format of a line with {len(fields)} fields separated by {sep!r}; "
+        "use read_interactions_table(path, user_col=…, item_col=…, header=False)",
+    )
