@@ -62,15 +62,30 @@ class ALSConfig:
 
 @dataclass(frozen=True)
 class SoftmaxConfig:
-    """The YouTube-DNN-style softmax model: history encoder + item table, sampled softmax."""
+    """The YouTube-DNN-style softmax model: history encoder + item table, (sampled) softmax.
 
-    encoder: str = "gru"  # "gru" | "mean"
-    embedding_dim: int = 64
-    epochs: int = 10
-    batch_size: int = 512
-    lr: float = 3e-3
+    ``encoder``: ``"auto"`` (GRU for time-ordered rows, mean pooling for unordered sets),
+    ``"gru"`` or ``"mean"``. ``n_negatives ≥ V`` trains with the exact softmax; otherwise that many
+    shared negatives per batch from ``negative_sampling`` (``"uniform"`` | ``"popularity"``) with
+    log-Q correction. ``history_dropout`` drops each training-history item with that probability.
+    ``query_history_len`` caps the items an unordered query history is pooled over.
+    """
+
+    encoder: str = "auto"
+    embedding_dim: int = 128
+    history_len: int = 69
+    query_history_len: int = 1000
+    epochs: int = 8
+    batch_size: int = 1024
+    lr: float = 5e-3
     weight_decay: float = 0.0
     n_negatives: int = 1024
+    negative_sampling: str = "popularity"
+    history_dropout: float = 0.3
+    temperature: float = 0.1
+    normalize: bool = True
+    item_bias: bool = True
+    project: bool = False
     max_samples_per_user: int | None = None
 
 
@@ -93,7 +108,13 @@ class IVFConfig:
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """Everything ``deep-retrieval benchmark`` reads."""
+    """Everything ``deep-retrieval benchmark`` and ``train`` read.
+
+    ``share_reranker``: when ``dr`` runs next to ``brute-force``, DR starts from the trained softmax
+    model (frozen) and learns only its structure network, so DR, the ANN baselines and brute force
+    rank with the very same embeddings and their gap measures the index alone. Off: DR trains its
+    own encoder and reranker jointly (the paper's schedule, also what ``train`` does).
+    """
 
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     item_cf: ItemCFConfig = field(default_factory=ItemCFConfig)
@@ -101,6 +122,8 @@ class BenchmarkConfig:
     softmax: SoftmaxConfig = field(default_factory=SoftmaxConfig)
     ann_hnsw: HNSWConfig = field(default_factory=HNSWConfig)
     ann_ivf: IVFConfig = field(default_factory=IVFConfig)
+    dr: DRConfig = field(default_factory=lambda: DRConfig())
+    share_reranker: bool = True
     seed: int = 0
     device: str = "auto"
     query_batch_size: int = 256
@@ -247,3 +270,85 @@ def load_config(
             update = {k: update}
         data = _merge(data, update)
     return _from_mapping(cls, data)
+
+
+# --- Deep Retrieval ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StructureConfig:
+    """The K×D path grid and its network (paper §1.1–1.2).
+
+    ``n_layers`` = D, ``n_nodes`` = K, ``paths_per_item`` = J. Layer d is
+    ``Linear(E + (d−1)·node_dim → K)`` or, with ``hidden_dim``, ``Linear → ReLU → Linear``.
+    """
+
+    n_layers: int = 3
+    n_nodes: int = 50
+    paths_per_item: int = 3
+    node_dim: int = 32
+    hidden_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class DRTrainConfig:
+    """The network step: multi-path likelihood + sampled-softmax reranker, ``Q = Q_pen + Q_softmax``.
+
+    The first ``joint_epochs`` train encoder, structure network and reranker together; later epochs
+    freeze the reranker and encoder and train the structure network only (paper §2.5: 2 joint + 2).
+    ``assign_every``: run path assignment after every that many epochs (and after the last).
+    ``encoder``/``embedding_dim``/… as in :class:`SoftmaxConfig`.
+    """
+
+    epochs: int = 4
+    joint_epochs: int = 2
+    assign_every: int = 1
+    batch_size: int = 512
+    lr: float = 3e-3
+    structure_lr: float | None = None
+    weight_decay: float = 0.0
+    encoder: str = "auto"
+    embedding_dim: int = 64
+    history_len: int = 69
+    query_history_len: int = 1000
+    n_negatives: int = 1024
+    history_dropout: float = 0.0
+    normalize: bool = False
+    temperature: float = 1.0
+    softmax_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class AssignmentConfig:
+    """Path assignment (paper §2.2–2.3): top-``n_candidates`` (S) scored paths per item, then
+    ``n_sweeps`` (T) greedy coordinate-descent sweeps under ``penalty``·|c|^power/power."""
+
+    n_candidates: int = 20
+    penalty: float = 3e-5
+    power: int = 4
+    n_sweeps: int = 3
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Serving: beam search over the grid, union of the items on the B paths, rerank, top-M.
+
+    ``beam_size = None`` picks, per request size M, the smallest calibrated beam whose mean
+    candidate count reaches ``candidate_factor``·M (the paper keeps it at 5–10× M).
+    """
+
+    beam_size: int | None = None
+    candidate_factor: float = 8.0
+    max_beam_size: int = 1024
+    rerank: bool = True
+
+
+@dataclass(frozen=True)
+class DRConfig:
+    """Everything a Deep Retrieval model is built and trained with (saved with the model)."""
+
+    structure: StructureConfig = field(default_factory=StructureConfig)
+    train: DRTrainConfig = field(default_factory=DRTrainConfig)
+    assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    seed: int = 0

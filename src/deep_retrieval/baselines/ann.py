@@ -1,0 +1,188 @@
+"""Approximate inner-product search over the softmax model's embeddings (faiss HNSW and IVF).
+
+Both wrap an already fitted :class:`~deep_retrieval.baselines.softmax.SoftmaxRecommender`, so the
+benchmark trains the softmax model once and the three methods (``brute-force``, ``ann-hnsw``,
+``ann-ivf``) differ only in how the top items are searched. ``fit`` builds the index from
+``softmax.item_embeddings()``; query vectors are ``softmax.user_embeddings(histories)`` (the item
+bias, if any, rides along as an extra dimension, so the inner product is the model's score).
+
+Exclusion: faiss cannot drop a different item set per query, so each row is searched for
+``n + (most items excluded in any row of the batch)`` neighbours and the excluded ones are removed
+afterwards; that leaves at least ``n`` results whenever the index returns that many.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..config import HNSWConfig, IVFConfig
+from ..data.types import Sequences
+from .popular import check_query, check_train, drop_excluded, empty_results
+from .softmax import SoftmaxRecommender
+
+
+class _FaissInnerProduct:
+    """Shared query path: embed, search, turn faiss ``(D, I)`` into ``(ids, scores)``."""
+
+    name = "ann"
+
+    def __init__(
+        self,
+        config: object,
+        softmax: SoftmaxRecommender | None,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        query_batch_size: int = 256,
+    ) -> None:
+        self.config = config
+        self.softmax = softmax
+        self.seed = seed
+        self.device = device
+        self.query_batch_size = query_batch_size
+        self.index_ = None
+        self.n_items_: int | None = None
+
+    def _item_vectors(self, train: Sequences, n_items: int) -> np.ndarray:
+        check_train(train, n_items, self.name)
+        if self.softmax is None or self.softmax.model_ is None:
+            raise ValueError(
+                f"{self.name} searches a trained softmax model's embeddings: pass a fitted"
+                " SoftmaxRecommender, e.g. FaissHNSW(config, SoftmaxRecommender(...).fit(train, n_items))"
+            )
+        if self.softmax.n_items_ != n_items:
+            raise ValueError(
+                f"{self.name}: the softmax model was fitted with n_items={self.softmax.n_items_},"
+                f" fit() got n_items={n_items}; fit both on the same split"
+            )
+        return np.ascontiguousarray(self.softmax.item_embeddings(), dtype=np.float32)  # (V, E')
+
+    def _prepare_search(self) -> None:
+        """Set per-search parameters on the index (subclasses)."""
+
+    def recommend(
+        self, histories: Sequences, n: int, *, exclude: Sequences | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-``n`` items by inner product.
+
+        Returns:
+            ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``.
+        """
+        check_query(histories, n, exclude, self.n_items_, self.name)
+        self._prepare_search()
+        n_rows = len(histories)
+        out_ids, out_scores = empty_results(n_rows, n)
+        for start in range(0, n_rows, self.query_batch_size):
+            stop = min(start + self.query_batch_size, n_rows)
+            rows = np.arange(start, stop)
+            block_exclude = exclude.rows(rows) if exclude is not None else None
+            extra = int(block_exclude.lengths.max(initial=0)) if block_exclude is not None else 0
+            k = min(n + extra, self.n_items_)
+            queries = np.ascontiguousarray(self.softmax.user_embeddings(histories.rows(rows)))
+            dist, idx = self.index_.search(queries, k)  # (B, k) each; idx -1 where nothing found
+            scores = np.where(idx >= 0, dist, -np.inf).astype(np.float32)
+            out_ids[start:stop], out_scores[start:stop] = drop_excluded(idx, scores, n, block_exclude)
+        return out_ids, out_scores
+
+
+class FaissHNSW(_FaissInnerProduct):
+    """``faiss.IndexHNSWFlat`` (inner product) over the softmax item embeddings.
+
+    Args:
+        config: :class:`~deep_retrieval.config.HNSWConfig` (``m``, ``ef_construction``, ``ef_search``).
+        softmax: the fitted softmax model whose embeddings are indexed.
+    """
+
+    name = "ann-hnsw"
+
+    def __init__(
+        self,
+        config: HNSWConfig | None = None,
+        softmax: SoftmaxRecommender | None = None,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        query_batch_size: int = 256,
+    ) -> None:
+        super().__init__(
+            config if config is not None else HNSWConfig(),
+            softmax,
+            seed=seed,
+            device=device,
+            query_batch_size=query_batch_size,
+        )
+
+    def fit(self, train: Sequences, n_items: int) -> FaissHNSW:
+        """Build the HNSW graph over the item vectors (``train`` is only checked)."""
+        import faiss
+
+        vectors = self._item_vectors(train, n_items)
+        cfg = self.config
+        if cfg.m < 2 or cfg.ef_construction < 1 or cfg.ef_search < 1:
+            raise ValueError(f"ann_hnsw needs m ≥ 2, ef_construction ≥ 1 and ef_search ≥ 1; got {cfg}")
+        index = faiss.IndexHNSWFlat(vectors.shape[1], cfg.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.ef_construction
+        index.add(vectors)
+        self.index_ = index
+        self.n_items_ = int(n_items)
+        return self
+
+    def _prepare_search(self) -> None:
+        self.index_.hnsw.efSearch = self.config.ef_search
+
+
+class FaissIVF(_FaissInnerProduct):
+    """``faiss.IndexIVFFlat`` (inner product) over the softmax item embeddings.
+
+    Args:
+        config: :class:`~deep_retrieval.config.IVFConfig` (``n_lists``: ``None`` → about
+            ``4·√V``; ``n_probe``).
+        softmax: the fitted softmax model whose embeddings are indexed.
+    """
+
+    name = "ann-ivf"
+
+    def __init__(
+        self,
+        config: IVFConfig | None = None,
+        softmax: SoftmaxRecommender | None = None,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        query_batch_size: int = 256,
+    ) -> None:
+        super().__init__(
+            config if config is not None else IVFConfig(),
+            softmax,
+            seed=seed,
+            device=device,
+            query_batch_size=query_batch_size,
+        )
+
+    def fit(self, train: Sequences, n_items: int) -> FaissIVF:
+        """Train the coarse quantiser (k-means on the item vectors) and fill the lists."""
+        import faiss
+
+        vectors = self._item_vectors(train, n_items)
+        cfg = self.config
+        n_lists = cfg.n_lists if cfg.n_lists is not None else max(1, round(4 * math.sqrt(n_items)))
+        # k-means needs at least one training point per centroid.
+        n_lists = min(n_lists, n_items)
+        if n_lists < 1 or cfg.n_probe < 1:
+            raise ValueError(f"ann_ivf needs n_lists ≥ 1 and n_probe ≥ 1; got {cfg}")
+        quantizer = faiss.IndexFlatIP(vectors.shape[1])
+        index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], n_lists, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = self.seed
+        # faiss warns (to stderr) below 39 points per centroid; small vocabularies are fine here.
+        index.cp.min_points_per_centroid = 1
+        index.train(vectors)
+        index.add(vectors)
+        self.quantizer_ = quantizer  # the IVF index keeps a raw pointer to it
+        self.index_ = index
+        self.n_items_ = int(n_items)
+        return self
+
+    def _prepare_search(self) -> None:
+        self.index_.nprobe = min(self.config.n_probe, self.index_.nlist)

@@ -1,0 +1,96 @@
+"""User encoder: a behaviour sequence of item ids → one user vector.
+
+Shared by the softmax (brute-force) baseline, Deep Retrieval's structure network and its reranker
+(paper notes §1.3: "a recurrent neural network with GRU is utilized to project the behavior
+sequence onto a fixed dimension embedding").
+
+Input convention: ``(N, L)`` int64 item ids, right-aligned (the newest item in the last column)
+with ``-1`` padding on the left. A ``-1`` anywhere else (e.g. an item removed by history dropout)
+is treated as missing too, so the encoder never sees padding as data.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENCODER_KINDS = ("gru", "mean")
+
+
+class UserEncoder(nn.Module):
+    """Item-id history → user vector.
+
+    ``kind="gru"``: item embedding → single-layer GRU; the readout is the hidden state after the
+    newest real item. Real items are moved to the front before the GRU runs and the state is read
+    right after the last of them, so the result does not depend on how much padding there is.
+
+    ``kind="mean"``: masked mean of the item embeddings, optionally followed by a linear layer.
+    Order-free, hence the right choice for unordered histories.
+
+    An empty history (all ``-1``) gives a finite vector: the GRU state after one padding-token
+    step (the padding embedding is fixed at zero), or the mean encoder's zero vector (→ the
+    projection's bias when ``project``).
+
+    Args:
+        n_items: vocabulary size ``V``; valid ids are ``0 .. V-1``.
+        dim: item-embedding and output width ``E``.
+        kind: ``"gru"`` or ``"mean"``.
+        project: mean encoder only: add a ``Linear(E, E)`` after pooling.
+    """
+
+    def __init__(self, n_items: int, dim: int, kind: str = "gru", *, project: bool = False) -> None:
+        super().__init__()
+        if kind not in ENCODER_KINDS:
+            raise ValueError(f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}")
+        if n_items < 1 or dim < 1:
+            raise ValueError(f"UserEncoder needs n_items ≥ 1 and dim ≥ 1, got {n_items}, {dim}")
+        self.n_items = n_items
+        self.dim = dim
+        self.kind = kind
+        self.pad = n_items  # row of the padding token: never trained, always zero
+        self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=self.pad)
+        nn.init.normal_(self.item_embedding.weight[:n_items], std=dim**-0.5)
+        self.gru = nn.GRU(dim, dim, batch_first=True) if kind == "gru" else None
+        self.proj = nn.Linear(dim, dim) if (kind == "mean" and project) else None
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """``(N, L)`` int64 ids (``-1`` = missing) → ``(N, E)`` float user vectors."""
+        if hist.dim() != 2:
+            raise ValueError(f"UserEncoder expects a (N, L) id matrix, got shape {tuple(hist.shape)}")
+        mask = hist >= 0  # (N, L)
+        ids = torch.where(mask, hist, torch.full_like(hist, self.pad))
+        if self.kind == "mean":
+            return self._mean(ids, mask)
+        return self._gru(ids, mask)
+
+    def _mean(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # embedding_bag over the real items only (a flat id list + row offsets): its backward
+        # accumulates straight into the table, several times faster on CPU than embedding +
+        # sum, whose backward sorts all N·L indices, padding included.
+        lengths = mask.sum(dim=1)  # (N,)
+        flat = ids[mask]  # (Σ lengths,) row-major, so rows stay contiguous
+        offsets = torch.cumsum(lengths, dim=0) - lengths  # (N,) start of each row in `flat`
+        out = F.embedding_bag(flat, self.item_embedding.weight, offsets, mode="mean")  # (N, E)
+        # Empty rows are empty bags: embedding_bag returns zeros for them.
+        return self.proj(out) if self.proj is not None else out
+
+    def _gru(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n_rows = ids.shape[0]
+        lengths = mask.sum(dim=1)  # (N,)
+        # Move real items to the front in their order (stable sort on "is padding"). The GRU is
+        # causal, so its output at step lengths[i] − 1 has seen exactly the real items of row i;
+        # what it computes on the trailing padding is never read. (Same result as a
+        # PackedSequence, about twice as fast on CPU, where packed GRUs take a slow path.)
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+        ids = torch.gather(ids, 1, order)  # (N, L), left-aligned
+        width = max(int(lengths.max().item()) if n_rows else 0, 1)
+        emb = self.item_embedding(ids[:, :width])  # (N, width, E); trailing columns all padding dropped
+        out, _ = self.gru(emb)  # (N, width, E)
+        # Empty rows read step 0, the state after one (zero) padding embedding: finite, learned.
+        last = (lengths - 1).clamp(min=0)
+        return out[torch.arange(n_rows, device=ids.device), last]  # (N, E)

@@ -1,0 +1,141 @@
+"""The YouTube-DNN-style softmax model: user encoder + output item table.
+
+``logit(u, v) = ⟨q(u), k(v)⟩ + b[v]`` over all ``V`` items, trained with a (sampled) softmax
+cross-entropy, where ``q(u) = encoder(u) / τ`` and ``k(v) = W[v]``, or with ``normalize`` the
+L2-normalised versions (cosine similarity over a temperature ``τ``). The same module is DR's
+reranker (paper notes §1.4, "a simple dot-product type of model").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoder import UserEncoder
+
+
+class SoftmaxModel(nn.Module):
+    """Encoder + item table (+ per-item bias).
+
+    Args:
+        n_items: ``V``.
+        dim: embedding width ``E`` of the encoder and of the item table.
+        encoder: ``"gru"`` or ``"mean"`` (see :class:`UserEncoder`).
+        bias: learn a per-item bias ``b`` (absorbs popularity, leaving ``W`` for taste).
+        project: mean encoder only: linear layer after pooling.
+        normalize: L2-normalise user and item vectors (logits are cosines / ``temperature``).
+        temperature: ``τ``, divides the dot product (not the bias).
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        dim: int,
+        encoder: str = "gru",
+        *,
+        bias: bool = True,
+        project: bool = False,
+        normalize: bool = False,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.n_items = n_items
+        self.normalize = normalize
+        self.temperature = temperature
+        self.encoder = UserEncoder(n_items, dim, encoder, project=project)
+        self.item_table = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.item_table.weight, std=dim**-0.5)
+        self.item_bias = nn.Parameter(torch.zeros(n_items)) if bias else None
+
+    def user_embedding(self, hist: torch.Tensor) -> torch.Tensor:
+        """``(N, L)`` int64 history ids (``-1`` padded) → ``(N, E)`` raw encoder output."""
+        return self.encoder(hist)
+
+    def query(self, u: torch.Tensor) -> torch.Tensor:
+        """``(N, E)`` encoder output → query vectors ``q`` (normalised if asked, over ``τ``)."""
+        if self.normalize:
+            u = F.normalize(u, dim=-1)
+        return u / self.temperature
+
+    def keys(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Item vectors ``k``: ``(V, E)`` for all items, or ``items.shape + (E,)``."""
+        w = self.item_table.weight if items is None else self.item_table(items)
+        return F.normalize(w, dim=-1) if self.normalize else w
+
+    def item_embeddings(self) -> torch.Tensor:
+        """``(V, E)`` item vectors ``k`` (normalised when the model normalises)."""
+        return self.keys()
+
+    def bias(self) -> torch.Tensor | None:
+        """``(V,)`` per-item bias, or ``None``."""
+        return self.item_bias
+
+    def scores(self, u: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of users (encoder output ``u (N, E)``) for ``items``.
+
+        Args:
+            items: ``None`` → all items, ``(N, V)``; ``(C,)`` ids shared by every user →
+                ``(N, C)``; ``(N, C)`` ids per user → ``(N, C)``.
+        """
+        q = self.query(u)
+        if items is None:
+            out = q @ self.keys().T  # (N, V)
+            return out + self.item_bias if self.item_bias is not None else out
+        if items.dim() == 1:
+            out = q @ self.keys(items).T  # (N, C)
+        else:
+            out = torch.einsum("ne,nce->nc", q, self.keys(items))  # (N, C)
+        return out + self.item_bias[items] if self.item_bias is not None else out
+
+    def sampled_softmax_loss(
+        self,
+        u: torch.Tensor,
+        targets: torch.Tensor,
+        n_negatives: int,
+        *,
+        sampling_probs: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Mean cross-entropy of ``targets`` under a full or sampled softmax.
+
+        ``n_negatives >= V``: the exact softmax over all items. Otherwise ``n_negatives`` items
+        are drawn (with replacement) from ``sampling_probs`` (uniform when ``None``) once per
+        batch and shared by every row. Each logit gets the log-Q correction
+        ``− log(n_negatives · q(v))`` (Bengio & Senécal; Jean et al. 2015) so that the sampled
+        softmax is a consistent estimate of the full one whatever ``q`` is; a negative equal to
+        the row's own target is masked out (it is not a negative for that row).
+
+        Args:
+            u: ``(N, E)`` user embeddings.
+            targets: ``(N,)`` int64 item ids.
+            sampling_probs: ``(V,)`` proposal ``q`` (need not be normalised).
+        """
+        if n_negatives >= self.n_items:
+            logits = self.scores(u)  # (N, V)
+            return F.cross_entropy(logits, targets)
+        device = u.device
+        if sampling_probs is None:
+            negatives = torch.randint(self.n_items, (n_negatives,), device=device, generator=generator)
+            log_q_neg = torch.full((n_negatives,), math.log(n_negatives / self.n_items), device=device)
+            log_q_pos = torch.full(targets.shape, math.log(n_negatives / self.n_items), device=device)
+        else:
+            q = sampling_probs / sampling_probs.sum()
+            negatives = torch.multinomial(q, n_negatives, replacement=True, generator=generator)
+            log_q_neg = torch.log(n_negatives * q[negatives])
+            log_q_pos = torch.log(n_negatives * q[targets])
+        # One lookup for targets and negatives: a single (dense) gradient for the item table.
+        both = torch.cat([targets, negatives])
+        k = self.keys(both)  # (N + n_negatives, E)
+        b = self.item_bias[both] if self.item_bias is not None else torch.zeros_like(both, dtype=u.dtype)
+        q = self.query(u)  # (N, E)
+        n = len(targets)
+        pos = (q * k[:n]).sum(dim=1) + b[:n] - log_q_pos  # (N,)
+        neg = q @ k[n:].T + b[n:] - log_q_neg  # (N, n_negatives)
+        neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + n_negatives); the target is column 0
+        return F.cross_entropy(logits, torch.zeros_like(targets))
