@@ -1,5 +1,67 @@
-"""Deep Retrieval: a learnable path index for large-scale candidate retrieval (Gao et al., CIKM 2021)."""
+"""Deep Retrieval: a learnable path index for large-scale candidate retrieval (Gao et al., CIKM 2021).
+
+Public API (arrays in, ``(item_ids, scores)`` out, batch first)::
+
+    from deep_retrieval import DeepRetrieval, DRConfig, load_dataset, make_split, ProtocolConfig
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .assignment import PathScores, accumulate_path_scores, assign_paths, streaming_update
+from .baselines import ALS, FaissHNSW, FaissIVF, ItemCF, MostPopular, SoftmaxRecommender
+from .beam import beam_search, enumerate_paths
+from .benchmark import run_benchmark
+from .config import (
+    BenchmarkConfig,
+    ConfigError,
+    DRConfig,
+    ProtocolConfig,
+    load_config,
+)
+from .data.protocols import fixed_split, make_split, paper_split
+from .data.registry import DATASETS, load_dataset
+from .data.synthetic import make_clustered
+from .data.types import FixedSplit, Interactions, Sequences, Split
+from .evaluation.evaluate import evaluate
+from .evaluation.metrics import evaluate_recommendations
+from .model import DeepRetrieval
+from .paths import ItemPathMap, PathCodec
+
+__all__ = [
+    "ALS",
+    "DATASETS",
+    "BenchmarkConfig",
+    "ConfigError",
+    "DRConfig",
+    "DeepRetrieval",
+    "FaissHNSW",
+    "FaissIVF",
+    "FixedSplit",
+    "Interactions",
+    "ItemCF",
+    "ItemPathMap",
+    "MostPopular",
+    "PathCodec",
+    "PathScores",
+    "ProtocolConfig",
+    "Sequences",
+    "SoftmaxRecommender",
+    "Split",
+    "__version__",
+    "accumulate_path_scores",
+    "assign_paths",
+    "beam_search",
+    "enumerate_paths",
+    "evaluate",
+    "evaluate_recommendations",
+    "fixed_split",
+    "load_config",
+    "load_dataset",
+    "make_clustered",
+    "make_split",
+    "paper_split",
+    "run_benchmark",
+    "streaming_update",
+]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ._utils import atomic_write_text, resolve_device, seed_everything, versions
 from .config import BenchmarkConfig, to_dict
 from .data.types import Sequences, Split
 from .evaluation.evaluate import evaluate
+from .evaluation.metrics import evaluate_recommendations
 
 BASELINE_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
 DEFAULT_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
@@ -33,7 +35,7 @@ Progress = Callable[[str], None]
 
 
 def available_methods() -> tuple[str, ...]:
-    return BASELINE_METHODS
+    return (*BASELINE_METHODS, "dr")
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
@@ -49,9 +51,42 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return out
 
 
+class _DRMethod:
+    """Benchmark adapter: fits DR, reusing the brute-force softmax model when configured."""
+
+    name = "dr"
+
+    def __init__(self, config: BenchmarkConfig, softmax: Any, device: str) -> None:
+        from .model import DeepRetrieval
+
+        dr = config.dr
+        if softmax is not None:  # the reranker's width must match the shared softmax model
+            dr = replace(dr, train=replace(dr.train, embedding_dim=softmax.config.embedding_dim))
+        self.model = DeepRetrieval(dr, device=device)
+        self.softmax = softmax
+
+    def fit(self, train: Sequences, n_items: int) -> _DRMethod:
+        reranker = self.softmax.model_ if self.softmax is not None else None
+        self.model.fit(train, n_items, reranker=reranker)
+        return self
+
+    def recommend(self, histories: Sequences, n: int, *, exclude: Sequences | None = None):
+        self.n_ = n
+        return self.model.recommend(histories, n, exclude=exclude)
+
+    def benchmark_info(self) -> dict[str, Any]:
+        info = self.model.benchmark_info()
+        info["shared_reranker"] = self.softmax is not None
+        info["beam_size"] = self.model.beam_size_for(self.n_)
+        return info
+
+
 def _build(name: str, config: BenchmarkConfig, fitted: dict[str, Any], device: str):
     from .baselines import make_baseline
 
+    if name == "dr":
+        shared = fitted.get("brute-force") if config.share_reranker else None
+        return _DRMethod(config, shared, device)
     softmax = fitted.get("brute-force") if name.startswith("ann-") else None
     return make_baseline(name, config, softmax=softmax, device=device)
 
@@ -69,7 +104,8 @@ def run_benchmark(
     """Fit and evaluate ``methods`` on ``split`` at every ``k``; write the outputs when ``out_dir`` is set.
 
     ANN methods search the item embeddings of the ``brute-force`` softmax model, which is trained
-    once and shared (its training time is included in their ``fit_seconds``).
+    once and shared (its training time is included in their ``fit_seconds``); so does ``dr`` when
+    ``config.share_reranker`` is on.
 
     Returns:
         The ``results.json`` document as a dict.
@@ -81,7 +117,8 @@ def run_benchmark(
     say = progress or (lambda _msg: None)
     device = resolve_device(config.device)
     fit_order = list(methods)
-    if any(m.startswith("ann-") for m in methods) and "brute-force" not in methods:
+    needs_softmax = any(m.startswith("ann-") for m in methods) or ("dr" in methods and config.share_reranker)
+    if needs_softmax and "brute-force" not in methods:
         fit_order.insert(0, "brute-force")  # ANN baselines need its embeddings
     elif "brute-force" in methods:
         fit_order.remove("brute-force")
@@ -98,7 +135,7 @@ def run_benchmark(
         t0 = time.perf_counter()
         model.fit(split.train, split.n_items)
         fit_seconds[name] = time.perf_counter() - t0
-        if name.startswith("ann-"):
+        if name.startswith("ann-") or (name == "dr" and config.share_reranker):
             fit_seconds[name] += fit_seconds["brute-force"]
         fitted[name] = model
         if name not in methods:
@@ -189,3 +226,21 @@ def results_markdown(doc: dict[str, Any]) -> str:
         cells += [f"{r['fit_seconds']:.1f}", f"{r['query_ms_p50']:.2f}", f"{r['query_ms_p99']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def recompute_metrics(out_dir: str | Path, name: str, ks: Sequence[int]) -> dict[str, float]:
+    """Metrics of method ``name`` recomputed from ``truth.csv`` and ``recommendations/NAME.csv`` alone.
+
+    An independent check of a benchmark directory: it uses the external ids in the CSV files and
+    the metric definitions, nothing from the run itself.
+    """
+    out_dir = Path(out_dir)
+    truth = pd.read_csv(out_dir / "truth.csv", dtype=str)
+    recs = pd.read_csv(out_dir / "recommendations" / f"{name}.csv", dtype={"user": str, "item": str})
+    users = sorted(truth.user.unique())
+    items = {v: i for i, v in enumerate(sorted(set(truth.item) | set(recs.item)))}
+    row = {u: r for r, u in enumerate(users)}
+    rec_mat = np.full((len(users), max(ks)), -1, dtype=np.int64)
+    rec_mat[recs.user.map(row).to_numpy(), recs["rank"].to_numpy() - 1] = recs.item.map(items).to_numpy()
+    grouped = truth.groupby("user").item.apply(lambda s: [items[i] for i in s])
+    return evaluate_recommendations(rec_mat, Sequences.from_lists([grouped[u] for u in users]), list(ks))

@@ -52,7 +52,7 @@ def _group(user_codes: np.ndarray, item_codes: np.ndarray, n_users: int, ordered
     return Sequences(indptr, item_codes[order], ordered)
 
 
-def _split_rows(seqs: Sequences, cut: np.ndarray) -> tuple[Sequences, Sequences]:
+def split_rows(seqs: Sequences, cut: np.ndarray) -> tuple[Sequences, Sequences]:
     """Each row split at ``cut[u]``: (first ``cut[u]`` items, the rest)."""
     pos = np.arange(seqs.n_interactions) - np.repeat(seqs.indptr[:-1], seqs.lengths)
     in_head = pos < np.repeat(cut, seqs.lengths)
@@ -124,7 +124,7 @@ def paper_split(data: Interactions, config: ProtocolConfig = ProtocolConfig()) -
 
     def held_out(users: np.ndarray) -> tuple[Sequences, Sequences, Sequences | None]:
         rows = seqs.rows(users)
-        first, second = _split_rows(rows, rows.lengths // 2)
+        first, second = split_rows(rows, rows.lengths // 2)
         exclude = unique_rows(first) if config.filter_seen else None
         return first.last(config.history_len), unique_rows(second), exclude
 

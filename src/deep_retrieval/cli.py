@@ -1,0 +1,355 @@
+"""Command-line shell over the public API: ``deep-retrieval VERB …`` (also ``python -m deep_retrieval``).
+
+Each verb translates flags into library calls and prints the result; all logic lives in the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import to_dict
+
+log = logging.getLogger("deep_retrieval")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return [kv for group in (args.set or []) for kv in group]
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (one of --dataset, --train-file/--test-file, --ratings-file)")
+    g.add_argument("--dataset", help="registered data set name (see `deep-retrieval datasets`)")
+    g.add_argument("--train-file", type=Path, help="'user item item …' lines (fixed-split protocol)")
+    g.add_argument("--test-file", type=Path, help="'user item item …' lines (fixed-split protocol)")
+    g.add_argument(
+        "--ratings-file",
+        type=Path,
+        help="user,item,rating,timestamp log (MovieLens u.data/ratings.dat/ratings.csv/zip, or a"
+        " headerless Amazon ratings CSV); paper protocol",
+    )
+    g.add_argument("--protocol", choices=["paper", "fixed-split"], help="override the data set's protocol")
+    g.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where data sets live (default: $DEEP_RETRIEVAL_DATA, else ~/.cache/deep-retrieval)",
+    )
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML or JSON file overriding the defaults")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set softmax.epochs=3 protocol.seed=1",
+    )
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from .data.registry import resolve_data_dir
+
+    return resolve_data_dir(args.data_dir, os.environ.get("DEEP_RETRIEVAL_DATA"))
+
+
+def _load_data(args: argparse.Namespace):
+    """Read the data the flags point at → (name, Interactions | FixedSplit)."""
+    from .data import readers
+    from .data.registry import load_dataset
+    from .data.types import FixedSplit
+
+    given = [args.dataset is not None, args.train_file is not None or args.test_file is not None,
+             args.ratings_file is not None]
+    if sum(given) != 1:
+        raise CLIError("give exactly one of --dataset NAME, --train-file F --test-file G, or --ratings-file F")
+    if args.dataset is not None:
+        return args.dataset, load_dataset(args.dataset, _data_dir(args))
+    if args.ratings_file is not None:
+        return args.ratings_file.name, readers.read_ratings_file(args.ratings_file)
+    if args.train_file is None or args.test_file is None:
+        raise CLIError("--train-file and --test-file go together")
+    train = readers.read_user_items_lines(args.train_file)
+    test = readers.read_user_items_lines(args.test_file)
+    return args.train_file.parent.name or "custom", FixedSplit(train, test)
+
+
+def _parse_list(text: str, kind=str) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise CLIError(f"cannot parse {text!r}: {exc}") from exc
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .benchmark import check_methods, run_benchmark
+    from .config import BenchmarkConfig, load_config
+    from .data.protocols import make_split
+
+    config = load_config(BenchmarkConfig, args.config, _overrides(args))
+    methods = check_methods(_parse_list(args.methods))
+    ks = _parse_list(args.k, int)
+    name, data = _load_data(args)
+    split = make_split(data, args.protocol, config.protocol)
+    log.info("split: %s", json.dumps(split.summary()))
+    steps = 2 * len(methods) + (1 if any(m.startswith("ann-") for m in methods) and "brute-force" not in methods else 0)
+    with tqdm(total=steps, desc="benchmark", unit="step", disable=args.quiet) as bar:
+
+        started = [0]
+
+        def progress(msg: str) -> None:
+            if msg.startswith(("fitting", "evaluating")):
+                if started[0]:
+                    bar.update(1)  # the previous step is done
+                started[0] += 1
+                bar.set_description(msg)
+            elif not args.quiet:
+                bar.write(msg)
+
+        doc = run_benchmark(split, methods, ks, config, out_dir=args.out, dataset=name, progress=progress)
+        bar.update(bar.total - bar.n)
+    from .benchmark import results_markdown
+
+    print(results_markdown(doc))
+    print(f"wrote {args.out}/results.json, results.md, truth.csv, recommendations/")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data.registry import dataset_table
+
+    rows = dataset_table(_data_dir(args))
+    print(f"{'name':<30} {'kind':<12} {'users':>9} {'items':>10} {'interactions':>13}  where")
+    for r in rows:
+        if r["available"]:
+            print(
+                f"{r['name']:<30} {r['kind']:<12} {r['n_users']:>9,} {r['n_items']:>10,}"
+                f" {r['n_interactions']:>13,}  {r['path']}"
+            )
+        else:
+            print(f"{r['name']:<30} {r['kind']:<12} {'-':>9} {'-':>10} {'-':>13}  not found ({r.get('hint', '')})")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data.download import download_dataset
+
+    dest = _data_dir(args)
+    with tqdm(unit="B", unit_scale=True, desc=args.name, disable=args.quiet) as bar:
+
+        def progress(done: int, total: int | None) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        path = download_dataset(args.name, dest, progress=progress)
+    print(path)
+    return 0
+
+
+def _progress_printer(quiet: bool):
+    def on_event(entry: dict) -> None:
+        if not quiet:
+            print(json.dumps(entry), file=sys.stderr, flush=True)
+
+    return on_event
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import BenchmarkConfig, load_config
+    from .data.protocols import make_split
+    from .model import DeepRetrieval
+
+    config = load_config(BenchmarkConfig, args.config, _overrides(args))
+    name, data = _load_data(args)
+    split = make_split(data, args.protocol, config.protocol)
+    log.info("split: %s", json.dumps(split.summary()))
+    model = DeepRetrieval(config.dr, device=args.device or config.device)
+    model.fit(split.train, split.n_items, on_event=_progress_printer(args.quiet))
+    model.save(
+        args.out,
+        item_ids=split.item_ids,
+        training={"dataset": name, "protocol": split.protocol, "protocol_config": to_dict(config.protocol),
+                  "data": split.summary()},
+    )
+    d = model.diagnostics()
+    print(f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of {d['n_paths']:,} paths,"
+          f" largest path {d['largest_path_size']}")
+    return 0
+
+
+def _model_item_index(model, external: list[str]) -> tuple[list[int], list[str]]:
+    """External item ids (as typed) → internal ids of ``model``; returns (known, unknown)."""
+    ids = model.item_ids_
+    if ids is None:
+        raise CLIError("this model was saved without item ids; pass internal ids with --internal-ids")
+    lookup = {str(v): i for i, v in enumerate(ids.tolist())}
+    known = [lookup[x] for x in external if x in lookup]
+    unknown = [x for x in external if x not in lookup]
+    return known, unknown
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data.types import Sequences
+    from .model import DeepRetrieval
+
+    model = DeepRetrieval.load(args.model, device=args.device or "auto")
+    history = [x.strip() for x in args.history.split(",") if x.strip()]
+    if args.internal_ids:
+        known, unknown = [int(x) for x in history], []
+    else:
+        known, unknown = _model_item_index(model, history)
+    if unknown:
+        print(f"ignored {len(unknown)} unknown item id(s): {', '.join(unknown[:10])}", file=sys.stderr)
+    if not known:
+        raise CLIError("none of the --history items is known to the model")
+    ids, scores = model.recommend(Sequences.from_lists([known]), args.n, beam_size=args.beam_size)
+    names = model.item_ids_ if (model.item_ids_ is not None and not args.internal_ids) else None
+    print("rank\titem\tscore")
+    for rank, (i, s) in enumerate(zip(ids[0], scores[0]), start=1):
+        if i < 0:
+            break
+        print(f"{rank}\t{names[i] if names is not None else i}\t{s:.4f}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import BenchmarkConfig, ProtocolConfig, _from_mapping, load_config
+    from .data.protocols import make_split
+    from .evaluation.evaluate import evaluate
+    from .model import DeepRetrieval
+
+    model = DeepRetrieval.load(args.model, device=args.device or "auto")
+    training = model.training_ or {}
+    base = BenchmarkConfig()
+    if "protocol_config" in training:
+        base = BenchmarkConfig(protocol=_from_mapping(ProtocolConfig, training["protocol_config"]))
+    config = load_config(BenchmarkConfig, args.config, _overrides(args), base=base)
+    name, data = _load_data(args)
+    split = make_split(data, args.protocol, config.protocol)
+    split = model.align_split(split)
+    ks = _parse_list(args.k, int)
+    ev = evaluate(model, split.test_history, split.test_truth, ks, exclude=split.test_exclude)
+    doc = {"dataset": name, "protocol": split.protocol, "k": ks, "metrics": ev.metrics,
+           "query_ms_p50": ev.query_ms_p50, "query_ms_p99": ev.query_ms_p99, **model.benchmark_info()}
+    text = json.dumps(doc, indent=2)
+    if args.json:
+        from ._utils import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .model import DeepRetrieval
+
+    model = DeepRetrieval.load(args.model, device="cpu")
+    d = model.diagnostics()
+    epochs = d.pop("epochs")
+    for k, v in d.items():
+        print(f"{k:<24} {v}")
+    print("epochs:")
+    for e in epochs:
+        print("  " + json.dumps(e))
+    png = args.png or Path(args.model) / "path_sizes.png"
+    model.plot_path_sizes(png)
+    print(f"wrote {png}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deep-retrieval",
+        description="Deep Retrieval: learnable path index for candidate retrieval, with baselines and benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("benchmark", help="fit methods on one split and compare them side by side")
+    _add_data_args(p)
+    p.add_argument(
+        "--methods",
+        default="most-popular,item-cf,als,brute-force,ann-hnsw,ann-ivf",
+        help="comma-separated method names (default: all baselines)",
+    )
+    p.add_argument("--k", default="10,20", help="comma-separated cut-offs (default: 10,20)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("train", help="train a Deep Retrieval model and save it")
+    _add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("recommend", help="recommend items for one history with a saved model")
+    p.add_argument("model", type=Path, help="model directory written by `train`")
+    p.add_argument("--history", required=True, help="comma-separated item ids the user interacted with")
+    p.add_argument("-n", type=int, default=10, help="how many items (default 10)")
+    p.add_argument("--beam-size", type=int, help="override the beam size")
+    p.add_argument("--internal-ids", action="store_true", help="--history holds internal item indices")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a data set's test users")
+    p.add_argument("model", type=Path, help="model directory written by `train`")
+    _add_data_args(p)
+    p.add_argument("--k", default="20", help="comma-separated cut-offs (default 20)")
+    p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    _add_config_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("inspect", help="path-size distribution and training log of a saved model")
+    p.add_argument("model", type=Path, help="model directory written by `train`")
+    p.add_argument("--png", type=Path, help="histogram file (default MODEL/path_sizes.png)")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("datasets", help="list registered data sets with their counts")
+    p.add_argument("--data-dir", type=Path, help="where data sets live")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("download", help="download a public data set (needs internet)")
+    p.add_argument("name", help="movielens-20m, movielens-25m or movielens-latest-small")
+    p.add_argument("--data-dir", type=Path, help="where to put it")
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    from .config import ConfigError
+    from .data.download import DownloadError
+
+    try:
+        return args.func(args)
+    except (CLIError, ConfigError, DownloadError, ValueError, OSError) as exc:
+        print(f"deep-retrieval {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

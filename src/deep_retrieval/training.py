@@ -1,0 +1,195 @@
+"""Deep Retrieval training: the network step and path assignment, alternated per epoch.
+
+Per epoch ``t`` (paper §2): (1) *network step*: one pass of gradient descent over every training
+sample on ``−log Σ_j p(π_j(y) | x) − w·log p_softmax(y | x)`` with the item→path map fixed;
+(2) *path assignment* with the network fixed: beam search (beam ``S``) for every training sample's
+user, ``s[v, c] += p(c | x)`` per item, keep the top-``S`` paths per item, then greedy coordinate
+descent under the path-size penalty. The first ``joint_epochs`` train the reranker too; after that
+the reranker and the shared encoder are frozen (paper §2.5) and only the structure network learns.
+
+Choices the paper leaves open (measured; see the README):
+
+- Paths start uniformly random (paper §1.1), J distinct per item.
+- Path scores use the batch form (a sum over the epoch's interactions), not the streaming decay.
+- Unordered rows (fixed splits, no time) score a path once per *row* with the whole row as the
+  history and credit it to every item of the row; a leave-one-out sample's history is a random
+  subset of that same row, so this is the same estimate at a fraction of the cost.
+- Items that never occur in training keep their random paths.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .assignment import PathScores, accumulate_path_scores, assign_paths, merge_path_scores
+from .data.samples import TrainingSamples
+from .data.types import Sequences
+from .paths import ItemPathMap
+
+if TYPE_CHECKING:
+    from .model import DeepRetrieval
+
+_CHUNK_PAIRS = 4_000_000  # (item, path) pairs per accumulation chunk: bounds memory
+
+
+def network_epoch(
+    model: DeepRetrieval,
+    samples: TrainingSamples,
+    optimizer: torch.optim.Optimizer,
+    *,
+    joint: bool,
+) -> dict[str, float]:
+    """One pass over ``samples``; returns mean structure and softmax losses."""
+    t = model.config.train
+    net, device = model.net_, model.device_
+    item_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
+    net.train()
+    net.reranker.requires_grad_(joint)
+    sums = {"structure_loss": 0.0, "softmax_loss": 0.0}
+    n_batches = 0
+    for hist, target in samples.epoch(t.batch_size, history_dropout=t.history_dropout):
+        hist_t = torch.as_tensor(hist, device=device)
+        target_t = torch.as_tensor(target, device=device)
+        if joint:
+            u = net.user_embedding(hist_t)  # (N, E)
+        else:
+            with torch.no_grad():
+                u = net.user_embedding(hist_t)
+        structure_loss = net.structure.path_loss(u, item_paths[target_t]).mean()
+        loss = structure_loss
+        if joint:
+            softmax_loss = net.reranker.sampled_softmax_loss(u, target_t, t.n_negatives)
+            loss = loss + t.softmax_weight * softmax_loss
+            sums["softmax_loss"] += float(softmax_loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums["structure_loss"] += float(structure_loss.detach())
+        n_batches += 1
+    net.reranker.requires_grad_(True)
+    net.eval()
+    return {k: v / max(n_batches, 1) for k, v in sums.items()}
+
+
+def _scoring_batches(
+    model: DeepRetrieval, train: Sequences, samples: TrainingSamples, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(history (N, L), item of each history row)`` batches that path scores are accumulated over.
+
+    Ordered rows: every training sample (history = the items before it). Unordered rows: one
+    history per row (the whole row), repeated for each of the row's items afterwards.
+    """
+    if train.ordered:
+        for start in range(0, len(samples._rows), batch_size):
+            take = np.arange(start, min(start + batch_size, len(samples._rows)))
+            hist, target = samples.batch(samples._rows[take], samples._pos[take])
+            yield hist, target
+    else:
+        for start in range(0, len(train), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(train)))
+            yield model._history_matrix(train.rows(rows)), rows
+
+
+@torch.no_grad()
+def score_paths(model: DeepRetrieval, train: Sequences, samples: TrainingSamples) -> PathScores:
+    """Top-``S`` path scores per item from beam search over the training samples' users."""
+    a = model.config.assignment
+    n_items = model.n_items_
+    net, device = model.net_, model.device_
+    net.eval()
+    acc: PathScores | None = None
+    chunk: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pairs = 0
+
+    def flush() -> None:
+        nonlocal acc, chunk, pairs
+        if not chunk:
+            return
+        items, ids, probs = (np.concatenate(x) for x in zip(*chunk))
+        part = accumulate_path_scores(items, ids, probs, n_items, a.n_candidates)
+        acc = part if acc is None else merge_path_scores(acc, part, a.n_candidates)
+        chunk, pairs = [], 0
+
+    for hist, key in _scoring_batches(model, train, samples, 1024):
+        u = net.user_embedding(torch.as_tensor(hist, device=device))
+        path_ids, log_probs = model._beam(u, a.n_candidates)  # (N, S)
+        probs = np.exp(log_probs.astype(np.float64))
+        if train.ordered:
+            items = key
+        else:
+            sub = train.rows(key)
+            local = sub.row_ids()
+            items, path_ids, probs = sub.items, path_ids[local], probs[local]
+        chunk.append((items, path_ids, probs))
+        pairs += path_ids.size
+        if pairs >= _CHUNK_PAIRS:
+            flush()
+    flush()
+    assert acc is not None
+    return acc
+
+
+def fit_deep_retrieval(
+    model: DeepRetrieval,
+    train: Sequences,
+    *,
+    frozen_reranker: bool = False,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Run the alternating schedule on ``model`` (its ``net_``/``codec_`` already built)."""
+    cfg = model.config
+    t, a, s = cfg.train, cfg.assignment, cfg.structure
+    rng = np.random.default_rng(cfg.seed)
+    model.item_paths_ = ItemPathMap.random(model.n_items_, model.codec_, s.paths_per_item, rng)
+    samples = TrainingSamples(train, t.history_len, seed=cfg.seed)
+    structure_params = list(model.net_.structure.parameters())
+    optimizer = torch.optim.Adam(
+        [
+            {"params": model.net_.reranker.parameters(), "lr": t.lr},
+            {"params": structure_params, "lr": t.structure_lr or t.lr},
+        ],
+        weight_decay=t.weight_decay,
+    )
+    for epoch in range(t.epochs):
+        joint = not frozen_reranker and epoch < t.joint_epochs
+        t0 = time.perf_counter()
+        losses = network_epoch(model, samples, optimizer, joint=joint)
+        entry: dict[str, Any] = {
+            "event": "epoch",
+            "epoch": epoch + 1,
+            "joint": joint,
+            **{k: round(v, 5) for k, v in losses.items()},
+            "network_seconds": round(time.perf_counter() - t0, 2),
+        }
+        if (epoch + 1) % t.assign_every == 0 or epoch == t.epochs - 1:
+            t1 = time.perf_counter()
+            scores = score_paths(model, train, samples)
+            t2 = time.perf_counter()
+            new_ids, stats = assign_paths(
+                scores,
+                paths_per_item=s.paths_per_item,
+                penalty=a.penalty,
+                n_paths=model.codec_.n_paths,
+                n_sweeps=a.n_sweeps,
+                previous=model.item_paths_.path_ids,
+                rng=cfg.seed + epoch,
+                power=a.power,
+            )
+            changed = float((np.sort(new_ids, 1) != np.sort(model.item_paths_.path_ids, 1)).any(1).mean())
+            model.item_paths_ = ItemPathMap(new_ids, model.codec_)
+            entry.update(
+                scoring_seconds=round(t2 - t1, 2),
+                assignment_seconds=round(time.perf_counter() - t2, 2),
+                objective=[round(float(o), 3) for o in stats["objective"]],
+                largest_path_size=int(stats["largest_path_size"]),
+                occupied_paths=int(len(model.item_paths_.path_sizes())),
+                items_moved=round(changed, 4),
+            )
+        model.history_.append(entry)
+        if on_event is not None:
+            on_event(entry)

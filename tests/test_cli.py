@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deep_retrieval.benchmark import recompute_metrics
+from deep_retrieval.cli import main
+
+TINY_DR = [
+    "dr.structure.n_layers=2",
+    "dr.structure.n_nodes=16",
+    "dr.train.encoder=mean",
+    "dr.train.epochs=2",
+    "dr.train.joint_epochs=1",
+    "dr.train.embedding_dim=16",
+    "dr.assignment.penalty=1e-4",
+]
+
+
+def test_benchmark_writes_every_output_and_metrics_recompute(tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main([
+        "-q", "benchmark", "--dataset", "movielens-latest-small", "--methods", "most-popular,item-cf",
+        "--k", "5,10", "--out", str(out),
+    ])
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["dataset"] == "movielens-latest-small" and doc["protocol"] == "paper" and doc["k"] == [5, 10]
+    assert set(doc["data"]) == {"n_users", "n_items", "n_interactions", "n_train_users", "n_test_users"}
+    for name in ("most-popular", "item-cf"):
+        r = doc["methods"][name]
+        assert {"metrics", "fit_seconds", "query_ms_p50", "query_ms_p99"} <= set(r)
+        assert set(r["metrics"]) == {f"{m}@{k}" for m in ("precision", "recall", "f1", "ndcg", "hit_rate") for k in (5, 10)}
+        again = recompute_metrics(out, name, [5, 10])
+        for key, value in r["metrics"].items():
+            assert again[key] == pytest.approx(value, abs=1e-12), key
+    assert (out / "results.md").read_text().count("|") > 10
+    assert "item-cf" in capsys.readouterr().out
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, capsys):
+    assert main(["benchmark", "--dataset", "movielens-latest-small", "--methods", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["benchmark", "--dataset", "movielens-latest-small", "--set", "softmax.epoch=1", "--out", str(tmp_path)]) == 2
+    assert "valid keys" in capsys.readouterr().err
+    assert main(["benchmark", "--dataset", "no-such-set", "--out", str(tmp_path)]) == 2
+    assert "movielens-latest-small" in capsys.readouterr().err
+    assert main(["benchmark", "--out", str(tmp_path)]) == 2
+    assert "exactly one of" in capsys.readouterr().err
+
+
+def test_datasets_lists_counts(shared_data, capsys):
+    assert main(["datasets", "--data-dir", str(shared_data)]) == 0
+    text = capsys.readouterr().out
+    assert "movielens-100k" in text and "1,682" in text and "gowalla" in text and "40,981" in text
+
+
+def test_fixed_split_files_and_ratings_file(tmp_path):
+    train = tmp_path / "train.txt"
+    test = tmp_path / "test.txt"
+    rng = np.random.default_rng(0)
+    with open(train, "w") as ft, open(test, "w") as fs:
+        for u in range(60):
+            items = rng.choice(40, 8, replace=False)
+            ft.write(f"{u} " + " ".join(map(str, items[:6])) + "\n")
+            fs.write(f"{u} " + " ".join(map(str, items[6:])) + "\n")
+    out = tmp_path / "fixed"
+    assert main(["-q", "benchmark", "--train-file", str(train), "--test-file", str(test),
+                 "--methods", "most-popular", "--k", "5", "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["protocol"] == "fixed-split" and doc["data"]["n_test_users"] == 60
+    # train items are excluded from rankings under the fixed-split protocol
+    recs = pd.read_csv(out / "recommendations" / "most-popular.csv")
+    seen = {(int(line.split()[0]), int(i)) for line in train.read_text().splitlines() for i in line.split()[1:]}
+    assert not any((u, i) in seen for u, i in zip(recs.user, recs.item))
+
+
+def test_train_recommend_evaluate_inspect(tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    sets = ["--set", *TINY_DR]
+    assert main(["-q", "train", "--dataset", "movielens-latest-small", "--out", str(model_dir), *sets]) == 0
+    assert (model_dir / "manifest.json").exists() and (model_dir / "weights.safetensors").exists()
+    capsys.readouterr()
+    assert main(["recommend", str(model_dir), "--history", "1,50,260,999999999", "-n", "5"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].split("\t") == ["rank", "item", "score"] and len(lines) == 6
+    assert "999999999" in captured.err  # unknown id reported, not fatal
+    report = tmp_path / "eval.json"
+    assert main(["-q", "evaluate", str(model_dir), "--dataset", "movielens-latest-small", "--k", "10",
+                 "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())["metrics"]
+    assert 0 < metrics["recall@10"] <= 1
+    assert main(["inspect", str(model_dir)]) == 0
+    assert "largest_path_size" in capsys.readouterr().out
+    assert (model_dir / "path_sizes.png").stat().st_size > 1000
+
+
+def test_module_entry_point():
+    done = subprocess.run([sys.executable, "-m", "deep_retrieval", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and "deep-retrieval" in done.stdout

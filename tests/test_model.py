@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deep_retrieval.baselines.base import topk_from_scores
+from deep_retrieval.config import ConfigError, DRConfig, ProtocolConfig, load_config
+from deep_retrieval.data.protocols import paper_split
+from deep_retrieval.data.synthetic import make_clustered
+from deep_retrieval.data.types import Sequences
+from deep_retrieval.evaluation.metrics import evaluate_recommendations
+from deep_retrieval.model import DeepRetrieval
+
+TINY = [
+    "structure.n_layers=2",
+    "structure.n_nodes=8",
+    "structure.paths_per_item=2",
+    "train.encoder=mean",
+    "train.epochs=6",
+    "train.joint_epochs=4",
+    "train.embedding_dim=32",
+    "train.n_negatives=64",
+    "train.batch_size=256",
+    "train.lr=0.01",
+    "assignment.n_candidates=8",
+    "assignment.penalty=1e-4",
+]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    data = make_clustered(n_users=500, n_items=160, n_clusters=8, interactions_per_user=24, seed=0)
+    split = paper_split(data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=100, min_rating=0))
+    return data, split
+
+
+@pytest.fixture(scope="module")
+def fitted_model(planted):
+    _, split = planted
+    model = DeepRetrieval(load_config(DRConfig, overrides=TINY), device="cpu")
+    return model.fit(split.train, split.n_items)
+
+
+@pytest.fixture()
+def model(fitted_model):
+    return copy.deepcopy(fitted_model)
+
+
+def _brute_force(model: DeepRetrieval, histories: Sequences, n: int) -> np.ndarray:
+    with torch.no_grad():
+        scores = model.net_.reranker.scores(model.user_embeddings(histories)).numpy()
+    return topk_from_scores(scores, n)[0]
+
+
+def test_planted_clusters_share_paths(model, planted):
+    data, split = planted
+    cluster = data.item_cluster[split.item_ids]  # internal -> planted cluster
+    paths = model.item_paths_.path_ids  # (V, J)
+    assert paths.shape == (split.n_items, 2)
+    # Each cluster's most common path should be held by (nearly) every item of that cluster, and
+    # different clusters should mostly own different paths. With random paths the first fraction
+    # would be about J / K^D = 2 / 64.
+    modal, held = [], []
+    for c in range(8):
+        mine = paths[cluster == c]
+        values, counts = np.unique(mine, return_counts=True)
+        modal.append(values[counts.argmax()])
+        held.append((mine == modal[-1]).any(axis=1).mean())
+    assert min(held) >= 0.9, held  # observed 1.0 for every cluster
+    assert len(set(modal)) >= 6, modal  # observed 7 distinct of 8
+
+
+def test_planted_recall_close_to_brute_force(model, planted):
+    _, split = planted
+    dr, _ = model.recommend(split.test_history, 10)
+    bf = _brute_force(model, split.test_history, 10)
+    r_dr = evaluate_recommendations(dr, split.test_truth, [10])["recall@10"]
+    r_bf = evaluate_recommendations(bf, split.test_truth, [10])["recall@10"]
+    assert r_dr >= 0.95 * r_bf, (r_dr, r_bf)  # observed equal (0.571 vs 0.571)
+    assert model.diagnostics()["candidates_per_query"] < split.n_items
+
+
+def test_contract_shapes_padding_exclude_batch(model, planted):
+    _, split = planted
+    hist = split.test_history.rows(np.arange(5))
+    ids, scores = model.recommend(hist, 7)
+    assert ids.shape == (5, 7) and ids.dtype == np.int64 and scores.dtype == np.float32
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    for r in range(5):
+        assert len(set(ids[r][ids[r] >= 0])) == (ids[r] >= 0).sum()
+    one, _ = model.recommend(hist.rows(np.array([3])), 7)
+    np.testing.assert_array_equal(one[0], ids[3])
+    excl = Sequences.from_lists([list(ids[r, :3]) for r in range(5)])
+    ids2, _ = model.recommend(hist, 7, exclude=excl)
+    for r in range(5):
+        assert not set(ids2[r]) & set(ids[r, :3])
+    big, big_scores = model.recommend(hist, 500, beam_size=64)  # n > V: padded
+    assert big.shape == (5, 500) and (big[:, -1] == -1).all() and np.isneginf(big_scores[:, -1]).all()
+
+
+def test_full_beam_equals_brute_force(model, planted):
+    """With a beam over every path all items are candidates, so DR == brute force on its reranker."""
+    _, split = planted
+    n_paths = model.codec_.n_paths
+    ids, _ = model.recommend(split.test_history, 10, beam_size=n_paths)
+    np.testing.assert_array_equal(ids, _brute_force(model, split.test_history, 10))
+
+
+def test_without_rerank_and_retrieve(model, planted):
+    _, split = planted
+    cand = model.retrieve(split.test_history.rows(np.arange(3)), beam_size=4)
+    assert cand.beam_size == 4 and len(cand.counts) == 3
+    ids, scores = model.recommend(split.test_history.rows(np.arange(3)), 5, beam_size=4, rerank=False)
+    for r in range(3):
+        row = cand.items[cand.indptr[r] : cand.indptr[r + 1]]
+        assert set(ids[r][ids[r] >= 0]) <= set(row)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_save_load_identical(model, planted, tmp_path):
+    _, split = planted
+    out = model.save(tmp_path / "m", item_ids=split.item_ids)
+    loaded = DeepRetrieval.load(out, device="cpu")
+    a = model.recommend(split.test_history, 10)
+    b = loaded.recommend(split.test_history, 10)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+    np.testing.assert_array_equal(loaded.item_paths_.path_ids, model.item_paths_.path_ids)
+    # saving again over the same directory replaces it atomically
+    model.save(out)
+    assert DeepRetrieval.load(out).n_items_ == split.n_items
+
+
+def test_load_rejects_bad_bundles(model, tmp_path):
+    out = model.save(tmp_path / "m")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="version 99"):
+        DeepRetrieval.load(out)
+    out2 = model.save(tmp_path / "m2")
+    data = (out2 / "weights.safetensors").read_bytes()
+    (out2 / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt"):
+        DeepRetrieval.load(out2)
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        DeepRetrieval.load(tmp_path / "nothing")
+
+
+def test_unfitted_and_bad_config():
+    with pytest.raises(ValueError, match="not fitted"):
+        DeepRetrieval().recommend(Sequences.from_lists([[1]]), 3)
+    bad = load_config(DRConfig, overrides=["assignment.n_candidates=1"])
+    with pytest.raises(ConfigError, match="n_candidates"):
+        DeepRetrieval(bad).fit(Sequences.from_lists([[0, 1, 2]]), 3)
+
+
+def test_seeded_runs_repeat(planted):
+    _, split = planted
+    cfg = load_config(DRConfig, overrides=TINY + ["train.epochs=2", "train.joint_epochs=1"])
+    a = DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items)
+    b = DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items)
+    np.testing.assert_array_equal(a.item_paths_.path_ids, b.item_paths_.path_ids)
