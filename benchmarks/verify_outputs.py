@@ -23,7 +23,8 @@ def main(out_dir: str) -> int:
         again = recompute_metrics(out, name, doc["k"])
         for key, value in result["metrics"].items():
             worst = max(worst, abs(again[key] - value))
-        print(f"{name:<14} recall@{doc['k'][-1]} = {again[f'recall@{doc['k'][-1]}']:.4f} (recomputed)")
+        key = f"recall@{doc['k'][-1]}"
+        print(f"{name:<14} {key} = {again[key]:.4f} (recomputed)")
     print(f"largest difference from results.json: {worst:.2e}")
     return 0 if worst <= 1e-9 else 1
 

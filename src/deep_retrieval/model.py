@@ -543,6 +543,8 @@ def _check_config(config: DRConfig) -> None:
         problems.append(f"structure.paths_per_item must be in 1..K^D, got {s.paths_per_item}")
     if t.epochs < 1 or not 0 <= t.joint_epochs <= t.epochs:
         problems.append(f"train needs epochs ≥ 1 and 0 ≤ joint_epochs ≤ epochs (got {t.epochs}, {t.joint_epochs})")
+    if t.negative_sampling not in ("uniform", "popularity"):
+        problems.append(f"train.negative_sampling must be uniform or popularity, got {t.negative_sampling!r}")
     if t.encoder not in ("auto", "gru", "mean"):
         problems.append(f"train.encoder must be auto, gru or mean, got {t.encoder!r}")
     if a.n_candidates < s.paths_per_item:

@@ -29,6 +29,7 @@ import torch
 from .assignment import PathScores, accumulate_path_scores, assign_paths, merge_path_scores
 from .data.samples import TrainingSamples
 from .data.types import Sequences
+from .modules.softmax import popularity_sampling_probs
 from .paths import ItemPathMap
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ def network_epoch(
     item_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
     net.train()
     net.reranker.requires_grad_(joint)
+    sampling_probs = None
+    if joint and t.negative_sampling == "popularity":
+        counts = torch.from_numpy(np.bincount(samples.train.items, minlength=model.n_items_))
+        sampling_probs = popularity_sampling_probs(counts).to(device)
     sums = {"structure_loss": 0.0, "softmax_loss": 0.0}
     n_batches = 0
     for hist, target in samples.epoch(t.batch_size, history_dropout=t.history_dropout):
@@ -63,7 +68,9 @@ def network_epoch(
         structure_loss = net.structure.path_loss(u, item_paths[target_t]).mean()
         loss = structure_loss
         if joint:
-            softmax_loss = net.reranker.sampled_softmax_loss(u, target_t, t.n_negatives)
+            softmax_loss = net.reranker.sampled_softmax_loss(
+                u, target_t, t.n_negatives, sampling_probs=sampling_probs
+            )
             loss = loss + t.softmax_weight * softmax_loss
             sums["softmax_loss"] += float(softmax_loss.detach())
         optimizer.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ import torch
 from ..config import SoftmaxConfig
 from ..data.samples import TrainingSamples
 from ..data.types import Sequences
-from ..modules.softmax import SoftmaxModel
+from ..modules.softmax import SoftmaxModel, popularity_sampling_probs
 from .popular import check_query, check_train, empty_results
 
 ENCODERS = ("auto", "gru", "mean")
@@ -137,16 +137,16 @@ class SoftmaxRecommender:
         generator.manual_seed(self.seed)
         sampling_probs = None
         if cfg.negative_sampling == "popularity":
-            counts = np.bincount(train.items, minlength=n_items).astype(np.float64)
-            # Smoothed popularity (word2vec's 3/4 power); +1 keeps unseen items drawable.
-            sampling_probs = torch.as_tensor((counts + 1.0) ** 0.75, dtype=torch.float32, device=device)
+            counts = torch.from_numpy(np.bincount(train.items, minlength=n_items))
+            sampling_probs = popularity_sampling_probs(counts).to(device)
         optimizer = _adam(model, cfg.lr, cfg.weight_decay)
         self.losses_ = []
         # Set before training so that on_epoch callbacks may already call recommend().
         self.model_ = model
         model.train()
         for epoch in range(1, cfg.epochs + 1):
-            total, count = 0.0, 0
+            # Summed on the device: a float() per step would synchronise a GPU every batch.
+            total, count = torch.zeros((), device=device), 0
             for hist, target in samples.epoch(cfg.batch_size, history_dropout=cfg.history_dropout):
                 hist_t = torch.from_numpy(hist).to(device)
                 target_t = torch.from_numpy(target).to(device)
@@ -161,9 +161,9 @@ class SoftmaxRecommender:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss.detach()) * len(target)
+                total += loss.detach() * len(target)
                 count += len(target)
-            self.losses_.append(total / count)
+            self.losses_.append(float(total) / count)
             if on_epoch is not None:
                 on_epoch(epoch, self.losses_[-1])
         model.eval()

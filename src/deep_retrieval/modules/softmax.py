@@ -17,6 +17,17 @@ from torch import nn
 from .encoder import UserEncoder
 
 
+def popularity_sampling_probs(item_counts: torch.Tensor, power: float = 0.75) -> torch.Tensor:
+    """Negative-sampling proposal ``q(v) ∝ (count(v) + 1)^power`` (``(V,)`` float32, normalised).
+
+    word2vec's smoothed unigram distribution: hard (popular) negatives more often than uniform
+    sampling gives them, without ignoring the tail; the +1 keeps items unseen in training
+    drawable. Pass it as ``sampling_probs`` to :meth:`SoftmaxModel.sampled_softmax_loss`.
+    """
+    q = (item_counts.to(torch.float64) + 1.0) ** power
+    return (q / q.sum()).to(torch.float32)
+
+
 class SoftmaxModel(nn.Module):
     """Encoder + item table (+ per-item bias).
 
