@@ -168,6 +168,7 @@ class DeepRetrieval:
             self.encoder_kind_ = reranker.encoder.kind
         self.item_counts_ = np.bincount(train.items, minlength=n_items).astype(np.int64)
         self.history_: list[dict[str, Any]] = []
+        self.__dict__.pop("_rerank_cache", None)
         fit_deep_retrieval(self, train, frozen_reranker=reranker is not None, on_event=on_event)
         self.beam_calibration_ = self._calibrate_beam(train)
         return self
@@ -281,12 +282,27 @@ class DeepRetrieval:
         else:
             path_lp = cand.path_log_probs
         if rerank:
-            rows_t = torch.as_tensor(rows, device=self.device_)
-            items_t = torch.as_tensor(items, device=self.device_)
-            scores = self.net_.reranker.scores(u[rows_t], items_t[:, None])[:, 0]  # (C_total,)
-            return _segment_topk(rows, items, scores.float().cpu().numpy(), len(histories), n)
+            keys, bias = self._rerank_table()
+            q = self.net_.reranker.query(u).float().cpu().numpy()  # (U, E)
+            scores = np.einsum("ce,ce->c", q[rows], keys[items]) + bias[items]  # (C_total,)
+            return _segment_topk(rows, items, scores, len(histories), n)
         # Items on one path are indistinguishable to DR; break ties by popularity.
         return _segment_topk(rows, items, path_lp, len(histories), n, tiebreak=-self.item_counts_[items])
+
+    def _rerank_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys (V, E), bias (V,))`` of the frozen reranker as float32 numpy, computed once.
+
+        Scoring a few hundred candidates is a gather and a dot product; doing it in numpy on a
+        cached table avoids re-normalising item vectors and small-tensor overhead per query.
+        """
+        cache = self.__dict__.get("_rerank_cache")
+        if cache is None:
+            head = self.net_.reranker
+            with torch.no_grad():
+                keys = head.keys().float().cpu().numpy()
+                bias = head.item_bias.float().cpu().numpy() if head.item_bias is not None else np.zeros(len(keys), np.float32)
+            cache = self._rerank_cache = (np.ascontiguousarray(keys), bias)
+        return cache
 
     # ------------------------------------------------------------------ diagnostics
     def _record_query_stats(self, counts: np.ndarray) -> None:
