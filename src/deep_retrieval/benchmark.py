@@ -29,7 +29,6 @@ from .evaluation.evaluate import evaluate
 from .evaluation.metrics import evaluate_recommendations
 
 BASELINE_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
-DEFAULT_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
 
 Progress = Callable[[str], None]
 

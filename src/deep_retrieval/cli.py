@@ -286,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument(
         "--methods",
-        default="most-popular,item-cf,als,brute-force,ann-hnsw,ann-ivf",
-        help="comma-separated method names (default: all baselines)",
+        default="most-popular,item-cf,als,brute-force,ann-hnsw,ann-ivf,dr",
+        help="comma-separated method names (default: all of them)",
     )
     p.add_argument("--k", default="10,20", help="comma-separated cut-offs (default: 10,20)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
