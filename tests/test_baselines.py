@@ -39,7 +39,9 @@ N_GROUPS, PER_GROUP = 4, 8
 N_ITEMS = N_GROUPS * PER_GROUP
 HISTORY = 3  # items of its group a query user has seen
 
+# encoder="auto": the ordered flavour exercises the GRU, the unordered one mean pooling.
 TINY_SOFTMAX = SoftmaxConfig(
+    encoder="auto",
     embedding_dim=16, epochs=25, batch_size=64, lr=1e-2, n_negatives=N_ITEMS, history_len=10
 )
 
@@ -223,11 +225,15 @@ def test_softmax_embeddings_reproduce_brute_force_and_hnsw(normalize: bool) -> N
     ids, scores = softmax.recommend(hist, 8, exclude=exclude)
     dense = users @ items.T
     np.testing.assert_allclose(scores, np.take_along_axis(dense, ids, axis=1), rtol=1e-4, atol=1e-4)
-    # An HNSW search with a beam wider than the vocabulary is exact.
-    exact = FaissHNSW(HNSWConfig(m=8, ef_construction=64, ef_search=256), softmax).fit(train, N_ITEMS)
-    ann_ids, ann_scores = exact.recommend(hist, 8, exclude=exclude)
-    np.testing.assert_array_equal(ann_ids, ids)
-    np.testing.assert_allclose(ann_scores, scores, rtol=1e-4, atol=1e-4)
+    # An HNSW search with a beam wider than the vocabulary is exact, with either metric; so is
+    # an IVF search that probes every list.
+    for metric in ("l2-reduction", "inner-product"):
+        hnsw = FaissHNSW(HNSWConfig(m=8, ef_construction=64, ef_search=256, metric=metric), softmax)
+        ann_ids, ann_scores = hnsw.fit(train, N_ITEMS).recommend(hist, 8, exclude=exclude)
+        np.testing.assert_array_equal(ann_ids, ids)
+        np.testing.assert_allclose(ann_scores, scores, rtol=1e-4, atol=1e-4)
+    ivf = FaissIVF(IVFConfig(n_lists=4, n_probe=4), softmax).fit(train, N_ITEMS)
+    np.testing.assert_array_equal(ivf.recommend(hist, 8, exclude=exclude)[0], ids)
 
 
 def test_softmax_refit_is_deterministic_and_reports_epochs() -> None:
@@ -242,7 +248,7 @@ def test_softmax_refit_is_deterministic_and_reports_epochs() -> None:
 
 
 def test_auto_encoder_follows_row_order() -> None:
-    cfg = SoftmaxConfig(embedding_dim=4, epochs=1, batch_size=256, n_negatives=8)
+    cfg = SoftmaxConfig(encoder="auto", embedding_dim=4, epochs=1, batch_size=256, n_negatives=8)
     assert SoftmaxRecommender(cfg).fit(planted_train(True), N_ITEMS).encoder_ == "gru"
     assert SoftmaxRecommender(cfg).fit(planted_train(False), N_ITEMS).encoder_ == "mean"
 
@@ -334,11 +340,11 @@ def test_gowalla_quality() -> None:
         ids, _ = model.recommend(split.test_history, 20, exclude=split.test_exclude)
         results[name] = evaluate_recommendations(ids, split.test_truth, [20])["recall@20"]
         if name == "brute-force":
-            assert fit_s < 900, f"softmax fit took {fit_s:.0f}s"
+            assert fit_s < 900, f"softmax fit took {fit_s:.0f}s"  # observed 283 s
+    # Observed with the defaults (Gowalla fixed split, 2 shared CPU cores, 1 torch thread).
     assert results["most-popular"] > 0.03  # observed 0.0416
     assert results["item-cf"] > 0.10  # observed 0.1178
     assert results["als"] > 0.16  # observed 0.1683
-    assert results["brute-force"] >= results["als"] - 0.002, results
-    assert results["brute-force"] > results["item-cf"]
-    assert results["ann-hnsw"] >= results["brute-force"] - 0.01, results
-    assert results["ann-ivf"] >= results["brute-force"] - 0.02, results
+    assert results["brute-force"] >= results["als"] + 0.005, results  # observed 0.1846
+    assert results["ann-hnsw"] >= results["brute-force"] - 0.015, results  # observed 0.1782
+    assert results["ann-ivf"] >= results["brute-force"] - 0.005, results  # observed 0.1840

@@ -94,23 +94,30 @@ class HNSWConfig:
     """faiss ``IndexHNSWFlat`` over the softmax model's item embeddings, maximum inner product.
 
     ``metric``: ``"l2-reduction"`` (default: an L2 graph over items augmented so that L2 order is
-    inner-product order; 0.97 top-20 overlap with exact search on Gowalla at ``ef_search`` 128)
+    inner-product order; top-20 overlap with exact search on Gowalla 0.97 at ``ef_search`` 128,
+    0.98 at 256)
     or ``"inner-product"`` (``METRIC_INNER_PRODUCT`` directly; 0.76 there, the biased item vectors
     have unequal norms).
     """
 
     m: int = 32
     ef_construction: int = 200
-    ef_search: int = 128
+    ef_search: int = 256
     metric: str = "l2-reduction"
 
 
 @dataclass(frozen=True)
 class IVFConfig:
-    """faiss ``IndexIVFFlat`` over the softmax model's item embeddings (inner product)."""
+    """faiss ``IndexIVFFlat`` over the softmax model's item embeddings (inner product).
 
-    n_lists: int | None = None  # None: about 4·sqrt(V)
-    n_probe: int = 16
+    ``n_lists``: ``None`` → about ``4·√V``. ``n_probe``: lists scanned per query. Excluding each
+    user's training items means searching ``n`` + (excluded count) neighbours, hundreds on
+    Gowalla, so few probes cannot even fill the list: top-20 overlap with exact search there is
+    0.63 at 16 probes, 0.88 at 64 and 0.997 at 128 (of 810 lists).
+    """
+
+    n_lists: int | None = None
+    n_probe: int = 128
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,7 @@ def _scoring_batches(
     history per row (the whole row), repeated for each of the row's items afterwards.
     """
     if train.ordered:
-        for start in range(0, len(samples._rows), batch_size):
-            take = np.arange(start, min(start + batch_size, len(samples._rows)))
-            hist, target = samples.batch(samples._rows[take], samples._pos[take])
-            yield hist, target
+        yield from samples.in_order(batch_size)
     else:
         for start in range(0, len(train), batch_size):
             rows = np.arange(start, min(start + batch_size, len(train)))

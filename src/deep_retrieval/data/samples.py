@@ -113,6 +113,16 @@ class TrainingSamples:
                 hist[drop] = -1
             yield hist, target
 
+    def in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every sample once, in storage order, without dropout or caps (for scoring passes).
+
+        Yields:
+            ``(history (B, L) int64, target (B,) int64)``.
+        """
+        for start in range(0, len(self._rows), batch_size):
+            take = slice(start, start + batch_size)
+            yield self.batch(self._rows[take], self._pos[take])
+
     def batch(self, rows: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Samples at ``(rows[i], pos[i])``, in the current epoch's row order.
 
