@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from ..config import ALSConfig
 from ..data.types import Sequences
 from .base import topk_from_scores
-from .popular import check_query, check_train, empty_results
+from .base import check_query, check_train, empty_results
 
 
 class ALS:

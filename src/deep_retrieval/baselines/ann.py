@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import HNSWConfig, IVFConfig
 from ..data.types import Sequences
-from .popular import check_query, check_train, drop_excluded, empty_results
+from .base import check_query, check_train, drop_excluded, empty_results
 from .softmax import SoftmaxRecommender
 
 HNSW_METRICS = ("l2-reduction", "inner-product")
@@ -39,17 +39,18 @@ class _FaissInnerProduct:
     """Shared query path: embed, search, turn faiss ``(D, I)`` into ``(ids, scores)``."""
 
     name = "ann"
+    default_config: type = object  # the subclass's config dataclass, used when config is None
 
     def __init__(
         self,
-        config: object,
-        softmax: SoftmaxRecommender | None,
+        config: object | None = None,
+        softmax: SoftmaxRecommender | None = None,
         *,
         seed: int = 0,
         device: str = "cpu",
         query_batch_size: int = 256,
     ) -> None:
-        self.config = config
+        self.config = config if config is not None else self.default_config()
         self.softmax = softmax
         self.seed = seed
         self.device = device
@@ -120,23 +121,7 @@ class FaissHNSW(_FaissInnerProduct):
     """
 
     name = "ann-hnsw"
-
-    def __init__(
-        self,
-        config: HNSWConfig | None = None,
-        softmax: SoftmaxRecommender | None = None,
-        *,
-        seed: int = 0,
-        device: str = "cpu",
-        query_batch_size: int = 256,
-    ) -> None:
-        super().__init__(
-            config if config is not None else HNSWConfig(),
-            softmax,
-            seed=seed,
-            device=device,
-            query_batch_size=query_batch_size,
-        )
+    default_config = HNSWConfig
 
     def fit(self, train: Sequences, n_items: int) -> FaissHNSW:
         """Build the HNSW graph over the item vectors (``train`` is only checked)."""
@@ -184,23 +169,7 @@ class FaissIVF(_FaissInnerProduct):
     """
 
     name = "ann-ivf"
-
-    def __init__(
-        self,
-        config: IVFConfig | None = None,
-        softmax: SoftmaxRecommender | None = None,
-        *,
-        seed: int = 0,
-        device: str = "cpu",
-        query_batch_size: int = 256,
-    ) -> None:
-        super().__init__(
-            config if config is not None else IVFConfig(),
-            softmax,
-            seed=seed,
-            device=device,
-            query_batch_size=query_batch_size,
-        )
+    default_config = IVFConfig
 
     def fit(self, train: Sequences, n_items: int) -> FaissIVF:
         """Train the coarse quantiser (k-means on the item vectors) and fill the lists."""

@@ -1,4 +1,4 @@
-"""Most-popular baseline, plus the input checks every baseline shares.
+"""Most-popular baseline.
 
 Every query user gets the same ranking: training items by interaction count,
 minus the items excluded for that user.
@@ -9,89 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.types import Sequences
-from .base import pad_results, topk_from_scores
-
-
-def check_train(train: Sequences, n_items: int, name: str) -> None:
-    """Raise a fix-it ``ValueError`` when ``fit(train, n_items)`` gets unusable input."""
-    if not isinstance(train, Sequences):
-        raise ValueError(f"{name}.fit expects train as deep_retrieval.data.Sequences, got {type(train).__name__}")
-    if n_items < 1:
-        raise ValueError(f"{name}.fit: n_items must be ≥ 1, got {n_items}")
-    if train.n_interactions == 0:
-        raise ValueError(f"{name}.fit: the training sequences are empty; nothing to learn from")
-    lo, hi = int(train.items.min()), int(train.items.max())
-    if lo < 0 or hi >= n_items:
-        raise ValueError(
-            f"{name}.fit: training items must be internal ids in [0, {n_items}), found [{lo}, {hi}];"
-            " pass n_items = split.n_items"
-        )
-
-
-def check_query(
-    histories: Sequences, n: int, exclude: Sequences | None, n_items: int | None, name: str
-) -> None:
-    """Raise a fix-it ``ValueError`` for a bad ``recommend`` call (including recommend before fit).
-
-    Args:
-        n_items: the fitted vocabulary size, or ``None`` when the model has not been fitted.
-    """
-    if n_items is None:
-        raise ValueError(f"{name}: call fit(train, n_items) before recommend")
-    if not isinstance(histories, Sequences):
-        raise ValueError(
-            f"{name}.recommend expects histories as deep_retrieval.data.Sequences,"
-            f" got {type(histories).__name__}; build one with Sequences.from_lists"
-        )
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name}.recommend: n must be a positive integer, got {n!r}")
-    for label, seqs in (("histories", histories), ("exclude", exclude)):
-        if seqs is None or seqs.n_interactions == 0:
-            continue
-        lo, hi = int(seqs.items.min()), int(seqs.items.max())
-        if lo < 0 or hi >= n_items:
-            raise ValueError(
-                f"{name}.recommend: {label} contain item ids in [{lo}, {hi}] but the model was fitted"
-                f" with n_items={n_items}; use the internal ids of the same split"
-            )
-    if exclude is not None and len(exclude) != len(histories):
-        raise ValueError(
-            f"{name}.recommend: exclude has {len(exclude)} rows but histories has {len(histories)};"
-            " pass one exclude row per query user (e.g. split.test_exclude with split.test_history)"
-        )
-
-
-def empty_results(n_rows: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(n_rows, n)`` all-padding results: ids ``-1``, scores ``-inf``."""
-    return np.full((n_rows, n), -1, dtype=np.int64), np.full((n_rows, n), -np.inf, dtype=np.float32)
-
-
-def drop_excluded(
-    ids: np.ndarray, scores: np.ndarray, n: int, exclude: Sequences | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Remove excluded items from ranked candidate lists and keep the first ``n`` of each row.
-
-    Args:
-        ids: ``(U, m)`` int64 candidates, best first, ``-1`` padded.
-        scores: ``(U, m)`` their scores (``-inf`` on padding).
-        n: results wanted per row; ``m`` should be ``n`` + the row's excluded count for the
-            result to be complete.
-        exclude: ``U`` rows of items to drop, or ``None``.
-
-    Returns:
-        ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float32)
-    if exclude is not None and exclude.n_interactions and ids.size:
-        width = int(max(ids.max(initial=0), exclude.items.max(initial=0))) + 1
-        rows = np.arange(len(ids), dtype=np.int64)[:, None]
-        dropped = np.isin(rows * width + ids, exclude.row_ids() * width + exclude.items) & (ids >= 0)
-        # Stable sort on the drop flag moves kept candidates to the front in their original order.
-        keep_order = np.argsort(dropped, axis=1, kind="stable")
-        ids = np.take_along_axis(ids, keep_order, axis=1)
-        scores = np.take_along_axis(np.where(dropped, -np.inf, scores), keep_order, axis=1)
-    return pad_results(ids[:, :n], scores[:, :n], n)
+from .base import check_query, check_train, drop_excluded, topk_from_scores
 
 
 class MostPopular:

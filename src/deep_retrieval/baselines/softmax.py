@@ -17,7 +17,7 @@ from ..config import SoftmaxConfig
 from ..data.samples import TrainingSamples
 from ..data.types import Sequences
 from ..modules.softmax import SoftmaxModel, popularity_sampling_probs
-from .popular import check_query, check_train, empty_results
+from .base import check_query, check_train, empty_results
 
 ENCODERS = ("auto", "gru", "mean")
 SAMPLERS = ("uniform", "popularity")
