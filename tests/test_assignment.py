@@ -15,6 +15,7 @@ from deep_retrieval.assignment import (
     assignment_objective,
     merge_path_scores,
     streaming_update,
+    with_held_paths,
 )
 from deep_retrieval.paths import random_distinct_path_ids
 
@@ -230,6 +231,37 @@ def test_large_penalty_lowers_largest_path() -> None:
         assert (new[:, 0] != new[:, 1]).all()
     sizes = Counter(tight.ravel().tolist())
     assert max(sizes.values()) == tight_stats["largest_path_size"]
+
+
+def test_with_held_paths_adds_and_replaces() -> None:
+    scores = PathScores(np.array([[5, 7, -1], [2, -1, -1]]),
+                        np.array([[0.9, 0.4, 0.0], [0.3, 0.0, 0.0]]), np.array([4, 1]))
+    held = np.array([[7, 1], [3, 4]])
+    out = with_held_paths(scores, held, np.array([[0.6, 0.05], [0.0, 0.2]]))
+    # item 0: path 7's beam sum 0.4 gives way to its exact 0.6; item 1 keeps a zero-score path
+    np.testing.assert_array_equal(out.path_ids, [[5, 7, 1, -1, -1], [2, 4, 3, -1, -1]])
+    np.testing.assert_allclose(out.scores, [[0.9, 0.6, 0.05, 0, 0], [0.3, 0.2, 0.0, 0, 0]])
+    np.testing.assert_array_equal(out.counts, [4, 1])
+    with pytest.raises(ValueError, match="shape"):
+        with_held_paths(scores, held[:1], np.zeros((1, 2)))
+
+
+def test_held_paths_prevent_collapse_onto_shared_candidates() -> None:
+    # What beam search gives early in training: every item's candidates are the same few
+    # popular paths, so without its own paths an item can only crowd onto them.
+    n_items, n_shared = 400, 6
+    ids = np.tile(np.arange(n_shared), (n_items, 1))
+    vals = np.tile(np.linspace(1.0, 0.5, n_shared), (n_items, 1))
+    shared = PathScores(ids, vals, np.full(n_items, 3))
+    held = n_shared + np.arange(n_items * 2).reshape(n_items, 2)  # each item's own paths
+    kwargs = dict(paths_per_item=2, penalty=3e-5, n_paths=n_shared + held.size, rng=0,
+                  previous=held)
+    _, crowded = assign_paths(shared, **kwargs)
+    _, spread = assign_paths(with_held_paths(shared, held, np.full(held.shape, 0.1)), **kwargs)
+    assert crowded["largest_path_size"] >= n_items * 2 // n_shared  # observed 134
+    # Paths fill until α·n³ ≈ N_v·log(1.0 / 0.1), i.e. n ≈ 61, then items stay on their own.
+    assert spread["largest_path_size"] < 70  # observed 61
+    assert spread["objective"][-1] > crowded["objective"][-1]
 
 
 def test_paths_distinct_and_deterministic() -> None:

@@ -166,6 +166,42 @@ def _top_per_item(
     return out_ids, out_scores
 
 
+def with_held_paths(scores: PathScores, held: np.ndarray, held_scores: np.ndarray) -> PathScores:
+    """Add each item's current paths, with exactly computed scores, to its candidates.
+
+    Beam search only lists a path for an interaction when it is among that user's top paths, so
+    an item whose paths no user ranks highly (most items, early in training) has candidates that
+    are just the globally popular paths, and the penalty can then only crowd it onto those. With
+    its own paths among the candidates, an item can always stay where it is when the crowded paths
+    cost more than they gain. The exact ``s[v, π_j(v)] = Σ_i p(π_j(v) | x_i)`` replaces the beam's
+    truncated sum where a held path is also a beam candidate.
+
+    Args:
+        scores: beam-search candidates, ``(V, S)``.
+        held: ``(V, J)`` current path ids (distinct per row).
+        held_scores: ``(V, J)`` their exact scores ``≥ 0``.
+
+    Returns:
+        :class:`PathScores` with ``S + J`` slots per row, sorted as usual; counts unchanged.
+    """
+    held = _as_int_array(held, "held")
+    held_scores = np.asarray(held_scores, dtype=np.float64)
+    if held.ndim != 2 or held.shape[0] != scores.n_items or held_scores.shape != held.shape:
+        raise ValueError(
+            f"held and held_scores must both have shape ({scores.n_items}, J), "
+            f"got {held.shape} and {held_scores.shape}"
+        )
+    cand = scores.path_ids
+    duplicate = (cand[:, :, None] == held[:, None, :]).any(axis=2)  # (V, S)
+    ids = np.concatenate([np.where(duplicate, -1, cand), held], axis=1)
+    values = np.concatenate([scores.scores, held_scores], axis=1)
+    n_items, width = ids.shape
+    out_ids, out_scores = _top_per_item(
+        np.repeat(np.arange(n_items), width), ids.ravel(), values.ravel(), n_items, width
+    )
+    return PathScores(out_ids, out_scores, scores.counts)
+
+
 def _check_batch(
     items: np.ndarray, path_ids: np.ndarray, probs: np.ndarray, n_items: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -126,6 +126,23 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablations import parse_grid, run_ablations
+    from .config import BenchmarkConfig, load_config
+    from .data.protocols import make_split
+
+    config = load_config(BenchmarkConfig, args.config, _overrides(args))
+    grid = parse_grid(args.grid or [])
+    name, data = _load_data(args)
+    split = make_split(data, args.protocol, config.protocol)
+    log.info("split: %s", json.dumps(split.summary()))
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    run_ablations(split, args.k, config, grid, out_dir=args.out, dataset=name, progress=say)
+    print((args.out / "ablations.md").read_text())
+    print(f"wrote {args.out}/ablations.json, ablations.md")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data.registry import dataset_table
 
@@ -293,6 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     _add_config_args(p)
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("ablate", help="DR ablations (J, D, penalty, beam, reranking) against brute force")
+    _add_data_args(p)
+    p.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        metavar="NAME=V1,V2",
+        help="values to try, e.g. --grid penalty=0,3e-5 beam_size=1,4 (names: paths_per_item,"
+        " n_layers, penalty, beam_size; default: J 1,3; D 2,3; α 0,3e-6,3e-5,3e-4,3e-3;"
+        " B 1,2,4,…,64)",
+    )
+    _add_config_args(p)
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("train", help="train a Deep Retrieval model and save it")
     _add_data_args(p)
