@@ -294,14 +294,16 @@ class StructureConfig:
     """The K×D path grid and its network (paper §1.1–1.2).
 
     ``n_layers`` = D, ``n_nodes`` = K, ``paths_per_item`` = J. Layer d is
-    ``Linear(E + (d−1)·node_dim → K)`` or, with ``hidden_dim``, ``Linear → ReLU → Linear``.
+    ``Linear(E + (d−1)·node_dim → hidden_dim) → ReLU → Linear(→ K)``, or a single ``Linear``
+    with ``hidden_dim = None``. The hidden layer is measured: on Gowalla (Recall@20 at about
+    200 candidates, against brute force) 0.88 without it, 0.92 with 256 units, 0.91 with 512.
     """
 
     n_layers: int = 3
     n_nodes: int = 50
     paths_per_item: int = 3
     node_dim: int = 32
-    hidden_dim: int | None = None
+    hidden_dim: int | None = 256
 
 
 @dataclass(frozen=True)
@@ -338,10 +340,14 @@ class DRTrainConfig:
 @dataclass(frozen=True)
 class AssignmentConfig:
     """Path assignment (paper §2.2–2.3): top-``n_candidates`` (S) scored paths per item, then
-    ``n_sweeps`` (T) greedy coordinate-descent sweeps under ``penalty``·|c|^power/power."""
+    ``n_sweeps`` (T) greedy coordinate-descent sweeps under ``penalty``·|c|^power/power.
+
+    ``penalty`` 3e-4 is measured (the paper's 3e-5 was for ML-20M): on Gowalla, Recall@20 against
+    brute force at about 200 / 400 candidates was 0.92 / 0.97 at 3e-5, 0.95 / 0.98 at 3e-4 and
+    0.96 / 0.975 at 3e-3 (``deep-retrieval ablate`` regenerates such a sweep)."""
 
     n_candidates: int = 20
-    penalty: float = 3e-5
+    penalty: float = 3e-4
     power: int = 4
     n_sweeps: int = 3
 
@@ -355,7 +361,7 @@ class RetrievalConfig:
     """
 
     beam_size: int | None = None
-    candidate_factor: float = 8.0
+    candidate_factor: float = 10.0
     max_beam_size: int = 1024
     rerank: bool = True
 
