@@ -17,8 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/deep-retrieval benchmark --dataset movielens-latest-small --k 10 --out runs/movielens-latest-small \
-	  --set dr.retrieval.candidate_factor=20
+	$(BIN)/deep-retrieval benchmark --dataset movielens-latest-small --k 10 --out runs/movielens-latest-small
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -4,7 +4,8 @@ Each ablation changes one setting of the configured DR and reports Recall@k agai
 brute-force softmax model of the same run, with the cost side (candidates scored per query, the
 largest path, query latency):
 
-- ``paths_per_item`` (J), ``n_layers`` (D) and ``penalty`` (α): one DR fit per value;
+- ``paths_per_item`` (J), ``n_layers`` (D), ``hidden_dim`` of the structure layers (``None`` = a
+  single linear layer) and ``penalty`` (α): one DR fit per value;
 - ``beam_size`` (B) and ``rerank`` (on/off): queries against the fit with the configured settings.
 
 A value equal to the configured one reuses that fit. Outputs in ``out_dir``: ``ablations.json``
@@ -35,12 +36,13 @@ class AblationGrid:
 
     paths_per_item: tuple[int, ...] = (1, 3)
     n_layers: tuple[int, ...] = (2, 3)
+    hidden_dim: tuple[int | None, ...] = (None, 256)
     penalty: tuple[float, ...] = (0.0, 3e-6, 3e-5, 3e-4, 3e-3)
     beam_size: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
 def _variant(dr: DRConfig, ablation: str, value: Any) -> DRConfig:
-    if ablation in ("paths_per_item", "n_layers"):
+    if ablation in ("paths_per_item", "n_layers", "hidden_dim"):
         return replace(dr, structure=replace(dr.structure, **{ablation: value}))
     if ablation == "penalty":
         return replace(dr, assignment=replace(dr.assignment, penalty=float(value)))
@@ -150,8 +152,8 @@ def run_ablations(
         say(f"{ablation}={value}: {metric}={ev.metrics[metric]:.4f}, "
             f"{candidates:.0f} candidates")
 
-    for ablation, values in (("paths_per_item", grid.paths_per_item),
-                             ("n_layers", grid.n_layers), ("penalty", grid.penalty)):
+    for ablation, values in (("paths_per_item", grid.paths_per_item), ("n_layers", grid.n_layers),
+                             ("hidden_dim", grid.hidden_dim), ("penalty", grid.penalty)):
         for value in values:
             say(f"fitting dr {ablation}={value}")
             model, seconds = fit(_variant(base, ablation, value))
@@ -168,7 +170,8 @@ def run_ablations(
         "k": k,
         "data": split.summary(),
         "brute_force": reference,
-        "configured": {a: _current(base, a) for a in ("paths_per_item", "n_layers", "penalty")},
+        "configured": {a: _current(base, a)
+                       for a in ("paths_per_item", "n_layers", "hidden_dim", "penalty")},
         "rows": rows,
         "config": to_dict(config),
         "versions": versions(),
@@ -184,6 +187,7 @@ def run_ablations(
 _TITLES = {
     "paths_per_item": "Paths per item J",
     "n_layers": "Layers D",
+    "hidden_dim": "Hidden units per structure layer (None = one linear layer)",
     "penalty": "Penalty α",
     "beam_size": "Beam size B (configured fit)",
     "rerank": "Reranking (configured fit and beam)",
@@ -223,8 +227,12 @@ def ablations_markdown(doc: dict[str, Any]) -> str:
 
 
 def parse_grid(overrides: Sequence[str]) -> AblationGrid:
-    """``["penalty=0,3e-5", "beam_size=1,4"]`` → :class:`AblationGrid`; unknown names fail."""
-    fields = {"paths_per_item": int, "n_layers": int, "penalty": float, "beam_size": int}
+    """``["penalty=0,3e-5", "hidden_dim=none,256"]`` → :class:`AblationGrid`; unknown names fail."""
+    def hidden(text: str) -> int | None:
+        return None if text.strip().lower() == "none" else int(text)
+
+    fields = {"paths_per_item": int, "n_layers": int, "hidden_dim": hidden, "penalty": float,
+              "beam_size": int}
     values: dict[str, tuple] = {}
     for item in overrides:
         name, sep, text = item.partition("=")

@@ -224,6 +224,13 @@ def results_markdown(doc: dict[str, Any]) -> str:
                 cells.append(f"{r['metrics'][f'{m}@{k}']:.4f}")
         cells += [f"{r['fit_seconds']:.1f}", f"{r['query_ms_p50']:.2f}", f"{r['query_ms_p99']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    for name, r in doc["methods"].items():
+        if "candidates_per_query" in r:  # methods that score a subset of the items (DR)
+            lines.append(
+                f"\n{name}: beam {r.get('beam_size', '-')}, {r['candidates_per_query']:,.0f} candidates"
+                f" per query ({100 * r['fraction_scored']:.2f} % of the items scored), largest path"
+                f" {r['largest_path_size']:,} items, {r['occupied_paths']:,} paths occupied."
+            )
     return "\n".join(lines) + "\n"
 
 

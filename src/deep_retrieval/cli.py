@@ -177,15 +177,9 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer(quiet: bool):
-    def on_event(entry: dict) -> None:
-        if not quiet:
-            print(json.dumps(entry), file=sys.stderr, flush=True)
-
-    return on_event
-
-
 def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
     from .model import DeepRetrieval
@@ -195,7 +189,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     split = make_split(data, args.protocol, config.protocol)
     log.info("split: %s", json.dumps(split.summary()))
     model = DeepRetrieval(config.dr, device=args.device or config.device)
-    model.fit(split.train, split.n_items, on_event=_progress_printer(args.quiet))
+    with tqdm(total=config.dr.train.epochs, desc="train", unit="epoch", disable=args.quiet) as bar:
+
+        def on_event(entry: dict) -> None:
+            bar.write(json.dumps(entry), file=sys.stderr)
+            bar.update(1)
+
+        model.fit(split.train, split.n_items, on_event=None if args.quiet else on_event)
     model.save(
         args.out,
         item_ids=split.item_ids,
@@ -320,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="NAME=V1,V2",
         help="values to try, e.g. --grid penalty=0,3e-5 beam_size=1,4 (names: paths_per_item,"
-        " n_layers, penalty, beam_size; default: J 1,3; D 2,3; α 0,3e-6,3e-5,3e-4,3e-3;"
-        " B 1,2,4,…,64)",
+        " n_layers, hidden_dim, penalty, beam_size; default: J 1,3; D 2,3; hidden_dim none,256;"
+        " α 0,3e-6,3e-5,3e-4,3e-3; B 1,2,4,…,64)",
     )
     _add_config_args(p)
     p.set_defaults(func=cmd_ablate)

@@ -295,8 +295,8 @@ class StructureConfig:
 
     ``n_layers`` = D, ``n_nodes`` = K, ``paths_per_item`` = J. Layer d is
     ``Linear(E + (d−1)·node_dim → hidden_dim) → ReLU → Linear(→ K)``, or a single ``Linear``
-    with ``hidden_dim = None``. The hidden layer is measured: on Gowalla (Recall@20 at about
-    200 candidates, against brute force) 0.88 without it, 0.92 with 256 units, 0.91 with 512.
+    with ``hidden_dim = None``. The hidden layer is a measured choice (README, "Choices";
+    ``deep-retrieval ablate`` compares both).
     """
 
     n_layers: int = 3
@@ -342,9 +342,9 @@ class AssignmentConfig:
     """Path assignment (paper §2.2–2.3): top-``n_candidates`` (S) scored paths per item, then
     ``n_sweeps`` (T) greedy coordinate-descent sweeps under ``penalty``·|c|^power/power.
 
-    ``penalty`` 3e-4 is measured (the paper's 3e-5 was for ML-20M): on Gowalla, Recall@20 against
-    brute force at about 200 / 400 candidates was 0.92 / 0.97 at 3e-5, 0.95 / 0.98 at 3e-4 and
-    0.96 / 0.975 at 3e-3 (``deep-retrieval ablate`` regenerates such a sweep)."""
+    ``penalty`` 3e-4 is measured on Gowalla (the paper's 3e-5 was for ML-20M). The penalty
+    balances ``N_v``-weighted log-gains, so data with many more interactions per item needs a
+    larger one (README, "Choices"; ``deep-retrieval ablate`` sweeps it)."""
 
     n_candidates: int = 20
     penalty: float = 3e-4

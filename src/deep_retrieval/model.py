@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import resolve_device, seed_everything, versions
+from ._utils import _umask, resolve_device, seed_everything, versions
 from .baselines.base import pad_results
 from .beam import beam_search
 from .config import ConfigError, DRConfig, _from_mapping, to_dict
@@ -322,7 +322,9 @@ class DeepRetrieval:
         u = self.user_embeddings(histories)
         top = min(self.config.retrieval.max_beam_size, self.codec_.n_paths)
         path_ids, lp = self._beam(u, top)
-        beams = np.unique(np.concatenate([2 ** np.arange(int(np.log2(top)) + 1), [top]]).astype(np.int64))
+        # Steps of √2: with powers of 2 the chosen beam could overshoot the target by up to 2×.
+        grid = np.round(np.sqrt(2) ** np.arange(2 * np.log2(top) + 1)).astype(np.int64)
+        beams = np.unique(np.concatenate([grid[grid <= top], [top]]))
         means = np.array(
             [np.diff(self.item_paths_.items_on_batch(path_ids[:, :b])[0]).mean() for b in beams]
         )
@@ -449,6 +451,7 @@ class DeepRetrieval:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
         try:
+            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
             state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
             save_file(state, tmp / "weights.safetensors")
             np.save(tmp / "item_paths.npy", self.item_paths_.path_ids, allow_pickle=False)
