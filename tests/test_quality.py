@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from deep_retrieval.benchmark import run_benchmark
-from deep_retrieval.config import BenchmarkConfig
+from deep_retrieval.config import BenchmarkConfig, load_config
 from deep_retrieval.data.protocols import make_split
 from deep_retrieval.data.registry import load_dataset
 
@@ -26,13 +26,28 @@ def test_movielens_latest_small_paper_protocol():
     bf = _recall(doc, "brute-force", 10)
     assert bf > _recall(doc, "most-popular", 10)
     assert bf > _recall(doc, "item-cf", 10)
-    assert _recall(doc, "dr", 10) >= 0.97 * bf
+    assert _recall(doc, "dr", 10) >= 0.97 * bf  # observed 0.0726 / 0.0737 = 0.985
+
+
+@pytest.mark.xfail(reason="the open target of issue 3: 0.966 of brute force at 7.9 % of the items,"
+                   " 0.98 at 10.3 %", strict=False)
+def test_movielens_1m_dr_against_brute_force(shared_data):
+    split = make_split(load_dataset("movielens-1m-m1", shared_data), None, BenchmarkConfig().protocol)
+    # α = 1e-2 as in benchmarks/run_benchmarks.sh (about 260 interactions per item)
+    config = load_config(BenchmarkConfig, overrides=["dr.assignment.penalty=1e-2"])
+    doc = run_benchmark(split, ["brute-force", "dr"], [20], config)
+    assert _recall(doc, "dr", 20) >= 0.97 * _recall(doc, "brute-force", 20)  # observed 0.966
+    assert doc["methods"]["dr"]["fraction_scored"] < 0.10  # observed 0.079
 
 
 def test_gowalla_fixed_split(shared_data):
     split = make_split(load_dataset("gowalla", shared_data), None, BenchmarkConfig().protocol)
-    doc = run_benchmark(split, ["most-popular", "item-cf", "als", "brute-force"], [20])
+    # 20 × k candidates, as in benchmarks/run_benchmarks.sh (10 × k reaches about 0.95)
+    config = load_config(BenchmarkConfig, overrides=["dr.retrieval.candidate_factor=20"])
+    doc = run_benchmark(split, ["most-popular", "item-cf", "als", "brute-force", "dr"], [20], config)
     bf = _recall(doc, "brute-force", 20)
     assert bf > _recall(doc, "most-popular", 20)
     assert bf > _recall(doc, "item-cf", 20)
     assert bf >= _recall(doc, "als", 20)
+    assert _recall(doc, "dr", 20) >= 0.97 * bf  # observed 0.1803 / 0.1846 = 0.977
+    assert doc["methods"]["dr"]["fraction_scored"] < 0.10  # observed 0.0099
