@@ -15,6 +15,7 @@ from deep_retrieval.assignment import (
     assignment_objective,
     merge_path_scores,
     streaming_update,
+    PathScoreAccumulator,
     with_held_paths,
 )
 from deep_retrieval.paths import random_distinct_path_ids
@@ -244,6 +245,39 @@ def test_with_held_paths_adds_and_replaces() -> None:
     np.testing.assert_array_equal(out.counts, [4, 1])
     with pytest.raises(ValueError, match="shape"):
         with_held_paths(scores, held[:1], np.zeros((1, 2)))
+
+
+def test_with_held_paths_equals_a_flat_reranking() -> None:
+    """The row-wise sorts against the flat reference (_top_per_item over every slot), with ties."""
+    rng = np.random.default_rng(7)
+    n_items, s, j = 50, 6, 3
+    base = accumulate_path_scores(*_random_batch(8, n=200, n_items=n_items, width=4, n_paths=15), n_items, s)
+    held = np.stack([rng.choice(15, size=j, replace=False) for _ in range(n_items)])
+    held_scores = rng.integers(0, 3, size=held.shape) / 4.0  # ties with each other and with zeros
+    out = with_held_paths(base, held, held_scores)
+    dup = (base.path_ids[:, :, None] == held[:, None, :]).any(2)
+    ids = np.concatenate([np.where(dup, -1, base.path_ids), held], 1)
+    vals = np.concatenate([base.scores, held_scores], 1)
+    ref_ids, ref_scores = assignment._top_per_item(
+        np.repeat(np.arange(n_items), s + j), ids.ravel(), vals.ravel(), n_items, s + j)
+    np.testing.assert_array_equal(out.path_ids, ref_ids)
+    np.testing.assert_allclose(out.scores, ref_scores)
+
+
+@pytest.mark.parametrize("n_buckets", [1, 3, 7])
+def test_accumulator_over_chunks_equals_one_batch(n_buckets: int) -> None:
+    """Chunked, bucketed accumulation is the batch form exactly (no per-chunk top-S cut)."""
+    items, path_ids, probs = _random_batch(9, n=600, n_items=40, width=6, n_paths=30)
+    whole = accumulate_path_scores(items, path_ids, probs, n_items=40, n_keep=4)
+    acc = PathScoreAccumulator(40, 4, n_buckets=n_buckets)
+    for lo in range(0, 600, 170):
+        acc.add(items[lo : lo + 170], path_ids[lo : lo + 170], probs[lo : lo + 170])
+    got = acc.result()
+    np.testing.assert_array_equal(got.path_ids, whole.path_ids)
+    np.testing.assert_allclose(got.scores, whole.scores, rtol=1e-6)  # float32 storage
+    np.testing.assert_array_equal(got.counts, whole.counts)
+    with pytest.raises(ValueError, match="n_items"):
+        acc.add(np.array([40]), np.array([[0]]), np.array([[1.0]]))
 
 
 def test_held_paths_prevent_collapse_onto_shared_candidates() -> None:

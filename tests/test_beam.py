@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,40 @@ def test_cuda_matches_cpu() -> None:
         gpu = beam_search(net.cuda(), u.cuda(), 64)
     assert torch.equal(gpu.paths.cpu(), cpu.paths)
     torch.testing.assert_close(gpu.log_probs.cpu(), cpu.log_probs)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3, 10])
+def test_unordered_beam_holds_the_same_paths(beam_size: int) -> None:
+    """The serving shortcut (no sort) returns the ordered beam's paths, as a set per user."""
+    net = _net(3, 4, hidden_dim=5)
+    u = torch.randn(6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        ordered = beam_search(net, u, beam_size)
+        loose = beam_search(net, u, beam_size, ordered=False)
+    for r in range(6):
+        a = {tuple(p) for p in ordered.paths[r].tolist()}
+        b = {tuple(p) for p in loose.paths[r].tolist()}
+        assert a == b
+        torch.testing.assert_close(loose.log_probs[r].sort().values, ordered.log_probs[r].sort().values)
+
+
+@pytest.mark.parametrize(("n_layers", "n_nodes", "hidden_dim"), [(1, 6, None), (2, 5, 7), (3, 4, None), (3, 6, 9)])
+@pytest.mark.parametrize("beam_size", [1, 3, 50])
+def test_compiled_structure_matches_the_torch_beam(n_layers, n_nodes, hidden_dim, beam_size) -> None:
+    """The numpy serving twin against :func:`beam_search`: same paths, same log-probabilities."""
+    from deep_retrieval.beam import CompiledStructure
+
+    torch.manual_seed(3)
+    net = StructureNet(6, n_layers, n_nodes, node_dim=3, hidden_dim=hidden_dim)
+    u = torch.randn(7, 6)
+    with torch.no_grad():
+        ref = beam_search(net, u, beam_size)
+    paths, lp = CompiledStructure(net).beam_search(u.numpy(), beam_size)
+    assert paths.shape == tuple(ref.paths.shape) and paths.dtype == np.int64
+    for r in range(7):
+        got = sorted(zip(lp[r].tolist(), map(tuple, paths[r].tolist())), reverse=True)
+        want = sorted(zip(ref.log_probs[r].tolist(), map(tuple, ref.paths[r].tolist())), reverse=True)
+        assert [p for _, p in got] == [p for _, p in want]
+        np.testing.assert_allclose([s for s, _ in got], [s for s, _ in want], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="input_dim"):
+        CompiledStructure(net).beam_search(np.zeros((2, 5), np.float32), 2)

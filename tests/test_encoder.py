@@ -87,3 +87,28 @@ def test_sampled_softmax_matches_full_softmax_with_all_items() -> None:
     with torch.no_grad():
         sampled = torch.stack([model.sampled_softmax_loss(u, targets, 29, generator=gen) for _ in range(200)])
     assert abs(float(sampled.mean()) - float(full.detach())) < 0.15
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("project", [False, True])
+def test_encode_positions_equals_one_forward_per_position(ordered: bool, project: bool) -> None:
+    """The causal pass (prefix sums) against the reference: each position's history encoded alone."""
+    enc = _encoder("mean", project)
+    torch.manual_seed(1)
+    lengths = torch.tensor([1, 6, 3, 9])
+    items = torch.randint(0, 20, (int(lengths.sum()),))
+    keep = torch.rand(3, len(items)) > 0.3
+    L = 4
+    for k in (None, keep):
+        got = enc.encode_positions(items, lengths, L, ordered=ordered, keep=k)
+        want, start = [], 0
+        for n in lengths.tolist():
+            for q in range(n):
+                i = start + q
+                window = range(max(start, i - L), i) if ordered else [j for j in range(start, start + n) if j != i]
+                kept = [int(items[j]) for j in window if k is None or k[i % 3, j]]
+                want.append(enc(torch.tensor([_right_aligned(kept, 10)]))[0])
+            start += n
+        torch.testing.assert_close(got, torch.stack(want), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="mean encoder"):
+        _encoder("gru", False).encode_positions(items, lengths, L, ordered=True)

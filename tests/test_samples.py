@@ -130,3 +130,43 @@ def test_bad_arguments_raise() -> None:
         TrainingSamples(train, 0)
     with pytest.raises(ValueError, match="batch_size"):
         next(TrainingSamples(train, 3).epoch(0))
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_causal_epoch_gives_the_same_samples_as_epoch(ordered: bool) -> None:
+    """Every (history, target) of the causal pass, read off its segment, is a reference sample."""
+    L = 5
+    train = _random_rows(3, ordered=ordered)
+    samples = TrainingSamples(train, L, seed=1)
+    got = []
+    for items, lengths, target, keep in samples.causal_epoch(16):
+        assert keep is None and items.dtype == np.int64 and lengths.sum() == len(items)
+        starts = np.cumsum(lengths) - lengths
+        for s, n in zip(starts, lengths):
+            seg = items[s : s + n].tolist()
+            for q in np.flatnonzero(target[s : s + n]):
+                hist = seg[max(0, q - L) : q] if ordered else seg[:q] + seg[q + 1 :]
+                got.append((sorted(hist), seg[q]))
+    if ordered:
+        want = [(sorted(h), t) for h, t in _reference_ordered(train, L, skip_first=True)]
+    else:  # leave-one-out over the whole row (rows here are shorter than L + 1 or use all others)
+        want = [
+            (sorted(np.delete(train[u], i).tolist()), int(train[u][i]))
+            for u in range(len(train)) if len(train[u]) >= 2 for i in range(len(train[u]))
+        ]
+    assert sorted(got) == sorted(want)
+    assert len(got) == len(samples)
+
+
+def test_causal_epoch_batches_and_dropout_masks() -> None:
+    samples = TrainingSamples(_random_rows(4), 5, seed=0)
+    sizes, masks = [], []
+    for items, _, target, keep in samples.causal_epoch(32, history_dropout=0.5):
+        sizes.append(int(target.sum()))
+        assert keep.shape[1] == len(items) and keep.dtype == bool
+        masks.append(keep.mean())
+    assert sum(sizes) == len(samples)
+    assert max(sizes) < 32 + 5  # a batch overshoots by less than one segment
+    assert 0.4 < np.mean(masks) < 0.6
+    with pytest.raises(ValueError, match="history_dropout"):
+        next(samples.causal_epoch(8, history_dropout=1.0))

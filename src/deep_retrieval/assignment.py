@@ -153,8 +153,9 @@ def _top_per_item(
     sums = np.add.reduceat(values, starts)  # (U,) one per distinct (item, path)
     items, path_ids = items[starts], path_ids[starts]
 
-    # Rank within each item by (score desc, path id asc) and keep ranks < n_keep.
-    order = np.lexsort((path_ids, -sums, items))
+    # Rank within each item by (score desc, path id asc) and keep ranks < n_keep. The pairs are
+    # sorted by (item, path) already and lexsort is stable, so ties keep path order.
+    order = np.lexsort((-sums, items))
     items, path_ids, sums = items[order], path_ids[order], sums[order]
     position = np.arange(items.size)
     first = np.ones(items.size, dtype=bool)
@@ -193,13 +194,16 @@ def with_held_paths(scores: PathScores, held: np.ndarray, held_scores: np.ndarra
         )
     cand = scores.path_ids
     duplicate = (cand[:, :, None] == held[:, None, :]).any(axis=2)  # (V, S)
-    ids = np.concatenate([np.where(duplicate, -1, cand), held], axis=1)
+    ids = np.concatenate([np.where(duplicate, -1, cand), held], axis=1)  # (V, S + J), distinct
     values = np.concatenate([scores.scores, held_scores], axis=1)
-    n_items, width = ids.shape
-    out_ids, out_scores = _top_per_item(
-        np.repeat(np.arange(n_items), width), ids.ravel(), values.ravel(), n_items, width
-    )
-    return PathScores(out_ids, out_scores, scores.counts)
+    # Nothing is cut and no pair repeats, so each row only needs sorting: by path id (empty
+    # slots last), then stably by score descending: row-wise sorts of S + J slots instead of one
+    # flat sort of all V·(S + J).
+    o = np.argsort(np.where(ids >= 0, ids, _INT64_MAX), axis=1, kind="stable")
+    ids, values = np.take_along_axis(ids, o, 1), np.take_along_axis(values, o, 1)
+    o = np.argsort(np.where(ids >= 0, -values, np.inf), axis=1, kind="stable")
+    ids, values = np.take_along_axis(ids, o, 1), np.take_along_axis(values, o, 1)
+    return PathScores(ids, np.where(ids >= 0, values, 0.0), scores.counts)
 
 
 def _check_batch(
@@ -262,6 +266,73 @@ def accumulate_path_scores(
         np.repeat(items, width), path_ids.ravel(), probs.ravel(), n_items, n_keep
     )
     return PathScores(ids, scores, np.bincount(items, minlength=n_items).astype(np.int64))
+
+
+class PathScoreAccumulator:
+    """The batch form of :func:`accumulate_path_scores` over many chunks, exact and in one pass.
+
+    ``add`` files each chunk's ``(item, path, p)`` triples into buckets by item range (compact
+    dtypes: 12 bytes a triple while path ids fit in int32); ``result`` then sums and ranks one
+    bucket at a time. Every item's sums are complete before its top ``S`` is cut, so the result
+    equals one :func:`accumulate_path_scores` call over all chunks (tested), unlike merging
+    per-chunk top-``S`` lists (:func:`merge_path_scores`, which drops mass below a chunk's cut).
+    Merging cost also grew with the catalogue: every merge re-sorted all ``V·S`` slots, about
+    30 s per epoch at 1M items (measured), where the buckets sort each triple once.
+
+    Memory: ``12 · (interactions × S)`` bytes of triples (2.9 GB for 12M interactions, S = 20)
+    plus one bucket's sort.
+
+    Args:
+        n_items: ``V``.
+        n_keep: ``S``.
+        n_buckets: item ranges reduced separately (bounds the sort's working memory).
+    """
+
+    def __init__(self, n_items: int, n_keep: int, *, n_buckets: int | None = None) -> None:
+        if n_items < 0 or n_keep < 1:
+            raise ValueError(f"need n_items ≥ 0 and n_keep ≥ 1, got {n_items}, {n_keep}")
+        self.n_items, self.n_keep = n_items, n_keep
+        self.n_buckets = n_buckets or int(np.clip(n_items // 200_000, 1, 250))
+        self._width = -(-max(n_items, 1) // self.n_buckets)  # items per bucket
+        self._parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(self.n_buckets)]
+        self.counts = np.zeros(n_items, dtype=np.int64)
+
+    def add(self, items: np.ndarray, path_ids: np.ndarray, probs: np.ndarray) -> None:
+        """One chunk: ``items (N,)``, ``path_ids (N, S')`` (``-1`` = padding), ``probs (N, S')``."""
+        items, path_ids, probs = _check_batch(items, path_ids, probs, self.n_items)
+        self.counts += np.bincount(items, minlength=self.n_items)
+        width = path_ids.shape[1]
+        flat_items = np.repeat(items, width)
+        paths, values = path_ids.ravel(), probs.ravel()
+        keep = paths >= 0
+        flat_items, paths, values = flat_items[keep], paths[keep], values[keep]
+        path_dtype = np.int32 if (paths.size == 0 or paths.max() < 2**31) else np.int64
+        bucket = (flat_items // self._width).astype(np.uint8 if self.n_buckets <= 256 else np.int64)
+        order = np.argsort(bucket, kind="stable")  # a radix sort for uint8 keys
+        bounds = np.searchsorted(bucket[order], np.arange(self.n_buckets + 1))
+        for b in range(self.n_buckets):
+            sel = order[bounds[b] : bounds[b + 1]]
+            if sel.size:
+                self._parts[b].append(
+                    (flat_items[sel].astype(np.int32), paths[sel].astype(path_dtype), values[sel].astype(np.float32))
+                )
+
+    def result(self) -> PathScores:
+        """The top ``S`` paths per item over everything added (sorted as :class:`PathScores`)."""
+        out_ids = np.full((self.n_items, self.n_keep), -1, dtype=np.int64)
+        out_scores = np.zeros((self.n_items, self.n_keep), dtype=np.float64)
+        for b, parts in enumerate(self._parts):
+            if not parts:
+                continue
+            items = np.concatenate([p[0] for p in parts]).astype(np.int64)
+            paths = np.concatenate([p[1] for p in parts]).astype(np.int64)
+            values = np.concatenate([p[2] for p in parts]).astype(np.float64)
+            self._parts[b] = []  # free as we go
+            lo = b * self._width
+            ids, scores = _top_per_item(items - lo, paths, values, min(self._width, self.n_items - lo), self.n_keep)
+            out_ids[lo : lo + len(ids)] = ids
+            out_scores[lo : lo + len(ids)] = scores
+        return PathScores(out_ids, out_scores, self.counts.copy())
 
 
 def merge_path_scores(a: PathScores, b: PathScores, n_keep: int | None = None) -> PathScores:

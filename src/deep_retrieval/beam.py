@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -56,7 +57,7 @@ def _check_user_emb(net: StructureNet, user_emb: Tensor) -> None:
         )
 
 
-def beam_search(net: StructureNet, user_emb: Tensor, beam_size: int) -> BeamResult:
+def beam_search(net: StructureNet, user_emb: Tensor, beam_size: int, *, ordered: bool = True) -> BeamResult:
     """The top paths of each user by cumulative log-probability (Algorithm 1).
 
     Layer 1 keeps the top ``min(B, K)`` nodes; every further layer scores the ``B·K`` successors
@@ -73,10 +74,12 @@ def beam_search(net: StructureNet, user_emb: Tensor, beam_size: int) -> BeamResu
         net: the structure model.
         user_emb: ``(N, E)`` user embeddings.
         beam_size: ``B`` ≥ 1.
+        ordered: sort each row as the module docstring says; ``False`` returns the same paths in
+            ``topk``'s order (a serving shortcut when only the set matters).
 
     Returns:
         :class:`BeamResult` with ``paths (N, B', D)`` long and ``log_probs (N, B')``,
-        ``B' = min(B, K**D)``, best first.
+        ``B' = min(B, K**D)``, best first when ``ordered``.
     """
     if int(beam_size) != beam_size or beam_size < 1:
         raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
@@ -99,7 +102,7 @@ def beam_search(net: StructureNet, user_emb: Tensor, beam_size: int) -> BeamResu
         paths = torch.cat(
             [paths.gather(1, parent[:, :, None].expand(-1, -1, d)), node[:, :, None]], dim=2
         )  # (N, B, d + 1)
-    return _sort_paths(paths, scores)
+    return _sort_paths(paths, scores) if ordered else BeamResult(paths, scores)
 
 
 def all_paths(n_layers: int, n_nodes: int, device: torch.device | str | None = None) -> Tensor:
@@ -142,3 +145,87 @@ def enumerate_paths(net: StructureNet, user_emb: Tensor) -> BeamResult:
         every[order],  # (N, K**D, D)
         log_probs.gather(1, order),
     )
+
+
+class CompiledStructure:
+    """An inference-only numpy copy of a :class:`StructureNet` for low-latency beam search on CPU.
+
+    The first linear map of layer ``d`` acts on ``concat(u, e_1[c_1], …, e_{d-1}[c_{d-1}])``, so it
+    splits into ``W_u·u`` (once per user, not once per beam) plus one ``(K, H)`` table per earlier
+    layer, ``T_{d,i} = e_i · W_iᵀ``, folded in advance: a beam step is a few gathers, one small
+    matmul and a partial sort, with numpy's few-microsecond call overhead instead of torch's
+    per-op dispatch. :func:`beam_search` stays the reference (and the GPU path); a test checks
+    that both return the same paths and log-probabilities.
+
+    Args:
+        net: the trained structure network (copied; later changes to it are not seen).
+    """
+
+    def __init__(self, net: StructureNet) -> None:
+        self.n_layers, self.n_nodes, self.input_dim = net.n_layers, net.n_nodes, net.input_dim
+        e, nd = net.input_dim, net.node_dim
+        self.user_w, self.bias, self.tables, self.out_w, self.out_b = [], [], [], [], []
+        with torch.no_grad():
+            for d, layer in enumerate(net.layers):
+                first = layer if isinstance(layer, torch.nn.Linear) else layer[0]
+                w = first.weight.detach().cpu().double()  # (H, E + d·nd)
+                self.user_w.append(np.ascontiguousarray(w[:, :e].T.float().numpy()))  # (E, H)
+                self.bias.append(first.bias.detach().cpu().float().numpy())
+                self.tables.append([
+                    (net.node_emb[i].weight.detach().cpu().double() @ w[:, e + i * nd : e + (i + 1) * nd].T).float().numpy()
+                    for i in range(d)
+                ])  # each (K, H)
+                if isinstance(layer, torch.nn.Linear):
+                    self.out_w.append(None)
+                    self.out_b.append(None)
+                else:
+                    self.out_w.append(np.ascontiguousarray(layer[2].weight.detach().cpu().float().numpy().T))  # (H, K)
+                    self.out_b.append(layer[2].bias.detach().cpu().float().numpy())
+
+    def _log_probs(self, d: int, z: np.ndarray) -> np.ndarray:
+        """Layer ``d``'s log-softmax from its first-linear output ``z (..., H)``."""
+        if self.out_w[d] is not None:
+            z = np.maximum(z, 0.0) @ self.out_w[d] + self.out_b[d]  # (..., K)
+        z = z - z.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+    def beam_search(self, user_emb: np.ndarray, beam_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The paths of :func:`beam_search`, unordered within a row.
+
+        Args:
+            user_emb: ``(N, E)`` float32.
+            beam_size: ``B`` ≥ 1.
+
+        Returns:
+            ``(paths (N, B', D) int64, log_probs (N, B') float32)``, ``B' = min(B, K**D)``.
+        """
+        if int(beam_size) != beam_size or beam_size < 1:
+            raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+        u = np.asarray(user_emb, dtype=np.float32)
+        if u.ndim != 2 or u.shape[1] != self.input_dim:
+            raise ValueError(f"user_emb must have shape (N, input_dim={self.input_dim}), got {u.shape}")
+        n, k = u.shape[0], self.n_nodes
+        rows = np.arange(n)[:, None]
+        scores = self._log_probs(0, u @ self.user_w[0] + self.bias[0])  # (N, K)
+        width = min(beam_size, k)
+        nodes = _top_unordered(scores, width)  # (N, B)
+        scores = scores[rows, nodes]
+        paths = nodes[:, :, None]
+        for d in range(1, self.n_layers):
+            z = (u @ self.user_w[d] + self.bias[d])[:, None, :]  # (N, 1, H)
+            for i in range(d):
+                z = z + self.tables[d][i][paths[:, :, i]]  # (N, B, H)
+            succ = (scores[:, :, None] + self._log_probs(d, z)).reshape(n, -1)  # (N, B·K)
+            width = min(beam_size, succ.shape[1])
+            flat = _top_unordered(succ, width)
+            scores = succ[rows, flat]
+            parent, node = np.divmod(flat, k)
+            paths = np.concatenate([paths[rows, parent], node[:, :, None]], axis=2)
+        return paths.astype(np.int64), scores.astype(np.float32)
+
+
+def _top_unordered(x: np.ndarray, width: int) -> np.ndarray:
+    """Column indices of the ``width`` largest entries of each row, in no particular order."""
+    if width >= x.shape[1]:
+        return np.broadcast_to(np.arange(x.shape[1]), x.shape).copy()
+    return np.argpartition(-x, width - 1, axis=1)[:, :width]

@@ -143,6 +143,33 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ._utils import atomic_write_text
+    from .config import load_config
+    from .speed import SpeedConfig, plot_speed, run_speed, speed_markdown
+
+    sizes = _parse_list(args.n_items, int)
+    base = load_config(SpeedConfig, args.config, _overrides(args))
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    docs = []
+    for n in sizes:
+        out = args.out if len(sizes) == 1 else args.out / str(n)
+        out.mkdir(parents=True, exist_ok=True)
+        doc = run_speed(dataclasses.replace(base, n_items=n), progress=say)
+        atomic_write_text(out / "speed.json", json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(out / "speed.md", speed_markdown([doc]))
+        docs.append(doc)
+        print(speed_markdown([doc]))
+        print(f"wrote {out}/speed.json, speed.md")
+    if len(docs) > 1:
+        atomic_write_text(args.out / "speed.md", speed_markdown(docs))
+    plot_speed(docs, args.out / "speed.png")
+    print(f"wrote {args.out}/speed.png")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data.registry import dataset_table
 
@@ -325,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser(
+        "bench-speed",
+        help="DR against exact search (torch, faiss) and HNSW/IVF on a synthetic corpus: latency, recall, build and training cost",
+    )
+    p.add_argument("--n-items", required=True, help="catalogue size(s), comma-separated, e.g. 100000,1000000")
+    p.add_argument("--out", type=Path, required=True, help="output directory (one sub-folder per size when several)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_bench_speed)
 
     p = sub.add_parser("train", help="train a Deep Retrieval model and save it")
     _add_data_args(p)

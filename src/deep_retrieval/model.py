@@ -30,7 +30,7 @@ from torch import nn
 
 from ._utils import _umask, resolve_device, seed_everything, versions
 from .baselines.base import pad_results
-from .beam import beam_search
+from .beam import CompiledStructure, beam_search
 from .config import ConfigError, DRConfig, _from_mapping, to_dict
 from .data.protocols import split_rows
 from .data.types import Sequences, Split
@@ -47,11 +47,15 @@ FORMAT_VERSION = 1
 class DRNet(nn.Module):
     """Shared user encoder → structure network (paths) and softmax head (reranker)."""
 
-    def __init__(self, n_items: int, config: DRConfig, encoder: str, **reranker: Any) -> None:
+    def __init__(
+        self, n_items: int, config: DRConfig, encoder: str, *, reranker: SoftmaxModel | None = None, **options: Any
+    ) -> None:
         super().__init__()
         t, s = config.train, config.structure
-        options = {"normalize": t.normalize, "temperature": t.temperature, **reranker}
-        self.reranker = SoftmaxModel(n_items, t.embedding_dim, encoder, **options)
+        options = {"normalize": t.normalize, "temperature": t.temperature, **options}
+        # A given reranker is used as is: building a second (V, E) table pair first would cost
+        # gigabytes at 10M items.
+        self.reranker = reranker if reranker is not None else SoftmaxModel(n_items, t.embedding_dim, encoder, **options)
         self.structure = StructureNet(
             t.embedding_dim, s.n_layers, s.n_nodes, s.node_dim, s.hidden_dim
         )
@@ -87,7 +91,23 @@ def _segment_topk(
     rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int,
     tiebreak: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``n`` (item, score) per row from flat triples → ``(ids (U, n), scores (U, n))``, padded."""
+    """Best ``n`` (item, score) per row from flat triples → ``(ids (U, n), scores (U, n))``, padded.
+
+    ``rows`` must be ascending (grouped). Order: score descending, then ``tiebreak`` (default:
+    item id) ascending.
+    """
+    counts = np.bincount(rows, minlength=n_rows)
+    if counts.max(initial=0) > n:
+        # Keep per row what can reach its top n: every score ≥ the row's n-th best (ties
+        # included, so the result equals a full sort), from a dense (U, widest row) partition.
+        # Sorting only the survivors is what makes a batch of 256 queries fast.
+        starts = np.cumsum(counts) - counts
+        dense = np.full((n_rows, int(counts.max())), -np.inf)
+        dense[rows, np.arange(len(rows)) - starts[rows]] = scores
+        nth = -np.partition(-dense, n - 1, axis=1)[:, n - 1]
+        pick = np.flatnonzero(scores >= nth[rows])
+        rows, items, scores = rows[pick], items[pick], scores[pick]
+        tiebreak = None if tiebreak is None else tiebreak[pick]
     keys = (items,) if tiebreak is None else (tiebreak,)
     order = np.lexsort((*keys, -scores, rows))
     rows, items, scores = rows[order], items[order], scores[order]
@@ -156,7 +176,6 @@ class DeepRetrieval:
         self.encoder_kind_ = encoder
         s = self.config.structure
         self.codec_ = PathCodec(s.n_layers, s.n_nodes)
-        self.net_ = DRNet(n_items, self.config, encoder).to(self.device_)
         if reranker is not None:
             if reranker.n_items != n_items or reranker.encoder.dim != self.config.train.embedding_dim:
                 raise ValueError(
@@ -164,11 +183,12 @@ class DeepRetrieval:
                     f" {reranker.n_items} items × {reranker.encoder.dim} dims, the model needs"
                     f" {n_items} × {self.config.train.embedding_dim} (set train.embedding_dim)"
                 )
-            self.net_.reranker = reranker.to(self.device_)
             self.encoder_kind_ = reranker.encoder.kind
+        self.net_ = DRNet(n_items, self.config, encoder, reranker=reranker).to(self.device_)
         self.item_counts_ = np.bincount(train.items, minlength=n_items).astype(np.int64)
         self.history_: list[dict[str, Any]] = []
         self.__dict__.pop("_rerank_cache", None)
+        self.__dict__.pop("_compiled_structure", None)
         fit_deep_retrieval(self, train, frozen_reranker=reranker is not None, on_event=on_event)
         self.beam_calibration_ = self._calibrate_beam(train)
         return self
@@ -191,7 +211,8 @@ class DeepRetrieval:
     def user_embeddings(self, histories: Sequences, batch_size: int = 1024) -> torch.Tensor:
         """``(U, E)`` user vectors on the model's device."""
         self._check_fitted()
-        self.net_.eval()
+        if self.net_.training:  # Module.eval() walks every submodule: ~1 µs each, per query
+            self.net_.eval()
         mat = self._history_matrix(histories)
         out = [
             self.net_.user_embedding(torch.as_tensor(mat[s : s + batch_size], device=self.device_))
@@ -212,14 +233,26 @@ class DeepRetrieval:
         return int(beams[ok[0]] if len(ok) else beams[-1])
 
     @torch.no_grad()
-    def _beam(self, u: torch.Tensor, beam_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(U, B')`` path ids and log-probs of the beam (``B' = min(B, K^D)``)."""
-        paths, log_probs = beam_search(self.net_.structure, u, beam_size)
+    def _beam(self, u: torch.Tensor, beam_size: int, *, ordered: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``(U, B')`` path ids and log-probs of the beam (``B' = min(B, K^D)``); ``ordered=False``
+        skips sorting the beam (same paths), for callers that only need the set."""
+        if not ordered and u.device.type == "cpu":
+            # Serving on CPU: the numpy twin of beam_search (same paths, less per-call overhead).
+            compiled = self.__dict__.get("_compiled_structure")
+            if compiled is None:
+                compiled = self._compiled_structure = CompiledStructure(self.net_.structure)
+            paths, log_probs = compiled.beam_search(u.float().numpy(), beam_size)
+            return self.codec_.encode(paths), log_probs
+        paths, log_probs = beam_search(self.net_.structure, u, beam_size, ordered=ordered)
         return self.codec_.encode(paths.cpu().numpy()), log_probs.float().cpu().numpy()
 
-    def _candidates(self, path_ids: np.ndarray, path_lp: np.ndarray) -> Candidates:
+    def _candidates(self, path_ids: np.ndarray, path_lp: np.ndarray | None) -> Candidates:
+        """The union of the items on each row's paths; with ``path_lp``, each item's best path
+        log-prob too (``None``: skipped, the reranker does not need it; filled with ``nan``)."""
         n_rows, width = path_ids.shape
         indptr, items = self.item_paths_.items_on_batch(path_ids)
+        if path_lp is None:
+            return Candidates(indptr, items, np.full(len(items), np.nan, np.float32), width)
         rows = np.repeat(np.arange(n_rows), np.diff(indptr))
         # Best beam log-prob among each candidate's J paths: look (row, path) up in the sorted beam.
         n_paths = self.codec_.n_paths
@@ -269,8 +302,9 @@ class DeepRetrieval:
         rerank = self.config.retrieval.rerank if rerank is None else rerank
         beam = beam_size or self.beam_size_for(n)
         u = self.user_embeddings(histories)
-        path_ids, lp = self._beam(u, beam)
-        cand = self._candidates(path_ids, lp)
+        # Reranking needs only the set of beam paths: no beam sort, no per-item path log-probs.
+        path_ids, lp = self._beam(u, beam, ordered=not rerank)
+        cand = self._candidates(path_ids, None if rerank else lp)
         rows = np.repeat(np.arange(len(histories)), cand.counts)
         items = cand.items
         self._record_query_stats(cand.counts)

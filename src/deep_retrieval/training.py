@@ -32,22 +32,54 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .assignment import (
-    PathScores,
-    accumulate_path_scores,
-    assign_paths,
-    merge_path_scores,
-    with_held_paths,
-)
+from .assignment import PathScoreAccumulator, PathScores, assign_paths, with_held_paths
 from .data.samples import TrainingSamples
 from .data.types import Sequences
+from .modules.encoder import UserEncoder
 from .modules.softmax import popularity_sampling_probs
 from .paths import ItemPathMap
 
 if TYPE_CHECKING:
     from .model import DeepRetrieval
 
-_CHUNK_PAIRS = 4_000_000  # (item, path) pairs per accumulation chunk: bounds memory
+
+def user_batches(
+    encoder: UserEncoder,
+    samples: TrainingSamples,
+    batch_size: int,
+    *,
+    history_dropout: float,
+    causal: bool,
+    grad: bool,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of ``(user vectors (N, E), targets (N,))`` training batches.
+
+    ``causal`` (mean encoder only) embeds each row segment once and reads every position's
+    history off prefix sums (:meth:`TrainingSamples.causal_epoch`); otherwise each sample's
+    ``(L,)`` history is gathered and encoded on its own (:meth:`TrainingSamples.epoch`, the
+    reference). ``grad=False`` encodes without autograd (frozen encoder).
+    """
+    # Grad mode is switched around each encoding only: a generator that yields inside
+    # ``set_grad_enabled`` would leave it switched while the caller computes its loss.
+    if causal:
+        for items, lengths, target, keep in samples.causal_epoch(batch_size, history_dropout=history_dropout):
+            items_t = torch.as_tensor(items, device=device)
+            mask = torch.as_tensor(target, device=device)
+            with torch.set_grad_enabled(grad):
+                u = encoder.encode_positions(
+                    items_t,
+                    torch.as_tensor(lengths, device=device),
+                    samples.history_len,
+                    ordered=samples.ordered,
+                    keep=None if keep is None else torch.as_tensor(keep, device=device),
+                )[mask]
+            yield u, items_t[mask]
+    else:
+        for hist, target in samples.epoch(batch_size, history_dropout=history_dropout):
+            with torch.set_grad_enabled(grad):
+                u = encoder(torch.as_tensor(hist, device=device))
+            yield u, torch.as_tensor(target, device=device)
 
 
 def network_epoch(
@@ -69,14 +101,12 @@ def network_epoch(
         sampling_probs = popularity_sampling_probs(counts).to(device)
     sums = {"structure_loss": 0.0, "softmax_loss": 0.0}
     n_batches = 0
-    for hist, target in samples.epoch(t.batch_size, history_dropout=t.history_dropout):
-        hist_t = torch.as_tensor(hist, device=device)
-        target_t = torch.as_tensor(target, device=device)
-        if joint:
-            u = net.user_embedding(hist_t)  # (N, E)
-        else:
-            with torch.no_grad():
-                u = net.user_embedding(hist_t)
+    encoder = net.reranker.encoder
+    batches = user_batches(
+        encoder, samples, t.batch_size, history_dropout=t.history_dropout,
+        causal=t.causal and encoder.kind == "mean", grad=joint, device=device,
+    )
+    for u, target_t in batches:
         structure_loss = net.structure.path_loss(u, item_paths[target_t]).mean()
         loss = structure_loss
         if joint:
@@ -112,24 +142,20 @@ def _scoring_batches(
 
 
 @torch.no_grad()
-def score_paths(model: DeepRetrieval, train: Sequences, samples: TrainingSamples) -> PathScores:
-    """Top-``S`` path scores per item from beam search over the training samples' users."""
+def score_paths(
+    model: DeepRetrieval, train: Sequences, samples: TrainingSamples, timings: dict[str, float] | None = None
+) -> PathScores:
+    """Top-``S`` path scores per item from beam search over the training samples' users.
+
+    ``timings``, when given, receives ``accumulation_seconds``: the time spent merging
+    ``(item, path, p)`` triples into the per-item top-``S`` (the rest is the network's beam search).
+    """
     a = model.config.assignment
     n_items = model.n_items_
     net, device = model.net_, model.device_
     net.eval()
-    acc: PathScores | None = None
-    chunk: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    pairs = 0
-
-    def flush() -> None:
-        nonlocal acc, chunk, pairs
-        if not chunk:
-            return
-        items, ids, probs = (np.concatenate(x) for x in zip(*chunk))
-        part = accumulate_path_scores(items, ids, probs, n_items, a.n_candidates)
-        acc = part if acc is None else merge_path_scores(acc, part, a.n_candidates)
-        chunk, pairs = [], 0
+    acc = PathScoreAccumulator(n_items, a.n_candidates)
+    spent = 0.0
 
     held = model.item_paths_.path_ids  # (V, J)
     held_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
@@ -147,13 +173,14 @@ def score_paths(model: DeepRetrieval, train: Sequences, samples: TrainingSamples
             user = u[torch.as_tensor(local, device=device)]
         exact = net.structure.log_prob(user, held_paths[torch.as_tensor(items, device=device)])
         np.add.at(held_scores, items, np.exp(exact.double().cpu().numpy()))
-        chunk.append((items, path_ids, probs))
-        pairs += path_ids.size
-        if pairs >= _CHUNK_PAIRS:
-            flush()
-    flush()
-    assert acc is not None
-    return with_held_paths(acc, held, held_scores)
+        t0 = time.perf_counter()
+        acc.add(items, path_ids, probs)
+        spent += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = with_held_paths(acc.result(), held, held_scores)
+    if timings is not None:
+        timings["accumulation_seconds"] = spent + time.perf_counter() - t0
+    return out
 
 
 def fit_deep_retrieval(
@@ -190,7 +217,8 @@ def fit_deep_retrieval(
         }
         if (epoch + 1) % t.assign_every == 0 or epoch == t.epochs - 1:
             t1 = time.perf_counter()
-            scores = score_paths(model, train, samples)
+            timings: dict[str, float] = {}
+            scores = score_paths(model, train, samples, timings)
             t2 = time.perf_counter()
             new_ids, stats = assign_paths(
                 scores,
@@ -205,7 +233,8 @@ def fit_deep_retrieval(
             changed = float((np.sort(new_ids, 1) != np.sort(model.item_paths_.path_ids, 1)).any(1).mean())
             model.item_paths_ = ItemPathMap(new_ids, model.codec_)
             entry.update(
-                scoring_seconds=round(t2 - t1, 2),
+                scoring_seconds=round(t2 - t1 - timings["accumulation_seconds"], 2),
+                accumulation_seconds=round(timings["accumulation_seconds"], 2),
                 assignment_seconds=round(time.perf_counter() - t2, 2),
                 objective=[round(float(o), 3) for o in stats["objective"]],
                 largest_path_size=int(stats["largest_path_size"]),

@@ -27,6 +27,8 @@ import numpy as np
 
 from .types import Sequences
 
+_DROPOUT_MASKS = 8  # history-dropout masks per causal batch (see TrainingSamples.causal_epoch)
+
 
 class TrainingSamples:
     """A seeded source of ``(history (B, L) int64, target (B,) int64)`` batches.
@@ -122,6 +124,75 @@ class TrainingSamples:
         for start in range(0, len(self._rows), batch_size):
             take = slice(start, start + batch_size)
             yield self.batch(self._rows[take], self._pos[take])
+
+    def causal_epoch(
+        self, batch_size: int, *, history_dropout: float = 0.0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """The same samples as :meth:`epoch`, as whole row segments for a causal pass.
+
+        Instead of one ``(B, L)`` history matrix per batch, a batch is a few row *segments*,
+        concatenated; the encoder embeds each item once and derives every position's history
+        from prefix sums (:meth:`~deep_retrieval.modules.encoder.UserEncoder.encode_positions`).
+        Ordered rows are cut into segments of ``L`` target positions, each preceded by the
+        ``≤ L`` items of context its first target needs (so every target's window lies inside its
+        segment); unordered rows are one segment each, every item a target whose history is the
+        rest of the row (all of it, where :meth:`epoch` draws ``L`` of the others when the row
+        is longer). Segments are shuffled every epoch and packed until a batch holds about
+        ``batch_size`` targets.
+
+        History dropout draws ``M = 8`` masks per batch instead of one per sample; position ``i``
+        uses mask ``i mod M``, so the windows of neighbouring positions, which overlap, drop
+        independently. (One shared mask per occurrence measured worse: planted-cluster recall
+        0.537 against 0.566 for the reference; with 8 masks 0.573.)
+
+        Yields:
+            ``(items (n,) int64, lengths (G,) int64, target (n,) bool, keep (M, n) bool | None)``:
+            the segments' items concatenated, the segment lengths, which positions are training
+            targets, and which occurrences history dropout keeps (``None``: all).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if not 0.0 <= history_dropout < 1.0:
+            raise ValueError(f"history_dropout must be in [0, 1), got {history_dropout}")
+        if self.max_samples_per_user is not None:
+            raise ValueError("causal_epoch does not support max_samples_per_user; use epoch()")
+        seg_row, seg_lo, seg_first, seg_hi = self._segments()
+        order = self.rng.permutation(len(seg_row))
+        n_targets = (seg_hi - seg_first)[order]
+        batch_of = (np.cumsum(n_targets) - n_targets) // batch_size  # packs segments greedily
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(batch_of)) + 1, [len(order)]])
+        starts = self._starts
+        for b0, b1 in zip(bounds[:-1], bounds[1:]):
+            take = order[b0:b1]
+            lo, first, hi = seg_lo[take], seg_first[take], seg_hi[take]
+            lengths = hi - lo
+            offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            local = np.arange(int(lengths.sum())) - offsets  # position inside the segment
+            pos = np.repeat(lo, lengths) + local  # position inside the row
+            items = self.train.items[np.repeat(starts[seg_row[take]], lengths) + pos].astype(np.int64)
+            target = pos >= np.repeat(first, lengths)
+            if history_dropout > 0.0:
+                # Dropped occurrences stay in the segment (they may be targets) but are masked.
+                keep = self.rng.random((_DROPOUT_MASKS, len(items))) >= history_dropout
+                yield items, lengths, target, keep
+            else:
+                yield items, lengths, target, None
+
+    def _segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, lo, first, hi)`` per segment: items ``row[lo:hi]``, targets from ``first``."""
+        lengths = self._lengths
+        if not self.ordered:
+            rows = np.flatnonzero(lengths >= 2)
+            zeros = np.zeros(len(rows), dtype=np.int64)
+            return rows, zeros, zeros, lengths[rows]
+        L = self.history_len
+        skip = int(self.skip_first)
+        n_seg = np.maximum(-(-(lengths - skip) // L), 0)  # segments per row
+        rows = np.repeat(np.arange(len(lengths)), n_seg)
+        k = np.arange(int(n_seg.sum())) - np.repeat(np.cumsum(n_seg) - n_seg, n_seg)
+        first = skip + k * L
+        hi = np.minimum(first + L, lengths[rows])
+        return rows, np.maximum(first - L, 0), first, hi
 
     def batch(self, rows: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Samples at ``(rows[i], pos[i])``, in the current epoch's row order.

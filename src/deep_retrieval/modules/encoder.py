@@ -68,6 +68,62 @@ class UserEncoder(nn.Module):
             return self._mean(ids, mask)
         return self._gru(ids, mask)
 
+    def encode_positions(
+        self,
+        items: torch.Tensor,
+        lengths: torch.Tensor,
+        history_len: int,
+        *,
+        ordered: bool,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The user vector at every position of several rows, each row embedded once.
+
+        Mean encoder only: the fast twin of calling :meth:`forward` on one history matrix per
+        position. Rows are concatenated in ``items``. For ``ordered`` rows, position ``p``'s
+        history is the ``min(p, history_len)`` items before it (a causal pass: prefix sums of the
+        item embeddings, differenced over the window); for unordered rows it is every *other*
+        item of the row (leave-one-out: the row sum minus the item). A position whose history is
+        empty gets the encoder's empty-history vector, as :meth:`forward` gives it.
+
+        Args:
+            items: ``(n,)`` int64 item ids of the rows, concatenated.
+            lengths: ``(G,)`` int64 row lengths, summing to ``n``.
+            history_len: ``L``, the window of ordered rows (unordered rows use the whole row).
+            ordered: which of the two histories above.
+            keep: optional ``(n,)`` or ``(M, n)`` bool dropout masks: position ``i`` reads mask
+                ``i mod M``, and the items it marks ``False`` are left out of that position's
+                history.
+
+        Returns:
+            ``(n, E)`` user vectors, row-major like ``items``.
+        """
+        if self.kind != "mean":
+            raise ValueError("encode_positions needs the mean encoder (the GRU has no such shortcut)")
+        emb = self.item_embedding(items)  # (n, E)
+        if keep is None:
+            keep = torch.ones(1, len(items), dtype=torch.bool, device=items.device)
+        keep = keep.reshape(-1, len(items))  # (M, n)
+        w = keep.to(emb.dtype)  # (M, n)
+        wemb = emb[None] * w[:, :, None]  # (M, n, E)
+        csum = F.pad(torch.cumsum(wemb, dim=1), (0, 0, 1, 0))  # (M, n + 1, E): csum[:, i] = Σ_{<i}
+        ccount = F.pad(torch.cumsum(w, dim=1), (1, 0))  # (M, n + 1)
+        starts = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)  # (n,)
+        idx = torch.arange(len(items), device=items.device)
+        # Position i reads mask m = i mod M: neighbouring positions, whose windows overlap, see
+        # different masks, so their dropout noise is (nearly) independent as in the reference.
+        m = idx % keep.shape[0]
+        if ordered:
+            lo = torch.maximum(starts, idx - history_len)
+            total = csum[m, idx] - csum[m, lo]
+            count = ccount[m, idx] - ccount[m, lo]
+        else:
+            ends = starts + torch.repeat_interleave(lengths, lengths)
+            total = csum[m, ends] - csum[m, starts] - wemb[m, idx]
+            count = ccount[m, ends] - ccount[m, starts] - w[m, idx]
+        out = total / count.clamp(min=1.0)[:, None]  # empty history → zeros, like embedding_bag
+        return self.proj(out) if self.proj is not None else out
+
     def _mean(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # embedding_bag over the real items only (a flat id list + row offsets): its backward
         # accumulates straight into the table, several times faster on CPU than embedding +
