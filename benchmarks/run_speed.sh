@@ -28,7 +28,7 @@ size 10000000 --set ivf.n_lists=4096
 if [[ -z $ONLY || $ONLY == ml-20m-train ]]; then
   $DR -q bench-speed --n-items 26744 --out "$OUT/ml-20m-train" --set n_users=138493 \
     interactions_per_user=72.21 ordered=true joint=true dr.train.epochs=1 dr.train.joint_epochs=1 \
-    dr.structure.n_nodes=50 dr.train.embedding_dim=64
+    dr.structure.n_nodes=50
 fi
 
 if [[ -z $ONLY || $ONLY == plot ]]; then

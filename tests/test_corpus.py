@@ -63,3 +63,18 @@ def test_named_shapes_and_bad_input() -> None:
         make_corpus(10, 10, 5)
     with pytest.raises(ValueError, match="n_test_users"):
         make_corpus(10, 10, 40).split(10)
+
+
+def test_synth_command_writes_a_readable_movielens_set(tmp_path, capsys) -> None:
+    from deep_retrieval.cli import main
+    from deep_retrieval.data.readers import read_movielens
+
+    assert main(["synth", "--shape", "ml-20m", "--scale", "0.001", "--out", str(tmp_path)]) == 0
+    log = read_movielens(tmp_path / "ratings.csv")
+    assert len(log) == round(20_000_263 * 0.001) and set(np.unique(log.ratings)) == {5.0}
+    assert np.load(tmp_path / "item_vectors.npy").shape == (round(26_744 * 0.001), 32)
+    assert "--ratings-file" in capsys.readouterr().out
+    # Timestamps increase along each user's row, so the paper protocol's time order is the row.
+    c = make_corpus_shape("ml-20m", scale=0.001)
+    np.testing.assert_array_equal(log.items[log.users == 3], c.sequences[3])
+    assert main(["synth", "--out", str(tmp_path)]) == 2

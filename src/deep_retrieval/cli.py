@@ -170,6 +170,23 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.corpus import make_corpus, make_corpus_shape
+
+    if args.shape:
+        corpus = make_corpus_shape(args.shape, scale=args.scale, seed=args.seed, dim=args.dim)
+    elif args.n_users and args.n_items and args.n_interactions:
+        corpus = make_corpus(args.n_users, args.n_items, args.n_interactions, seed=args.seed, dim=args.dim)
+    else:
+        raise CLIError("give --shape NAME, or all of --n-users, --n-items and --n-interactions")
+    for path in corpus.save(args.out):
+        print(f"wrote {path}")
+    seqs = corpus.sequences
+    print(f"{len(seqs):,} users, {corpus.n_items:,} items, {seqs.n_interactions:,} interactions"
+          f" (read it with --ratings-file {args.out / 'ratings.csv'})")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data.registry import dataset_table
 
@@ -362,6 +379,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_bench_speed)
 
+    p = sub.add_parser("synth", help="write a synthetic corpus (MovieLens-style ratings.csv + the planted model)")
+    from .data.corpus import SHAPES
+
+    p.add_argument("--shape", choices=sorted(SHAPES), help="a named shape: " + "; ".join(
+        f"{k} = {u:,} users, {v:,} items, {n:,} interactions" for k, (u, v, n) in SHAPES.items()))
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the shape's counts (default 1)")
+    p.add_argument("--n-users", type=int)
+    p.add_argument("--n-items", type=int)
+    p.add_argument("--n-interactions", type=int)
+    p.add_argument("--dim", type=int, default=32, help="planted embedding width (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.set_defaults(func=cmd_synth)
+
     p = sub.add_parser("train", help="train a Deep Retrieval model and save it")
     _add_data_args(p)
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
@@ -406,9 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr
-    )
+    # Our own log at INFO; other libraries' (faiss announces which build it loaded) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     from .config import ConfigError
     from .data.download import DownloadError
 

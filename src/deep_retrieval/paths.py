@@ -296,7 +296,7 @@ class ItemPathMap:
             ``(C,)`` int64 sorted unique item indices.
         """
         ids = self._check_query(path_ids, 1)
-        return np.unique(self._gather(ids)[1])
+        return _sorted_unique(self._gather(ids)[1])
 
     def items_on_batch(self, path_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the unique items on any of its paths (ragged, CSR layout).

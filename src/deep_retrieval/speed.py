@@ -318,6 +318,7 @@ def _train_figures(dr: Any, train: Sequences) -> dict[str, Any]:
             last.get("accumulation_seconds", 0.0) + last.get("assignment_seconds", 0.0), 2
         ),
         "coordinate_descent_us_per_item": round(last.get("assignment_seconds", 0.0) / dr.n_items_ * 1e6, 3),
+        "score_accumulation_us_per_item": round(last.get("accumulation_seconds", 0.0) / dr.n_items_ * 1e6, 3),
     }
 
 

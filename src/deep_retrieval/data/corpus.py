@@ -22,7 +22,9 @@ existing embeddings, served by exact search, by an ANN index or by Deep Retrieva
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -62,6 +64,36 @@ class SyntheticCorpus:
         pos = np.arange(len(rows)) - self.sequences.indptr[:-1][rows]
         ts = 1_000_000_000 + rows.astype(np.int64) * 7 + pos * 60
         return Interactions(rows.astype(np.int64), self.sequences.items.astype(np.int64), None, ts)
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write the corpus as a MovieLens-style data set plus the planted model.
+
+        ``ratings.csv`` (``userId,movieId,rating,timestamp``, every rating 5.0: the log is
+        implicit) reads with ``--ratings-file`` / :func:`~deep_retrieval.data.readers.read_movielens`
+        like MovieLens-20M; ``item_vectors.npy``, ``item_bias.npy``, ``item_cluster.npy`` hold the
+        planted model, indexed by ``movieId``. Each file is written to a temporary name and renamed.
+        """
+        import pandas as pd
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        log = self.interactions()
+        frame = pd.DataFrame(
+            {"userId": log.users, "movieId": log.items, "rating": 5.0, "timestamp": log.timestamps}
+        )
+        written = []
+        for name, write in (
+            ("ratings.csv", lambda f: frame.to_csv(f, index=False, float_format="%.1f")),
+            ("item_vectors.npy", lambda f: np.save(f, self.item_vectors)),
+            ("item_bias.npy", lambda f: np.save(f, self.item_bias)),
+            ("item_cluster.npy", lambda f: np.save(f, self.item_cluster)),
+        ):
+            tmp = folder / f".{name}.tmp"
+            with open(tmp, "wb") as fh:
+                write(fh)
+            os.replace(tmp, folder / name)
+            written.append(folder / name)
+        return written
 
     def split(self, n_test_users: int, *, seed: int = 0, history_len: int = 69) -> Split:
         """Hold out ``n_test_users`` random users: first half of their row is the history, the
