@@ -3,7 +3,7 @@
 # (synthetic corpora with a planted two-tower model; DR, exact torch/faiss, HNSW, IVF in one
 # process each), the ML-20M-shaped training run (10M time-ordered interactions, joint training),
 # and the growth plot over the three sizes. Run it on an otherwise idle machine: everything
-# recorded is a timing. About 1.5 hours on 2 cores.
+# recorded is a timing. About an hour on 2 cores.
 #   benchmarks/run_speed.sh            # everything
 #   benchmarks/run_speed.sh 1000000    # one catalogue size (or: ml-20m-train, plot)
 set -euo pipefail
@@ -20,15 +20,16 @@ size() {  # N [extra --set values]
 
 size 100000
 size 1000000
-# IVF: 4·√V = 12,649 lists would make k-means the longest step; 4,096 lists keep the build in minutes.
-size 10000000 --set ivf.n_lists=4096
+# 10M items: 500K users (6M interactions) and one epoch keep the run near 20 minutes; IVF gets
+# 4,096 lists (4·√V = 12,649 would make k-means the longest step of the whole run).
+size 10000000 --set n_users=500000 dr.train.epochs=1 dr.train.joint_epochs=0 ivf.n_lists=4096
 
-# Training throughput on the ML-20M shape (138,493 users, 26,744 items), 10M time-ordered
-# interactions, DR's own encoder and reranker trained jointly for one epoch.
+# Training throughput on the ML-20M shape (138,493 users, 26,744 items, 10M interactions): one
+# epoch with DR's own encoder and reranker trained jointly. Rows are sets here, so path scoring
+# runs one beam search per user; on time-ordered rows it runs one per interaction (see README).
 if [[ -z $ONLY || $ONLY == ml-20m-train ]]; then
   $DR -q bench-speed --n-items 26744 --out "$OUT/ml-20m-train" --set n_users=138493 \
-    interactions_per_user=72.21 ordered=true joint=true dr.train.epochs=1 dr.train.joint_epochs=1 \
-    dr.structure.n_nodes=50
+    interactions_per_user=72.21 joint=true dr.train.epochs=1 dr.train.joint_epochs=1 dr.structure.n_nodes=50
 fi
 
 if [[ -z $ONLY || $ONLY == plot ]]; then

@@ -112,3 +112,16 @@ def test_encode_positions_equals_one_forward_per_position(ordered: bool, project
         torch.testing.assert_close(got, torch.stack(want), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="mean encoder"):
         _encoder("gru", False).encode_positions(items, lengths, L, ordered=True)
+
+
+def test_encode_row_is_forward_on_one_row() -> None:
+    import numpy as np
+
+    enc = _encoder("mean", False)
+    with torch.no_grad():
+        for items in ([3, 7, 1, 12], []):
+            want = enc(torch.tensor([_right_aligned(items, 6)]))
+            torch.testing.assert_close(enc.encode_row(np.array(items, dtype=np.int64)), want)
+        assert _encoder("gru", False).encode_row(np.array([1])) is None
+        assert _encoder("mean", True).encode_row(np.array([1])) is None
+    assert enc.encode_row(np.array([1])) is None  # autograd on: no shortcut

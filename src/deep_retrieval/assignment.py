@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 
 _INT64_MAX = np.iinfo(np.int64).max
+_ROW_BLOCK = 500_000  # rows per block in row-wise passes over (V, S) tables (bounds temporaries)
 _CHUNK_ITEMS = 65_536  # rows per block in assignment_objective, bounds the (v, J, S) temporary
 _MAX_DIRECT_PATHS = 1 << 20  # up to this K**D, assign_paths counts sizes over all path ids
 _MAX_PENALTY_TABLE = 1 << 22  # entries of the cached f(n + 1) - f(n) table
@@ -86,11 +87,11 @@ class PathScores:
             raise ValueError("scores must be finite and >= 0")
         if counts.size and counts.min() < 0:
             raise ValueError(f"counts must be >= 0, got {counts.min()}")
-        if ids.shape[1] > 1:
-            rows = np.sort(ids, axis=1)
+        for lo in range(0, ids.shape[0] if ids.shape[1] > 1 else 0, _ROW_BLOCK):
+            rows = np.sort(ids[lo : lo + _ROW_BLOCK], axis=1)
             dup = ((rows[:, 1:] == rows[:, :-1]) & (rows[:, 1:] >= 0)).any(axis=1)
             if dup.any():
-                item = int(np.flatnonzero(dup)[0])
+                item = lo + int(np.flatnonzero(dup)[0])
                 raise ValueError(f"item {item} lists a path twice: {ids[item].tolist()}")
         object.__setattr__(self, "path_ids", ids)
         object.__setattr__(self, "scores", scores)
@@ -192,18 +193,25 @@ def with_held_paths(scores: PathScores, held: np.ndarray, held_scores: np.ndarra
             f"held and held_scores must both have shape ({scores.n_items}, J), "
             f"got {held.shape} and {held_scores.shape}"
         )
-    cand = scores.path_ids
-    duplicate = (cand[:, :, None] == held[:, None, :]).any(axis=2)  # (V, S)
-    ids = np.concatenate([np.where(duplicate, -1, cand), held], axis=1)  # (V, S + J), distinct
-    values = np.concatenate([scores.scores, held_scores], axis=1)
-    # Nothing is cut and no pair repeats, so each row only needs sorting: by path id (empty
-    # slots last), then stably by score descending: row-wise sorts of S + J slots instead of one
-    # flat sort of all V·(S + J).
-    o = np.argsort(np.where(ids >= 0, ids, _INT64_MAX), axis=1, kind="stable")
-    ids, values = np.take_along_axis(ids, o, 1), np.take_along_axis(values, o, 1)
-    o = np.argsort(np.where(ids >= 0, -values, np.inf), axis=1, kind="stable")
-    ids, values = np.take_along_axis(ids, o, 1), np.take_along_axis(values, o, 1)
-    return PathScores(ids, np.where(ids >= 0, values, 0.0), scores.counts)
+    n_items, width = scores.n_items, scores.n_keep + held.shape[1]
+    out_ids = np.empty((n_items, width), dtype=np.int64)
+    out_scores = np.empty((n_items, width), dtype=np.float64)
+    # Blocks of rows keep the temporaries small next to the (V, S + J) output at 10M items.
+    for lo in range(0, n_items, _ROW_BLOCK):
+        hi = min(lo + _ROW_BLOCK, n_items)
+        cand, h = scores.path_ids[lo:hi], held[lo:hi]
+        duplicate = (cand[:, :, None] == h[:, None, :]).any(axis=2)  # (b, S)
+        ids = np.concatenate([np.where(duplicate, -1, cand), h], axis=1)  # (b, S + J), distinct
+        values = np.concatenate([scores.scores[lo:hi], held_scores[lo:hi]], axis=1)
+        # Nothing is cut and no pair repeats, so each row only needs sorting: by path id (empty
+        # slots last), then stably by score descending: row-wise sorts of S + J slots instead of
+        # one flat sort of all V·(S + J).
+        o = np.argsort(np.where(ids >= 0, ids, _INT64_MAX), axis=1, kind="stable")
+        ids, values = np.take_along_axis(ids, o, 1), np.take_along_axis(values, o, 1)
+        o = np.argsort(np.where(ids >= 0, -values, np.inf), axis=1, kind="stable")
+        out_ids[lo:hi] = np.take_along_axis(ids, o, 1)
+        out_scores[lo:hi] = np.where(out_ids[lo:hi] >= 0, np.take_along_axis(values, o, 1), 0.0)
+    return PathScores(out_ids, out_scores, scores.counts)
 
 
 def _check_batch(

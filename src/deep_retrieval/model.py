@@ -223,19 +223,17 @@ class DeepRetrieval:
         self._check_fitted()
         if self.net_.training:  # Module.eval() walks every submodule: ~1 µs each, per query
             self.net_.eval()
-        enc = self.net_.reranker.encoder
-        if len(histories) == 1 and enc.kind == "mean" and enc.proj is None and self.device_ == "cpu":
-            # One query, mean pooling: a numpy mean over the history's rows of the table (the
-            # torch encoder's per-op overhead is most of a single query's encoding time). The
-            # same items as _history_matrix: the newest `length` of the row.
+        if len(histories) == 1:
+            # One query: the encoder's numpy shortcut on the same items as _history_matrix (the
+            # newest `length` of the row), where it has one.
             t = self.config.train
             length = t.history_len if self.ordered_ else max(t.history_len, t.query_history_len)
             ids = histories.items[histories.indptr[0] : histories.indptr[1]][-length:]
             if len(ids) and (ids.min() < 0 or ids.max() >= self.n_items_):
                 raise ValueError(f"history holds item id {int(ids.max())} outside [0, n_items = {self.n_items_})")
-            table = enc.item_embedding.weight.detach().numpy()
-            vec = table[ids].mean(axis=0) if len(ids) else np.zeros(table.shape[1], table.dtype)
-            return torch.from_numpy(np.ascontiguousarray(vec[None], dtype=np.float32))
+            vec = self.net_.reranker.encoder.encode_row(ids)
+            if vec is not None:
+                return vec
         mat = self._history_matrix(histories)
         out = [
             self.net_.user_embedding(torch.as_tensor(mat[s : s + batch_size], device=self.device_))

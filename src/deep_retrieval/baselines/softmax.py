@@ -189,6 +189,11 @@ class SoftmaxRecommender:
     @torch.no_grad()
     def _user_vectors(self, histories: Sequences) -> torch.Tensor:
         """``(U, E)`` float32 encoder outputs on ``self.device``."""
+        if len(histories) == 1:  # one query: the encoder's numpy shortcut, where it has one
+            row = self._history_matrix(histories)[0]
+            vec = self.model_.encoder.encode_row(row[row >= 0])
+            if vec is not None:
+                return vec
         hist = torch.from_numpy(self._history_matrix(histories)).to(self.device)
         return self.model_.user_embedding(hist).float()
 
