@@ -265,7 +265,7 @@ def test_with_held_paths_equals_a_flat_reranking() -> None:
 
 
 @pytest.mark.parametrize("n_buckets", [1, 3, 7])
-def test_accumulator_over_chunks_equals_one_batch(n_buckets: int) -> None:
+def test_accumulator_over_chunks_equals_one_batch(n_buckets: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunked, bucketed accumulation is the batch form exactly (no per-chunk top-S cut)."""
     items, path_ids, probs = _random_batch(9, n=600, n_items=40, width=6, n_paths=30)
     whole = accumulate_path_scores(items, path_ids, probs, n_items=40, n_keep=4)
@@ -278,6 +278,15 @@ def test_accumulator_over_chunks_equals_one_batch(n_buckets: int) -> None:
     np.testing.assert_array_equal(got.counts, whole.counts)
     with pytest.raises(ValueError, match="n_items"):
         acc.add(np.array([40]), np.array([[0]]), np.array([[1.0]]))
+    # Compacting buckets along the way (summing repeated pairs early) changes nothing.
+    monkeypatch.setattr(assignment, "_COMPACT_TRIPLES", 50)
+    acc = PathScoreAccumulator(40, 4, n_buckets=n_buckets)
+    for lo in range(0, 600, 170):
+        acc.add(items[lo : lo + 170], path_ids[lo : lo + 170], probs[lo : lo + 170])
+    assert max(len(p) for p in acc._parts) <= 2
+    got = acc.result()
+    np.testing.assert_array_equal(got.path_ids, whole.path_ids)
+    np.testing.assert_allclose(got.scores, whole.scores, rtol=1e-6)
 
 
 def test_held_paths_prevent_collapse_onto_shared_candidates() -> None:
