@@ -351,7 +351,8 @@ def speed_markdown(docs: list[dict[str, Any]]) -> str:
         t = d["train"]
         lines += [
             "",
-            f"Training (DR, {t['epochs']} epochs of {t['samples_per_epoch']:,} samples): {t['interactions_per_second']:,.0f}"
+            f"Training (DR, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} of {t['samples_per_epoch']:,} samples):"
+            f" {t['interactions_per_second']:,.0f}"
             f" samples/s; path assignment {d['path_assignment_seconds']} s (accumulation + coordinate descent,"
             f" {t['coordinate_descent_us_per_item']} µs per item for the descent); largest path {d['dr']['largest_path_size']};"
             f" peak RSS {d['peak_rss_mb']:,.0f} MiB.",
