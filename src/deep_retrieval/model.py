@@ -208,10 +208,13 @@ class DeepRetrieval:
             raise ValueError("this DeepRetrieval model is not fitted yet: call fit() or DeepRetrieval.load()")
 
     # ------------------------------------------------------------------ encoding
-    def _history_matrix(self, histories: Sequences) -> np.ndarray:
+    def _history_length(self) -> int:
+        """Newest items of a query history the encoder sees (ordered rows: the training window)."""
         t = self.config.train
-        length = t.history_len if self.ordered_ else max(t.history_len, t.query_history_len)
-        length = max(1, min(length, int(histories.lengths.max(initial=1))))
+        return t.history_len if self.ordered_ else max(t.history_len, t.query_history_len)
+
+    def _history_matrix(self, histories: Sequences) -> np.ndarray:
+        length = max(1, min(self._history_length(), int(histories.lengths.max(initial=1))))
         mat = histories.padded(length)
         if mat.size and (mat.max() >= self.n_items_):
             raise ValueError(f"history holds item id {int(mat.max())} ≥ n_items = {self.n_items_}")
@@ -226,9 +229,7 @@ class DeepRetrieval:
         if len(histories) == 1:
             # One query: the encoder's numpy shortcut on the same items as _history_matrix (the
             # newest `length` of the row), where it has one.
-            t = self.config.train
-            length = t.history_len if self.ordered_ else max(t.history_len, t.query_history_len)
-            ids = histories.items[histories.indptr[0] : histories.indptr[1]][-length:]
+            ids = histories.items[histories.indptr[0] : histories.indptr[1]][-self._history_length():]
             if len(ids) and (ids.min() < 0 or ids.max() >= self.n_items_):
                 raise ValueError(f"history holds item id {int(ids.max())} outside [0, n_items = {self.n_items_})")
             vec = self.net_.reranker.encoder.encode_row(ids)
