@@ -13,6 +13,7 @@ Shapes: ``U`` query users, ``V`` items, ``B`` beam, ``D`` layers, ``J`` paths pe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -41,7 +42,11 @@ from .paths import ItemPathMap, PathCodec
 log = logging.getLogger("deep_retrieval")
 
 FORMAT = "deep-retrieval-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# item_flags.npy bits
+FLAG_COLD = 1
+FLAG_REMOVED = 2
 
 
 class DRNet(nn.Module):
@@ -162,6 +167,7 @@ class DeepRetrieval:
         *,
         reranker: SoftmaxModel | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        item_ids: np.ndarray | None = None,
     ) -> DeepRetrieval:
         """Train from scratch on ``train`` rows (items ``0 .. n_items-1``).
 
@@ -170,6 +176,7 @@ class DeepRetrieval:
                 baseline's) to start from; it stays frozen, so only the structure network trains.
             on_event: called with a dict after each phase (``{"event": "epoch", …}``); the CLI
                 prints these.
+            item_ids: ``(V,)`` external item ids (kept as ``item_ids_``, saved with the model).
         """
         from .training import fit_deep_retrieval
 
@@ -197,8 +204,13 @@ class DeepRetrieval:
         self.net_ = DRNet(n_items, self.config, encoder, reranker=reranker).to(self.device_)
         self.item_counts_ = np.bincount(train.items, minlength=n_items).astype(np.int64)
         self.history_: list[dict[str, Any]] = []
-        self.__dict__.pop("_rerank_cache", None)
-        self.__dict__.pop("_compiled_structure", None)
+        self.cold_ = np.zeros(n_items, dtype=bool)
+        self.removed_ = np.zeros(n_items, dtype=bool)
+        if item_ids is not None and len(item_ids) != n_items:
+            raise ValueError(f"item_ids has {len(item_ids)} entries for n_items = {n_items}")
+        self.item_ids_ = None if item_ids is None else np.asarray(item_ids)
+        self.user_ids_, self.user_histories_ = None, None
+        self._clear_caches()
         fit_deep_retrieval(self, train, frozen_reranker=reranker is not None, on_event=on_event)
         self.beam_calibration_ = self._calibrate_beam(train)
         return self
@@ -495,6 +507,230 @@ class DeepRetrieval:
             info["fraction_scored"] = round(d["candidates_per_query"] / self.n_items_, 5)
         return info
 
+    # ------------------------------------------------------------------ catalogue and users
+    def _clear_caches(self) -> None:
+        for name in ("_rerank_cache", "_compiled_structure", "_item_lookup", "_user_lookup", "_popular"):
+            self.__dict__.pop(name, None)
+
+    def item_flags(self) -> np.ndarray:
+        """``(V,)`` uint8: ``FLAG_COLD`` (placed without interactions), ``FLAG_REMOVED``."""
+        self._check_fitted()
+        flags = np.zeros(self.n_items_, dtype=np.uint8)
+        flags[getattr(self, "cold_", flags.astype(bool))] |= FLAG_COLD
+        flags[getattr(self, "removed_", flags.astype(bool))] |= FLAG_REMOVED
+        return flags
+
+    def item_index(self, external: list | np.ndarray) -> tuple[np.ndarray, list]:
+        """External item ids → ``(internal ids (m,) of the known ones, unknown ids as given)``.
+
+        Ids compare as strings, so ``"42"`` and ``42`` are the same item. Without stored item
+        ids the model's internal ids are the ids (``0 .. V-1``).
+        """
+        self._check_fitted()
+        lookup = self.__dict__.get("_item_lookup")
+        if lookup is None:
+            ids = getattr(self, "item_ids_", None)
+            names = range(self.n_items_) if ids is None else ids.tolist()
+            lookup = self._item_lookup = {str(v): i for i, v in enumerate(names)}
+        known, unknown = [], []
+        for x in external:
+            i = lookup.get(str(x))
+            if i is None:
+                unknown.append(x)
+            else:
+                known.append(i)
+        return np.array(known, dtype=np.int64), unknown
+
+    def set_known_users(self, user_ids: np.ndarray, histories: Sequences) -> None:
+        """Keep ``histories`` (internal item ids) of users ``user_ids``, for lookups by user id
+        (:meth:`user_history`, the service's ``user_id`` requests); saved with the bundle."""
+        user_ids = np.asarray(user_ids)
+        if len(user_ids) != len(histories):
+            raise ValueError(f"{len(user_ids)} user ids for {len(histories)} histories")
+        self.user_ids_ = user_ids.astype(str) if user_ids.dtype == object else user_ids
+        self.user_histories_ = histories
+        self.__dict__.pop("_user_lookup", None)
+
+    def user_history(self, user_id: Any) -> np.ndarray:
+        """``(L,)`` internal item ids of a known user; ``KeyError`` for an unknown one."""
+        if getattr(self, "user_histories_", None) is None:
+            raise KeyError(f"unknown user {user_id!r}: this model holds no user histories")
+        lookup = self.__dict__.get("_user_lookup")
+        if lookup is None:
+            lookup = self._user_lookup = {str(v): i for i, v in enumerate(self.user_ids_.tolist())}
+        row = lookup.get(str(user_id))
+        if row is None:
+            raise KeyError(f"unknown user {user_id!r}")
+        h = self.user_histories_
+        return h.items[h.indptr[row] : h.indptr[row + 1]]
+
+    def popular_items(self, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` most frequent training items not removed or in ``exclude``: the fallback for
+        an empty history. Returns ``(ids (n,), counts as float32 scores (n,))``, padded."""
+        self._check_fitted()
+        order = self.__dict__.get("_popular")
+        if order is None:
+            active = np.flatnonzero(~self.removed_)
+            order = self._popular = active[np.lexsort((active, -self.item_counts_[active]))]
+        ranked = order if exclude is None or len(exclude) == 0 else order[~np.isin(order, exclude)]
+        ids = np.full(n, -1, dtype=np.int64)
+        scores = np.full(n, -np.inf, dtype=np.float32)
+        top = ranked[:n]
+        ids[: len(top)], scores[: len(top)] = top, self.item_counts_[top]
+        return ids, scores
+
+    def remove_items(self, items: np.ndarray) -> int:
+        """Take internal item ids out of the index: they are never retrieved or returned again
+        (their rows stay, so ids do not shift). Returns how many were newly removed."""
+        self._check_fitted()
+        items = np.asarray(items, dtype=np.int64)
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items_):
+            raise ValueError(f"item ids must lie in [0, {self.n_items_}), got {items.min()}..{items.max()}")
+        newly = int((~self.removed_[items]).sum()) if len(items) else 0
+        self.removed_ = self.removed_.copy()
+        self.removed_[items] = True
+        self.item_paths_ = ItemPathMap(self.item_paths_.path_ids, self.codec_, excluded=self.removed_)
+        self._clear_caches()
+        return newly
+
+    @torch.no_grad()
+    def add_items(
+        self,
+        item_ids: list | np.ndarray | None = None,
+        *,
+        n_new: int | None = None,
+        interactions: Sequences | None = None,
+        features: np.ndarray | None = None,
+        neighbours: Sequences | None = None,
+        n_neighbours: int = 20,
+    ) -> np.ndarray:
+        """Add items without retraining; returns their internal ids ``V .. V + n - 1``.
+
+        Each new item gets ``J`` paths, a reranker vector, a bias and an input embedding, from
+        its contexts (see :mod:`deep_retrieval.catalogue`): the histories of the users who
+        picked it in ``interactions`` (warm items) or else its neighbours, from ``features`` or
+        given in ``neighbours`` (cold items, flagged in ``cold_``). Its reranker vector points
+        along the mean query of its contexts (scaled to the mean item-vector norm); its bias and
+        input embedding are the means over the items of its contexts.
+
+        Args:
+            item_ids: external ids of the new items (required when the model stores item ids;
+                must be new and distinct).
+            n_new: the number of new items, for models without external ids.
+            interactions: rows of internal ids in ``0 .. V + n - 1`` (new items are ``≥ V``).
+            features: ``(V + n, F)`` features of every item, existing and new.
+            neighbours: ``n`` rows of existing item ids, one per new item (empty rows allowed
+                for items placed otherwise).
+            n_neighbours: neighbours taken from ``features``.
+        """
+        from .catalogue import feature_neighbours, occurrence_contexts, top_paths
+
+        self._check_fitted()
+        n_old = self.n_items_
+        stored = getattr(self, "item_ids_", None)
+        if stored is None and item_ids is not None:
+            raise ValueError("this model has no external item ids: pass n_new instead of item_ids")
+        if item_ids is not None:
+            new_names = np.asarray(item_ids)
+            n = len(new_names)
+            known, _ = self.item_index(new_names)
+            if len(known):
+                taken = [str(stored[i]) if stored is not None else str(i) for i in known[:10]]
+                raise ValueError(f"item ids already in the model: {', '.join(taken)}")
+            if len({str(x) for x in new_names.tolist()}) != n:
+                raise ValueError("item_ids holds duplicates")
+        elif stored is not None:
+            raise ValueError("this model stores external item ids: pass item_ids for the new items")
+        else:
+            n = int(n_new or 0)
+        if n < 1:
+            raise ValueError("add_items needs at least one new item")
+        total = n_old + n
+
+        ctx_items, ctx_rows = np.zeros(0, np.int64), Sequences.from_lists([])
+        if interactions is not None:
+            if len(interactions.items) and (interactions.items.min() < 0 or interactions.items.max() >= total):
+                raise ValueError(f"interactions hold ids outside [0, {total})")
+            ctx_items, ctx_rows = occurrence_contexts(interactions, n_old, self._history_length())
+        warm = np.zeros(n, dtype=bool)
+        warm[ctx_items - n_old] = True
+        extra_items, extra_rows = [], []
+        if neighbours is not None:
+            if len(neighbours) != n:
+                raise ValueError(f"neighbours must have one row per new item ({n}), got {len(neighbours)}")
+            if len(neighbours.items) and (neighbours.items.min() < 0 or neighbours.items.max() >= n_old):
+                raise ValueError(f"neighbours must be existing item ids in [0, {n_old})")
+            for i in np.flatnonzero(~warm & (neighbours.lengths > 0)):
+                extra_items.append(n_old + i)
+                extra_rows.append(neighbours.items[neighbours.indptr[i] : neighbours.indptr[i + 1]])
+        covered = warm.copy()
+        covered[np.array(extra_items, dtype=np.int64) - n_old] = True
+        if features is not None and (~covered).any():
+            features = np.asarray(features, dtype=np.float32)
+            if features.ndim != 2 or len(features) != total or not np.isfinite(features).all():
+                raise ValueError(f"features must be a finite (V + n = {total}, F) array, got shape {features.shape}")
+            todo = n_old + np.flatnonzero(~covered)
+            nb = feature_neighbours(features, n_old, todo, n_neighbours)
+            extra_items.extend(todo.tolist())
+            extra_rows.extend(nb.rows(np.array([i])).items for i in range(len(nb)))
+            covered[todo - n_old] = True
+        if not covered.all():
+            missing = np.flatnonzero(~covered)[:10]
+            names = [str(new_names[i]) if item_ids is not None else str(n_old + i) for i in missing]
+            raise ValueError(
+                f"{int((~covered).sum())} new item(s) have no interactions with existing items, no"
+                f" features and no neighbours, so nothing says where to put them: {', '.join(names)}"
+            )
+        if extra_items:
+            ctx_items = np.concatenate([ctx_items, np.array(extra_items, dtype=np.int64)])
+            ctx_rows = Sequences(
+                np.r_[ctx_rows.indptr, ctx_rows.indptr[-1] + np.cumsum([len(r) for r in extra_rows])],
+                np.concatenate([ctx_rows.items, *extra_rows]).astype(np.int64),
+                ctx_rows.ordered,
+            )
+
+        # Path scores of every context, summed per item → its J best paths.
+        S, J = self.config.assignment.n_candidates, self.item_paths_.paths_per_item
+        u = self.user_embeddings(ctx_rows)
+        # S ≥ J distinct beam paths per context, so every item gets J paths.
+        path_ids, log_probs = self._beam(u, min(max(S, J), self.codec_.n_paths))
+        paths, _ = top_paths(ctx_items - n_old, path_ids, np.exp(log_probs.astype(np.float64)), n, self.codec_.n_paths, J)
+
+        # Reranker vectors: mean query direction of the contexts; bias and input embedding: means
+        # over the contexts' items.
+        head = self.net_.reranker
+        ctx_owner = np.repeat(ctx_items - n_old, ctx_rows.lengths)
+        per_item = np.maximum(np.bincount(ctx_owner, minlength=n), 1).astype(np.float64)[:, None]
+
+        def context_mean(table: np.ndarray) -> np.ndarray:
+            out = np.zeros((n, table.shape[1]))
+            np.add.at(out, ctx_owner, table[ctx_rows.items])
+            return out / per_item
+
+        keys = context_mean(head.item_table.weight.detach().cpu().numpy())
+        inputs = context_mean(head.encoder.item_embedding.weight.detach().cpu().numpy())
+        bias = None
+        if head.item_bias is not None:
+            b = head.item_bias.detach().cpu().numpy()
+            bias = np.bincount(ctx_owner, weights=b[ctx_rows.items], minlength=n) / per_item[:, 0]
+        head.append_items(inputs, keys, bias)
+
+        self.n_items_ = total
+        self.item_paths_ = ItemPathMap(
+            np.vstack([self.item_paths_.path_ids, paths]), self.codec_,
+            excluded=np.r_[self.removed_, np.zeros(n, bool)],
+        )
+        occurrences = np.zeros(n, np.int64)
+        if interactions is not None:
+            occurrences = np.bincount(interactions.items[interactions.items >= n_old] - n_old, minlength=n)
+        self.item_counts_ = np.r_[self.item_counts_, occurrences]
+        self.cold_ = np.r_[self.cold_, ~warm]
+        self.removed_ = np.r_[self.removed_, np.zeros(n, bool)]
+        if stored is not None:
+            self.item_ids_ = np.concatenate([stored.astype(str), new_names.astype(str)])
+        self._clear_caches()
+        return np.arange(n_old, total, dtype=np.int64)
+
     # ------------------------------------------------------------------ persistence
     def save(
         self,
@@ -503,12 +739,18 @@ class DeepRetrieval:
         item_ids: np.ndarray | None = None,
         training: dict[str, Any] | None = None,
     ) -> Path:
-        """Write the model into directory ``path`` (replaced atomically: written beside, then renamed).
+        """Write the model bundle into directory ``path``, atomically.
 
-        Files: ``manifest.json`` (format version, config, sizes, history, versions),
-        ``weights.safetensors``, ``item_paths.npy`` ``(V, J)`` path ids, ``beam_calibration.npy``,
-        ``item_counts.npy`` and, when given, ``item_ids.npy`` (external ids). ``training`` is free
-        JSON metadata (data set, protocol settings) kept in the manifest. No pickle anywhere.
+        Everything is written into a temporary directory beside ``path``, flushed to disk, then
+        renamed over it, so a crash leaves either the old bundle or the new one, never a mix.
+
+        Files: ``manifest.json`` (format version, config, sizes, history, versions, and the byte
+        size and SHA-256 of every other file), ``weights.safetensors``, ``item_paths.npy``
+        ``(V, J)`` path ids, the inverted index ``occupied_paths.npy`` / ``path_indptr.npy`` /
+        ``path_items.npy``, ``item_flags.npy`` ``(V,)`` (1 = cold, 2 = removed),
+        ``item_counts.npy``, ``beam_calibration.npy``; when known, ``item_ids.npy`` (external
+        ids) and the known users' histories ``user_ids.npy`` / ``user_indptr.npy`` /
+        ``user_items.npy``. ``training`` is free JSON metadata kept in the manifest. No pickle.
         """
         from safetensors.torch import save_file
 
@@ -527,16 +769,28 @@ class DeepRetrieval:
                 state[k] = v.clone() if ptr in storages else v
                 storages.add(ptr)
             save_file(state, tmp / "weights.safetensors")
-            np.save(tmp / "item_paths.npy", self.item_paths_.path_ids, allow_pickle=False)
-            np.save(tmp / "item_counts.npy", self.item_counts_, allow_pickle=False)
-            np.save(tmp / "beam_calibration.npy", np.stack(self.beam_calibration_).astype(np.float64), allow_pickle=False)
+            index = self.item_paths_
+            arrays = {
+                "item_paths": index.path_ids,
+                "occupied_paths": index.occupied_paths,
+                "path_indptr": index.path_indptr,
+                "path_items": index.path_items,
+                "item_flags": self.item_flags(),
+                "item_counts": self.item_counts_,
+                "beam_calibration": np.stack(self.beam_calibration_).astype(np.float64),
+            }
             if item_ids is None:
                 item_ids = getattr(self, "item_ids_", None)
             if item_ids is not None:
                 ids = np.asarray(item_ids)
-                if ids.dtype == object:
-                    ids = ids.astype(str)
-                np.save(tmp / "item_ids.npy", ids, allow_pickle=False)
+                arrays["item_ids"] = ids.astype(str) if ids.dtype == object else ids
+            users = getattr(self, "user_histories_", None)
+            if users is not None:
+                arrays["user_ids"] = self.user_ids_
+                arrays["user_indptr"] = users.indptr
+                arrays["user_items"] = users.items
+            for name, arr in arrays.items():
+                np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
             manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -549,8 +803,10 @@ class DeepRetrieval:
                 "training": training if training is not None else getattr(self, "training_", None),
                 "versions": versions(),
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "files": {f.name: _file_record(f) for f in sorted(tmp.iterdir())},
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            _fsync_tree(tmp)
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -559,14 +815,21 @@ class DeepRetrieval:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
+            _fsync_dir(path.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "auto") -> DeepRetrieval:
-        """Read a model written by :meth:`save`; refuses unknown formats with a clear message."""
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", verify: bool = True) -> DeepRetrieval:
+        """Read a bundle written by :meth:`save`.
+
+        Refuses, with a message that names the file and what is wrong: a directory without a
+        manifest, another format, an unknown format version, a missing or truncated file (size
+        against the manifest) and, with ``verify`` (default), a file whose SHA-256 differs
+        (about 1 s per GB). Bundles of format version 1 (no checksums, no index) still load.
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -576,16 +839,18 @@ class DeepRetrieval:
             raise FileNotFoundError(f"{path} is not a saved Deep Retrieval model (no manifest.json)")
         try:
             manifest = json.loads(manifest_file.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{manifest_file} is corrupt: {exc}") from exc
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path} holds {manifest.get('format')!r}, not a {FORMAT}")
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            fmt = manifest.get("format") if isinstance(manifest, dict) else None
+            raise ValueError(f"{path} holds {fmt!r}, not a {FORMAT}")
         version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ValueError(
-                f"{path} has model format version {version}; this deep-retrieval reads version"
-                f" {FORMAT_VERSION}: upgrade the package or retrain"
+                f"{path} has model format version {version}; this deep-retrieval reads versions"
+                f" {', '.join(map(str, READABLE_VERSIONS))}: upgrade the package or retrain"
             )
+        _check_files(path, manifest.get("files"), verify=verify)
         try:
             config = _from_mapping(DRConfig, manifest["config"])
         except ConfigError as exc:
@@ -600,20 +865,94 @@ class DeepRetrieval:
         s = config.structure
         model.codec_ = PathCodec(s.n_layers, s.n_nodes)
         net = DRNet(model.n_items_, config, model.encoder_kind_, **manifest.get("reranker", {}))
+
+        def array(name: str, required: bool = True) -> np.ndarray | None:
+            file = path / f"{name}.npy"
+            if not required and not file.exists():
+                return None
+            return np.load(file, allow_pickle=False)
+
         try:
-            state = load_file(path / "weights.safetensors")
-            net.load_state_dict(state)
-            item_paths = np.load(path / "item_paths.npy", allow_pickle=False)
-            model.item_counts_ = np.load(path / "item_counts.npy", allow_pickle=False)
-            calib = np.load(path / "beam_calibration.npy", allow_pickle=False)
+            net.load_state_dict(load_file(path / "weights.safetensors"))
+            item_paths = array("item_paths")
+            model.item_counts_ = array("item_counts")
+            calib = array("beam_calibration")
+            flags = array("item_flags", required=False)
+            flags = np.zeros(model.n_items_, np.uint8) if flags is None else flags
+            if item_paths.shape[0] != model.n_items_ or flags.shape != (model.n_items_,):
+                raise ValueError(f"item arrays do not have n_items = {model.n_items_} rows")
+            model.cold_ = (flags & FLAG_COLD) != 0
+            model.removed_ = (flags & FLAG_REMOVED) != 0
+            if (path / "path_items.npy").exists():
+                model.item_paths_ = ItemPathMap.from_index(
+                    item_paths, model.codec_, array("occupied_paths"), array("path_indptr"),
+                    array("path_items"), excluded=model.removed_,
+                )
+            else:
+                model.item_paths_ = ItemPathMap(item_paths, model.codec_, excluded=model.removed_)
+            model.item_ids_ = array("item_ids", required=False)
+            user_ids = array("user_ids", required=False)
+            if user_ids is not None:
+                model.set_known_users(user_ids, Sequences(array("user_indptr"), array("user_items"), model.ordered_))
         except (SafetensorError, RuntimeError, ValueError, OSError, EOFError) as exc:
             raise ValueError(f"{path} is incomplete or corrupt ({exc}); re-save or retrain the model") from exc
         model.net_ = net.to(model.device_).eval()
-        model.item_paths_ = ItemPathMap(item_paths, model.codec_)
         model.beam_calibration_ = (calib[0].astype(np.int64), calib[1])
-        ids_file = path / "item_ids.npy"
-        model.item_ids_ = np.load(ids_file, allow_pickle=False) if ids_file.exists() else None
         return model
+
+
+def _file_record(file: Path) -> dict[str, Any]:
+    return {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_files(path: Path, files: dict[str, Any] | None, *, verify: bool) -> None:
+    """Every file the manifest lists exists with its recorded size (and SHA-256 with ``verify``)."""
+    if files is None:  # format version 1 recorded no files
+        return
+    for name, record in files.items():
+        file = path / name
+        if Path(name).name != name:
+            raise ValueError(f"{path}/manifest.json lists an invalid file name {name!r}")
+        if not file.is_file():
+            raise ValueError(f"{path} is incomplete: {name} is missing; re-save or retrain the model")
+        size = file.stat().st_size
+        if size != record["bytes"]:
+            raise ValueError(
+                f"{file} is truncated or altered: {size} bytes, the manifest says {record['bytes']};"
+                " re-save or retrain the model"
+            )
+        if verify and _sha256(file) != record["sha256"]:
+            raise ValueError(
+                f"{file} is corrupt: its SHA-256 differs from the manifest's; re-save or retrain the"
+                " model (or load with verify=False to skip the check)"
+            )
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file of ``directory`` and the directory itself (before the rename)."""
+    for f in directory.iterdir():
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _reranker_options(head: SoftmaxModel) -> dict[str, Any]:

@@ -174,10 +174,13 @@ class ItemPathMap:
     Args:
         path_ids: ``(V, J)`` int path ids, distinct within each row.
         codec: the :class:`PathCodec` the ids belong to.
+        excluded: optional ``(V,)`` bool; items left out of the inverted index (removed from
+            serving) while keeping their row of ``path_ids``.
 
     Attributes:
         path_ids: ``(V, J)`` int64, read-only.
         codec: the codec.
+        excluded: ``(V,)`` bool, read-only.
         occupied_paths: ``(P,)`` int64 sorted ids of the paths holding at least one item.
         path_indptr: ``(P + 1,)`` int64; items on ``occupied_paths[p]`` are
             ``path_items[path_indptr[p]:path_indptr[p + 1]]`` (ascending).
@@ -191,7 +194,7 @@ class ItemPathMap:
         True
     """
 
-    def __init__(self, path_ids: np.ndarray, codec: PathCodec) -> None:
+    def __init__(self, path_ids: np.ndarray, codec: PathCodec, *, excluded: np.ndarray | None = None) -> None:
         ids = _as_int_array(path_ids, "path_ids")
         if ids.ndim != 2 or ids.shape[1] < 1:
             raise ValueError(f"path_ids must have shape (n_items, paths_per_item), got {ids.shape}")
@@ -213,18 +216,73 @@ class ItemPathMap:
         self.path_ids = ids.copy()
         self.path_ids.flags.writeable = False  # the inverted index below must stay consistent
 
+        self.excluded = self._check_excluded(excluded, len(ids))
+
         flat = self.path_ids.ravel()  # (V·J,)
+        slots = np.arange(flat.size, dtype=np.int64)
+        if self.excluded.any():
+            slots = slots[~np.repeat(self.excluded, ids.shape[1])]
         # Stable sort: within one path the items stay in increasing order.
-        order = np.argsort(flat, kind="stable")
+        order = slots[np.argsort(flat[slots], kind="stable")]
         sorted_ids = flat[order]
-        is_start = np.ones(flat.size, dtype=bool)
+        is_start = np.ones(len(order), dtype=bool)
         is_start[1:] = sorted_ids[1:] != sorted_ids[:-1]
         starts = np.flatnonzero(is_start)
         self.occupied_paths = sorted_ids[starts]  # (P,)
-        self.path_indptr = np.r_[starts, flat.size].astype(np.int64)  # (P + 1,)
-        self.path_items = (order // self.path_ids.shape[1]).astype(np.int64)  # (V·J,)
+        self.path_indptr = np.r_[starts, len(order)].astype(np.int64)  # (P + 1,)
+        self.path_items = (order // self.path_ids.shape[1]).astype(np.int64)  # (indexed V·J,)
         for arr in (self.occupied_paths, self.path_indptr, self.path_items):
             arr.flags.writeable = False
+
+    @staticmethod
+    def _check_excluded(excluded: np.ndarray | None, n_items: int) -> np.ndarray:
+        out = np.zeros(n_items, dtype=bool) if excluded is None else np.asarray(excluded, dtype=bool).copy()
+        if out.shape != (n_items,):
+            raise ValueError(f"excluded must have shape ({n_items},), got {out.shape}")
+        out.flags.writeable = False
+        return out
+
+    @classmethod
+    def from_index(
+        cls,
+        path_ids: np.ndarray,
+        codec: PathCodec,
+        occupied_paths: np.ndarray,
+        path_indptr: np.ndarray,
+        path_items: np.ndarray,
+        excluded: np.ndarray | None = None,
+    ) -> ItemPathMap:
+        """Rebuild from stored arrays without re-sorting (a saved model's inverted index).
+
+        Checks the invariants that cost one pass (shapes, ranges, sorted ``occupied_paths``,
+        monotone ``path_indptr``, entry count); content corruption is the bundle checksums' job.
+        """
+        self = cls.__new__(cls)
+        self.codec = codec
+        self.path_ids = _as_int_array(path_ids, "path_ids")
+        self.excluded = cls._check_excluded(excluded, len(self.path_ids))
+        self.occupied_paths = _as_int_array(occupied_paths, "occupied_paths")
+        self.path_indptr = _as_int_array(path_indptr, "path_indptr")
+        self.path_items = _as_int_array(path_items, "path_items")
+        n_indexed = int((~self.excluded).sum()) * self.path_ids.shape[1]
+        problems = []
+        if self.path_ids.ndim != 2:
+            problems.append(f"path_ids has shape {self.path_ids.shape}")
+        if len(self.path_indptr) != len(self.occupied_paths) + 1 or self.path_indptr[0] != 0:
+            problems.append("path_indptr does not match occupied_paths")
+        elif np.any(np.diff(self.path_indptr) <= 0) or self.path_indptr[-1] != len(self.path_items):
+            problems.append("path_indptr is not strictly increasing up to len(path_items)")
+        if len(self.path_items) != n_indexed:
+            problems.append(f"path_items has {len(self.path_items)} entries, expected {n_indexed}")
+        if np.any(np.diff(self.occupied_paths) <= 0):
+            problems.append("occupied_paths is not strictly increasing")
+        if len(self.path_items) and (self.path_items.min() < 0 or self.path_items.max() >= len(self.path_ids)):
+            problems.append("path_items holds ids outside the item range")
+        if problems:
+            raise ValueError("inconsistent path index: " + "; ".join(problems))
+        for arr in (self.path_ids, self.occupied_paths, self.path_indptr, self.path_items):
+            arr.flags.writeable = False
+        return self
 
     @classmethod
     def from_paths(cls, paths: np.ndarray, codec: PathCodec) -> ItemPathMap:

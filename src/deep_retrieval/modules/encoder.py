@@ -69,6 +69,18 @@ class UserEncoder(nn.Module):
             return self._mean(ids, mask)
         return self._gru(ids, mask)
 
+    @torch.no_grad()
+    def append_items(self, vectors: np.ndarray) -> None:
+        """Grow the vocabulary by ``n`` items with the given ``(n, E)`` embeddings; the padding row
+        moves to the new end (it stays zero)."""
+        old = self.item_embedding.weight
+        n_new = self.n_items + len(vectors)
+        table = torch.zeros((n_new + 1, self.dim), dtype=old.dtype, device=old.device)
+        table[: self.n_items] = old[: self.n_items]
+        table[self.n_items : n_new] = torch.as_tensor(vectors, dtype=old.dtype, device=old.device)
+        self.item_embedding = nn.Embedding.from_pretrained(table, freeze=False, padding_idx=n_new)
+        self.n_items = self.pad = n_new
+
     def encode_row(self, ids: np.ndarray) -> torch.Tensor | None:
         """One history (``(L,)`` item ids, no padding) → ``(1, E)``, or ``None`` where there is no
         shortcut (GRU, projection, a table off the CPU, autograd on).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +63,20 @@ class SoftmaxModel(nn.Module):
         self.item_table = nn.Embedding(n_items, dim)
         nn.init.normal_(self.item_table.weight, std=dim**-0.5)
         self.item_bias = nn.Parameter(torch.zeros(n_items)) if bias else None
+
+    @torch.no_grad()
+    def append_items(self, inputs: np.ndarray, keys: np.ndarray, bias: np.ndarray | None) -> None:
+        """Grow the vocabulary by ``n`` items with the given ``(n, E)`` input embeddings, raw
+        item-table rows and ``(n,)`` biases (ignored when the model has no bias)."""
+        self.encoder.append_items(inputs)
+        old = self.item_table.weight
+        self.item_table = nn.Embedding.from_pretrained(
+            torch.cat([old, torch.as_tensor(keys, dtype=old.dtype, device=old.device)]), freeze=False
+        )
+        if self.item_bias is not None:
+            extra = torch.as_tensor(np.zeros(len(keys)) if bias is None else bias, dtype=old.dtype, device=old.device)
+            self.item_bias = nn.Parameter(torch.cat([self.item_bias.detach(), extra]))
+        self.n_items += len(keys)
 
     def user_embedding(self, hist: torch.Tensor) -> torch.Tensor:
         """``(N, L)`` int64 history ids (``-1`` padded) → ``(N, E)`` raw encoder output."""
