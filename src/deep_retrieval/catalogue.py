@@ -56,24 +56,27 @@ def feature_neighbours(
     """The ``n_neighbours`` existing items most similar (cosine of ``features``) to each new item.
 
     Args:
-        features: ``(V + n, F)`` float features of every item, existing and new.
+        features: ``(V + n, F)`` float features of every item, existing and new; an existing
+            item whose row is not finite (e.g. ``nan``: no features known) is never a neighbour.
         n_old: ``V``; rows ``0 .. V-1`` are the existing items.
-        new: ``(m,)`` ids (``≥ V``) of the items to find neighbours for.
+        new: ``(m,)`` ids (``≥ V``) of the items to find neighbours for (finite rows).
 
     Returns:
         ``m`` rows of existing item ids, most similar first.
     """
     feats = np.asarray(features, dtype=np.float32)
-    norms = np.linalg.norm(feats, axis=1, keepdims=True)
-    unit = feats / np.maximum(norms, 1e-12)
-    old = unit[:n_old]
-    k = min(n_neighbours, n_old)
+    usable = np.flatnonzero(np.isfinite(feats[:n_old]).all(axis=1))
+    if len(usable) == 0:
+        raise ValueError("no existing item has finite features: nothing to compare new items with")
+    unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    old = unit[usable]
+    k = min(n_neighbours, len(usable))
     out = []
     for s in range(0, len(new), batch):
-        sim = unit[new[s : s + batch]] @ old.T  # (m', V)
+        sim = unit[new[s : s + batch]] @ old.T  # (m', V')
         top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
-        out.extend(np.take_along_axis(top, order, axis=1))
+        out.extend(usable[np.take_along_axis(top, order, axis=1)])
     return Sequences.from_lists(out, ordered=False)
 
 

@@ -239,10 +239,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.write(json.dumps(entry), file=sys.stderr)
             bar.update(1)
 
-        model.fit(split.train, split.n_items, on_event=None if args.quiet else on_event)
+        model.fit(split.train, split.n_items, on_event=None if args.quiet else on_event, item_ids=split.item_ids)
+    # The training users become the bundle's known users (the service's `user_id` requests).
+    model.set_known_users(split.train_user_ids, split.train)
     model.save(
         args.out,
-        item_ids=split.item_ids,
         training={"dataset": name, "protocol": split.protocol, "protocol_config": to_dict(config.protocol),
                   "data": split.summary()},
     )
@@ -334,6 +335,146 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_id_table(path: Path) -> list[list[str]]:
+    """Rows of a small CSV/TSV/whitespace file as lists of strings (blank lines and # comments
+    skipped)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rows.append([x for x in line.replace(",", " ").replace("\t", " ").split(" ") if x])
+    return rows
+
+
+def cmd_add_items(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data.readers import read_ratings_file
+    from .data.types import Sequences
+    from .model import DeepRetrieval
+
+    if not (args.interactions or args.features or args.neighbours):
+        raise CLIError("give at least one of --interactions, --features, --neighbours")
+    model = DeepRetrieval.load(args.model, device="cpu")
+    new_names: dict[str, int] = {}  # external id → position among the new items
+
+    def internal(x) -> int:
+        known, _ = model.item_index([x])
+        if len(known):
+            return int(known[0])
+        return model.n_items_ + new_names.setdefault(str(x), len(new_names))
+
+    interactions = None
+    if args.interactions:
+        data = read_ratings_file(args.interactions)
+        order = np.lexsort((data.timestamps,) if data.timestamps is not None else (np.arange(len(data)),))
+        rows: dict[str, list[int]] = {}
+        for u, v in zip(data.users[order].tolist(), data.items[order].tolist()):
+            if str(u) not in rows:  # a known user's stored history comes first: it is the context
+                try:
+                    rows[str(u)] = model.user_history(u).tolist()
+                except KeyError:
+                    rows[str(u)] = []
+            rows[str(u)].append(internal(v))
+        interactions = Sequences.from_lists(list(rows.values()), ordered=data.timestamps is not None)
+    feature_rows = {}
+    if args.features:
+        for row in _read_id_table(args.features):
+            try:
+                feature_rows[row[0]] = [float(x) for x in row[1:]]
+            except ValueError:
+                if feature_rows:
+                    raise CLIError(f"{args.features}: non-numeric feature in the row of item {row[0]}") from None
+                continue  # a header line
+        for x in feature_rows:
+            internal(x)
+    neighbour_rows = {}
+    if args.neighbours:
+        for row in _read_id_table(args.neighbours):
+            known, unknown = model.item_index(row[1:])
+            if unknown:
+                print(f"ignored {len(unknown)} unknown neighbour id(s) of {row[0]}", file=sys.stderr)
+            neighbour_rows[str(row[0])] = known
+            internal(row[0])
+    n = len(new_names)
+    if n == 0:
+        raise CLIError("the files name no item the model does not already hold: nothing to add")
+    features = None
+    if feature_rows:
+        widths = {len(f) for f in feature_rows.values()}
+        if len(widths) != 1:
+            raise CLIError(f"{args.features}: rows have different numbers of features {sorted(widths)}")
+        features = np.full((model.n_items_ + n, widths.pop()), np.nan, dtype=np.float32)
+        for x, f in feature_rows.items():
+            features[internal(x)] = f
+    neighbours = None
+    if neighbour_rows:
+        neighbours = Sequences.from_lists([neighbour_rows.get(x, []) for x in new_names], ordered=False)
+    names = list(new_names)
+    ids = None if model.item_ids_ is None else np.array(names)
+    if ids is None and any(not x.isdigit() or int(x) != model.n_items_ + i for i, x in enumerate(names)):
+        raise CLIError("this model has no external item ids: new items must be numbered from n_items up")
+    new = model.add_items(ids, n_new=n, interactions=interactions, features=features, neighbours=neighbours)
+    out = model.save(args.out or args.model)
+    cold = int(model.cold_[new].sum())
+    print(f"added {n} item(s) ({n - cold} from interactions, {cold} cold); {model.n_items_:,} items; saved {out}")
+    return 0
+
+
+def cmd_remove_items(args: argparse.Namespace) -> int:
+    from .model import DeepRetrieval
+
+    model = DeepRetrieval.load(args.model, device="cpu")
+    wanted = [x.strip() for x in args.items.split(",") if x.strip()]
+    known, unknown = model.item_index(wanted)
+    if unknown:
+        raise CLIError(f"unknown item id(s), nothing removed: {', '.join(map(str, unknown[:10]))}")
+    newly = model.remove_items(known)
+    out = model.save(args.out or args.model)
+    print(f"removed {newly} item(s) ({len(known) - newly} were already removed); saved {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .service import ServiceLimits, serve
+    except ImportError as exc:  # fastapi / uvicorn are the `serve` extra
+        raise CLIError(f"the service needs its extra: pip install 'deep-retrieval[serve]' ({exc})") from exc
+
+    limits = ServiceLimits(max_n=args.max_n, max_history=args.max_history, max_batch=args.max_batch)
+    serve(args.model, host=args.host, port=args.port, device=args.device, limits=limits,
+          log_level="warning" if args.quiet else "info")
+    return 0
+
+
+def cmd_load_test(args: argparse.Namespace) -> int:
+    from ._utils import atomic_write_text
+    from .config import BenchmarkConfig, load_config
+    from .data.protocols import make_split
+    from .loadtest import run_load_test
+
+    if args.histories:
+        histories = [row for row in _read_id_table(args.histories)]
+    else:
+        config = load_config(BenchmarkConfig, None, [])
+        _, data = _load_data(args)
+        split = make_split(data, args.protocol, config.protocol)
+        h = split.test_history
+        names = split.item_ids.tolist()
+        histories = [[names[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]] for u in range(len(h))]
+    histories = [row for row in histories if row]
+    result = run_load_test(
+        args.url, histories, n=args.n, clients=args.clients, duration_s=args.duration,
+        max_requests=args.max_requests, reload_every_s=args.reload_every,
+        reload_paths=args.reload_paths.split(",") if args.reload_paths else None,
+    )
+    text = json.dumps(result, indent=2)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
+    print(text)
+    return 1 if result["errors"] or result["reload_failures"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deep-retrieval",
@@ -422,6 +563,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="model directory written by `train`")
     p.add_argument("--png", type=Path, help="histogram file (default MODEL/path_sizes.png)")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("add-items", help="add items to a saved model without retraining (warm or cold)")
+    p.add_argument("model", type=Path, help="model directory written by `train`")
+    p.add_argument("--interactions", type=Path,
+                   help="user,item[,rating,timestamp] log; items the model lacks are added, placed by the"
+                   " histories of the users who picked them (a known user's stored history comes first)")
+    p.add_argument("--features", type=Path,
+                   help="CSV 'item,f1,f2,…' for existing and new items: new items without interactions go"
+                   " where their most similar existing items are (cold)")
+    p.add_argument("--neighbours", type=Path,
+                   help="lines 'new_item,neighbour,neighbour,…' (e.g. co-occurrence lists) for cold items")
+    p.add_argument("--out", type=Path, help="write here instead of replacing MODEL (atomically)")
+    p.set_defaults(func=cmd_add_items)
+
+    p = sub.add_parser("remove-items", help="take items out of a saved model's index and results")
+    p.add_argument("model", type=Path, help="model directory written by `train`")
+    p.add_argument("--items", required=True, help="comma-separated item ids")
+    p.add_argument("--out", type=Path, help="write here instead of replacing MODEL (atomically)")
+    p.set_defaults(func=cmd_remove_items)
+
+    p = sub.add_parser("serve", help="HTTP retrieval service over a saved model (FastAPI + uvicorn)")
+    p.add_argument("model", type=Path, help="model directory written by `train`")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default cpu")
+    p.add_argument("--max-n", type=int, default=1000, help="largest n a request may ask for (default 1000)")
+    p.add_argument("--max-history", type=int, default=1000, help="longest history (default 1000)")
+    p.add_argument("--max-batch", type=int, default=256, help="most requests in one batch call (default 256)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("load-test", help="drive a running service with concurrent clients; latency, throughput, errors")
+    p.add_argument("url", help="service base URL, e.g. http://127.0.0.1:8000")
+    _add_data_args(p)
+    p.add_argument("--histories", type=Path, help="file of request histories, one per line (default: the data set's test users)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent connections (default 8)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--max-requests", type=int, help="stop after this many requests")
+    p.add_argument("-n", type=int, default=100, help="items per request (default 100)")
+    p.add_argument("--reload-every", type=float, help="POST /v1/reload every S seconds during the test")
+    p.add_argument("--reload-paths", help="comma-separated bundles to cycle through when reloading")
+    p.add_argument("--out", type=Path, help="also write the result JSON here")
+    p.set_defaults(func=cmd_load_test)
 
     p = sub.add_parser("datasets", help="list registered data sets with their counts")
     p.add_argument("--data-dir", type=Path, help="where data sets live")

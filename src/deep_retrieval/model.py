@@ -618,7 +618,8 @@ class DeepRetrieval:
                 must be new and distinct).
             n_new: the number of new items, for models without external ids.
             interactions: rows of internal ids in ``0 .. V + n - 1`` (new items are ``≥ V``).
-            features: ``(V + n, F)`` features of every item, existing and new.
+            features: ``(V + n, F)`` item features; rows that are not finite (``nan``) mean
+                "unknown" (such existing items are never neighbours).
             neighbours: ``n`` rows of existing item ids, one per new item (empty rows allowed
                 for items placed otherwise).
             n_neighbours: neighbours taken from ``features``.
@@ -667,13 +668,14 @@ class DeepRetrieval:
         covered[np.array(extra_items, dtype=np.int64) - n_old] = True
         if features is not None and (~covered).any():
             features = np.asarray(features, dtype=np.float32)
-            if features.ndim != 2 or len(features) != total or not np.isfinite(features).all():
-                raise ValueError(f"features must be a finite (V + n = {total}, F) array, got shape {features.shape}")
-            todo = n_old + np.flatnonzero(~covered)
-            nb = feature_neighbours(features, n_old, todo, n_neighbours)
-            extra_items.extend(todo.tolist())
-            extra_rows.extend(nb.rows(np.array([i])).items for i in range(len(nb)))
-            covered[todo - n_old] = True
+            if features.ndim != 2 or len(features) != total:
+                raise ValueError(f"features must have shape (V + n = {total}, F), got {features.shape}")
+            todo = n_old + np.flatnonzero(~covered & np.isfinite(features[n_old:]).all(axis=1))
+            if len(todo):
+                nb = feature_neighbours(features, n_old, todo, n_neighbours)
+                extra_items.extend(todo.tolist())
+                extra_rows.extend(nb.items[nb.indptr[i] : nb.indptr[i + 1]] for i in range(len(nb)))
+                covered[todo - n_old] = True
         if not covered.all():
             missing = np.flatnonzero(~covered)[:10]
             names = [str(new_names[i]) if item_ids is not None else str(n_old + i) for i in missing]
@@ -891,6 +893,7 @@ class DeepRetrieval:
             else:
                 model.item_paths_ = ItemPathMap(item_paths, model.codec_, excluded=model.removed_)
             model.item_ids_ = array("item_ids", required=False)
+            model.user_ids_, model.user_histories_ = None, None
             user_ids = array("user_ids", required=False)
             if user_ids is not None:
                 model.set_known_users(user_ids, Sequences(array("user_indptr"), array("user_items"), model.ordered_))

@@ -1,0 +1,230 @@
+"""The HTTP service, run as a real server process on a free loopback port."""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deep_retrieval.client import RetrievalClient, ServiceError
+from deep_retrieval.config import DRConfig, ProtocolConfig, load_config
+from deep_retrieval.data.protocols import paper_split
+from deep_retrieval.data.synthetic import make_clustered
+from deep_retrieval.data.types import Sequences
+from deep_retrieval.loadtest import run_load_test
+from deep_retrieval.model import DeepRetrieval
+
+from test_model import TINY
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """Two bundles of one planted model: as trained, and with 20 popular items removed."""
+    data = make_clustered(n_users=400, n_items=160, n_clusters=8, interactions_per_user=20, seed=1)
+    split = paper_split(data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=50, min_rating=0))
+    model = DeepRetrieval(load_config(DRConfig, overrides=TINY), device="cpu")
+    model.fit(split.train, split.n_items, item_ids=np.array([f"i{x}" for x in split.item_ids]))
+    model.set_known_users(np.array([f"u{x}" for x in split.train_user_ids]), split.train)
+    root = tmp_path_factory.mktemp("bundles")
+    first = model.save(root / "first")
+    second = copy.deepcopy(model)
+    removed = second.popular_items(20)[0]
+    second.remove_items(removed)
+    second.save(root / "second")
+    return model, split, first, root / "second", model.item_ids_[removed].tolist()
+
+
+@pytest.fixture(scope="module")
+def server(bundles):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deep_retrieval", "-q", "serve", str(bundles[2]), "--port", str(port),
+         "--max-n", "50", "--max-history", "100", "--max-batch", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if RetrievalClient(url, timeout=2).health()["status"] == "ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}")
+        time.sleep(0.2)
+    yield url, proc
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture()
+def client(bundles, server):
+    with RetrievalClient(server[0]) as c:
+        c.reload(str(bundles[2]))  # every test starts on the first bundle
+        yield c
+
+
+def _raw(url: str, method: str, path: str, body: bytes | None) -> tuple[int, dict]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    raw = resp.read()
+    conn.close()
+    try:
+        return resp.status, json.loads(raw)
+    except ValueError:
+        return resp.status, {"raw": raw.decode(errors="replace")}
+
+
+def test_recommend_matches_the_library(bundles, client):
+    model, split = bundles[:2]
+    names = model.item_ids_
+    history = split.test_history.items[split.test_history.indptr[3] : split.test_history.indptr[4]]
+    got = client.recommend([names[i] for i in history] + ["no-such-item"], n=20)
+    ids, scores = model.recommend(Sequences.from_lists([history]), 20)
+    assert got["items"] == names[ids[0]].tolist()
+    np.testing.assert_allclose(got["scores"], scores[0], rtol=1e-5)
+    assert got["unknown_items"] == ["no-such-item"] and got["fallback"] is None
+    assert got["beam_size"] == model.beam_size_for(20)
+    # exclude and an explicit beam
+    banned = got["items"][:5]
+    again = client.recommend([names[i] for i in history], n=20, exclude=banned, beam_size=4)
+    assert not set(banned) & set(again["items"]) and again["beam_size"] == 4
+
+
+def test_known_users_and_fallbacks(bundles, client):
+    model, split = bundles[:2]
+    user = model.user_ids_[5]
+    by_id = client.recommend(user_id=user, n=10)
+    by_history = client.recommend([model.item_ids_[i] for i in model.user_history(user)], n=10)
+    assert by_id["items"] == by_history["items"]
+    with pytest.raises(ServiceError) as err:
+        client.recommend(user_id="nobody", n=10)
+    assert err.value.status == 404 and "unknown user_id" in err.value.detail
+    empty = client.recommend([], n=10)
+    assert empty["fallback"] == "popularity"
+    assert empty["items"] == model.item_ids_[model.popular_items(10)[0]].tolist()
+    unknown = client.recommend(["x1", "x2"], n=10)
+    assert unknown["fallback"] == "popularity" and unknown["unknown_items"] == ["x1", "x2"]
+
+
+def test_batch_equals_single_calls(bundles, client):
+    model, split = bundles[:2]
+    h = split.test_history
+    reqs = [{"history": [model.item_ids_[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]], "n": 5 + u % 3}
+            for u in range(6)]
+    reqs.append({"history": [], "n": 3})
+    results = client.recommend_batch(reqs)
+    assert [r["items"] for r in results] == [client.recommend(**q)["items"] for q in reqs]
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"history": ["i1"], "n": 0}, 422, "n"),
+        ({"history": ["i1"], "n": 51}, 422, "less than or equal to 50"),
+        ({"history": ["i1"] * 101}, 422, "history"),
+        ({"history": "i1"}, 422, "history"),
+        ({"history": ["i1"], "user_id": "u1"}, 422, "not both"),
+        ({"n": 5}, 422, "give history"),
+        ({"history": ["i1"], "colour": "red"}, 422, "colour"),
+        ({"history": ["i1"], "beam_size": -1}, 422, "beam_size"),
+        ({"history": [["nested"]]}, 422, "history"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(server, body, status, words):
+    code, doc = _raw(server[0], "POST", "/v1/recommend", json.dumps(body).encode())
+    assert code == status and words in json.dumps(doc)
+
+
+def test_malformed_json_and_batch_limits(server):
+    code, doc = _raw(server[0], "POST", "/v1/recommend", b"{not json")
+    assert code == 422 and "JSON" in doc["detail"]
+    code, doc = _raw(server[0], "POST", "/v1/recommend/batch", json.dumps({"requests": [{"history": []}] * 9}).encode())
+    assert code == 422 and "requests" in doc["detail"]
+    code, _ = _raw(server[0], "POST", "/v1/recommend/batch", json.dumps({"requests": []}).encode())
+    assert code == 422
+
+
+def test_info_and_openapi(bundles, client, server):
+    info = client.info()
+    assert info["n_items"] == bundles[0].n_items_ and info["known_users"] == len(bundles[0].user_ids_)
+    assert info["limits"]["max_n"] == 50
+    code, schema = _raw(server[0], "GET", "/openapi.json", None)
+    assert code == 200
+    assert {"/v1/recommend", "/v1/recommend/batch", "/healthz", "/v1/info", "/v1/reload"} <= set(schema["paths"])
+
+
+def test_reload_swaps_bundles_and_survives_a_bad_one(bundles, client, server):
+    gen = client.health()["model_generation"]
+    client.reload(str(bundles[3]))
+    assert client.health()["model_generation"] == gen + 1
+    assert not set(bundles[4]) & set(client.recommend([], n=50)["items"])
+    with pytest.raises(ServiceError) as err:
+        client.reload("/no/such/bundle")
+    assert err.value.status == 422 and "still serving" in err.value.detail
+    assert client.health()["model_generation"] == gen + 1
+    server[1].send_signal(signal.SIGHUP)  # reload the current bundle
+    deadline = time.time() + 30
+    while client.health()["model_generation"] != gen + 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert client.health()["model_generation"] == gen + 2
+
+
+def test_no_failed_request_while_reloading_under_load(bundles, client, server):
+    model, split = bundles[:2]
+    h = split.test_history
+    histories = [[model.item_ids_[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]] for u in range(len(h))]
+    result = run_load_test(
+        server[0], histories, n=20, clients=4, duration_s=4, reload_every_s=0.4,
+        reload_paths=[str(bundles[3]), str(bundles[2])],
+    )
+    assert result["errors"] == 0, result["error_examples"]
+    assert result["reload_failures"] == [] and result["reloads"] >= 3
+    assert len(result["generations_seen"]) >= 2 and result["requests"] > 50
+
+
+_ids = st.one_of(st.text(max_size=6), st.integers(-5, 10**12))
+_values = st.one_of(st.none(), st.booleans(), st.integers(-10, 2000), st.floats(allow_nan=True), st.text(max_size=8),
+                    st.lists(_ids, max_size=120))
+_body = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={"history": st.one_of(st.lists(_ids, max_size=120), _values), "user_id": _values,
+                  "n": _values, "beam_size": _values, "exclude": st.one_of(st.lists(_ids, max_size=20), _values)},
+    ),
+    st.dictionaries(st.text(max_size=5), _values, max_size=3),
+    _values,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_body, batch=st.booleans())
+def test_no_request_gets_a_5xx(server, body, batch):
+    """Hypothesis-driven bodies against both recommend endpoints: 200 or a 4xx, never a 5xx."""
+    path, payload = ("/v1/recommend/batch", {"requests": [body, body]}) if batch else ("/v1/recommend", body)
+    code, doc = _raw(server[0], "POST", path, json.dumps(payload).encode())
+    assert code < 500, doc
+    if code >= 400:
+        assert doc.get("detail")
