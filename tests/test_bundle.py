@@ -9,7 +9,13 @@ import os
 import numpy as np
 import pytest
 
-from deep_retrieval.catalogue import occurrence_contexts, top_paths, top_paths_reference
+from deep_retrieval.assignment import PathScores, assign_paths
+from deep_retrieval.catalogue import (
+    context_path_scores,
+    context_path_scores_reference,
+    occurrence_contexts,
+    place_items,
+)
 from deep_retrieval.config import DRConfig, ProtocolConfig, load_config
 from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
@@ -142,15 +148,39 @@ def test_format_version_1_bundles_still_load(model, planted, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- catalogue
-def test_top_paths_equals_the_reference_loop():
+def test_context_path_scores_equal_the_reference_loop():
     rng = np.random.default_rng(0)
     n_items, n_paths, width = 30, 50, 6
     items = rng.integers(0, n_items, 200)
     path_ids = np.stack([rng.choice(n_paths, width, replace=False) for _ in range(200)])
     probs = rng.random((200, width))
-    fast, found = top_paths(items, path_ids, probs, n_items, n_paths, 3)
-    np.testing.assert_array_equal(fast, top_paths_reference(items, path_ids, probs, n_items, 3))
-    assert (found[np.bincount(items, minlength=n_items) > 0] >= 3).all()
+    fast = context_path_scores(items, path_ids, probs, n_items, n_paths, 4)
+    ids, scores = context_path_scores_reference(items, path_ids, probs, n_items, 4)
+    np.testing.assert_array_equal(fast.path_ids, ids)
+    np.testing.assert_allclose(fast.scores, scores)
+    np.testing.assert_array_equal(fast.counts, np.bincount(items, minlength=n_items))
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_place_items_equals_assign_paths_with_the_old_items_fixed(case):
+    """place_items is assign_paths' coordinate step for one new item, old items held fixed."""
+    rng = np.random.default_rng(case)
+    n_old, n_paths, n_keep, j = 40, 24, 6, 3
+    old = np.stack([rng.choice(n_paths, j, replace=False) for _ in range(n_old)])
+    cand = rng.choice(n_paths, n_keep, replace=False)
+    new = PathScores(cand[None], rng.random((1, n_keep)), np.array([int(rng.integers(1, 6))]))
+    penalty = float(rng.choice([0.0, 1e-3, 1e-2, 0.1]))
+    sizes = {int(c): int(n) for c, n in zip(*np.unique(old, return_counts=True))}
+    placed = place_items(new, sizes, paths_per_item=j, penalty=penalty, n_sweeps=1)
+    full = PathScores(
+        np.vstack([np.full((n_old, n_keep), -1), new.path_ids]),
+        np.vstack([np.zeros((n_old, n_keep)), new.scores]),
+        np.r_[np.zeros(n_old, np.int64), new.counts],
+    )
+    previous = np.vstack([old, rng.choice(n_paths, j, replace=False)[None]])
+    ref, _ = assign_paths(full, paths_per_item=j, penalty=penalty, n_paths=n_paths, n_sweeps=1, previous=previous, rng=0)
+    np.testing.assert_array_equal(placed[0], ref[n_old])
+    assert sum(sizes.values()) == old.size + j  # the new item's paths now count
 
 
 def test_occurrence_contexts_take_the_items_before_else_the_row():
@@ -176,7 +206,7 @@ def test_removed_items_are_never_returned(model, planted):
 
 @pytest.mark.parametrize("source", ["interactions", "features", "neighbours"])
 def test_added_items_are_retrieved_for_users_of_their_neighbours(model, planted, source):
-    """New items land on their cluster's paths: a query of 8 items of the cluster returns them."""
+    """New items land on their cluster's paths: queries of 8 items of the cluster retrieve them."""
     split, cluster = planted[:2]
     n_old = model.n_items_
     new_ids = split.item_ids[n_old:]
@@ -190,15 +220,23 @@ def test_added_items_are_retrieved_for_users_of_their_neighbours(model, planted,
         new = model.add_items(new_ids, neighbours=Sequences.from_lists(nb))
     assert model.n_items_ == len(cluster)
     assert model.cold_[new].all() == (source != "interactions")
-    found = []
+    retrieved, top_new, top_old = [], [], []
     for v in new:
-        ids, _ = model.recommend(_cluster_queries(cluster, n_old, cluster[v], 10, int(v)), 10)
-        found.append(np.mean([v in row for row in ids]))
-    # Observed: 1.0 for every source (an added item starts at its neighbours' centroid). Items
-    # of another cluster, by contrast, are not returned:
-    assert np.mean(found) >= 0.8
-    other = (cluster[new] + 1) % 8
-    ids, _ = model.recommend(_cluster_queries(cluster, n_old, other[0], 10, 0), 10)
+        queries = _cluster_queries(cluster, n_old, cluster[v], 10, int(v))
+        cand = model.retrieve(queries, n=10)
+        retrieved += [v in cand.items[cand.indptr[i] : cand.indptr[i + 1]] for i in range(len(queries))]
+        ids, _ = model.recommend(queries, 10)
+        top_new.append(np.mean([v in row for row in ids]))
+        same = np.flatnonzero((cluster == cluster[v]) & (np.arange(len(cluster)) < n_old))
+        top_old.append(np.mean([np.isin(same, row).mean() for row in ids]))
+    # Observed: 1.0 for every source.
+    assert np.mean(retrieved) >= 0.9
+    if source == "interactions":
+        # A warm item ranks like the existing items of its cluster. Observed: 0.53 against 0.50.
+        assert np.mean(top_new) >= 0.7 * np.mean(top_old)
+    # Items of another cluster's queries do not include them.
+    other = (cluster[new[0]] + 1) % 8
+    ids, _ = model.recommend(_cluster_queries(cluster, n_old, other, 10, 0), 10)
     assert not np.isin(ids, new[cluster[new] == cluster[new[0]]]).any()
 
 

@@ -100,6 +100,26 @@ def test_train_recommend_evaluate_inspect(tmp_path, capsys):
     assert "largest_path_size" in capsys.readouterr().out
     assert (model_dir / "path_sizes.png").stat().st_size > 1000
 
+    # Catalogue changes on the saved bundle: a warm item (watched by known users), a cold one
+    # from features, a cold one from a neighbour list; then removals.
+    (tmp_path / "new.csv").write_text("userId,movieId,rating,timestamp\n1,900001,5,2000000000\n2,900001,4,2000000001\n")
+    (tmp_path / "features.csv").write_text("item,f1,f2\n1,1.0,0.0\n50,0.9,0.1\n260,0.0,1.0\n900002,0.95,0.05\n")
+    (tmp_path / "neighbours.csv").write_text("900003,1,50,260\n")
+    capsys.readouterr()
+    assert main(["add-items", str(model_dir), "--interactions", str(tmp_path / "new.csv"),
+                 "--features", str(tmp_path / "features.csv"), "--neighbours", str(tmp_path / "neighbours.csv")]) == 0
+    assert "added 3 item(s) (1 from interactions, 2 cold)" in capsys.readouterr().out
+    assert main(["recommend", str(model_dir), "--history", "900001,900002,900003", "-n", "5"]) == 0
+    assert "unknown" not in capsys.readouterr().err  # the added items are known ids now
+    assert main(["remove-items", str(model_dir), "--items", "900003,1"]) == 0
+    assert "removed 2 item(s)" in capsys.readouterr().out
+    assert main(["recommend", str(model_dir), "--history", "50,260", "-n", "500"]) == 0
+    ranked = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(ranked) == 500 and "900003" not in ranked and "1" not in ranked
+    assert main(["remove-items", str(model_dir), "--items", "nope"]) == 2
+    assert main(["add-items", str(model_dir), "--neighbours", str(tmp_path / "neighbours.csv")]) == 2
+    assert "nothing to add" in capsys.readouterr().err
+
 
 def test_module_entry_point():
     done = subprocess.run([sys.executable, "-m", "deep_retrieval", "--version"], capture_output=True, text=True)

@@ -624,7 +624,7 @@ class DeepRetrieval:
                 for items placed otherwise).
             n_neighbours: neighbours taken from ``features``.
         """
-        from .catalogue import feature_neighbours, occurrence_contexts, top_paths
+        from .catalogue import context_path_scores, feature_neighbours, occurrence_contexts, place_items
 
         self._check_fitted()
         n_old = self.n_items_
@@ -691,12 +691,18 @@ class DeepRetrieval:
                 ctx_rows.ordered,
             )
 
-        # Path scores of every context, summed per item → its J best paths.
-        S, J = self.config.assignment.n_candidates, self.item_paths_.paths_per_item
+        # Path scores of every context, summed per item, then the penalised choice of J paths
+        # against the current path sizes (as in training's path assignment).
+        a, J = self.config.assignment, self.item_paths_.paths_per_item
         u = self.user_embeddings(ctx_rows)
-        # S ≥ J distinct beam paths per context, so every item gets J paths.
-        path_ids, log_probs = self._beam(u, min(max(S, J), self.codec_.n_paths))
-        paths, _ = top_paths(ctx_items - n_old, path_ids, np.exp(log_probs.astype(np.float64)), n, self.codec_.n_paths, J)
+        # S ≥ J distinct beam paths per context, so every item has J candidates.
+        path_ids, log_probs = self._beam(u, min(max(a.n_candidates, J), self.codec_.n_paths))
+        scores = context_path_scores(
+            ctx_items - n_old, path_ids, np.exp(log_probs.astype(np.float64)), n, self.codec_.n_paths, a.n_candidates
+        )
+        index = self.item_paths_
+        sizes = dict(zip(index.occupied_paths.tolist(), index.path_sizes().tolist()))
+        paths = place_items(scores, sizes, paths_per_item=J, penalty=a.penalty, power=a.power, n_sweeps=a.n_sweeps)
 
         # Reranker vectors: mean query direction of the contexts; bias and input embedding: means
         # over the contexts' items.
@@ -709,12 +715,10 @@ class DeepRetrieval:
             np.add.at(out, ctx_owner, table[ctx_rows.items])
             return out / per_item
 
-        keys = context_mean(head.item_table.weight.detach().cpu().numpy())
         inputs = context_mean(head.encoder.item_embedding.weight.detach().cpu().numpy())
-        bias = None
-        if head.item_bias is not None:
-            b = head.item_bias.detach().cpu().numpy()
-            bias = np.bincount(ctx_owner, weights=b[ctx_rows.items], minlength=n) / per_item[:, 0]
+        keys, bias = self._fit_new_item_vectors(
+            u, ctx_items - n_old, context_mean(head.item_table.weight.detach().cpu().numpy()), ctx_rows, ctx_owner, per_item
+        )
         head.append_items(inputs, keys, bias)
 
         self.n_items_ = total
@@ -732,6 +736,45 @@ class DeepRetrieval:
             self.item_ids_ = np.concatenate([stored.astype(str), new_names.astype(str)])
         self._clear_caches()
         return np.arange(n_old, total, dtype=np.int64)
+
+    def _fit_new_item_vectors(
+        self, u: torch.Tensor, owner: np.ndarray, keys0: np.ndarray, ctx_rows: Sequences,
+        ctx_owner: np.ndarray, per_item: np.ndarray, n_background: int = 2000,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Reranker rows of new items: :func:`~deep_retrieval.catalogue.fit_item_vectors` from the
+        contexts' users ``u`` against a background of stored user histories (else the contexts)."""
+        from .catalogue import fit_item_vectors
+
+        head = self.net_.reranker
+        n_old = head.n_items
+        rng = np.random.default_rng(self.config.seed)
+        pool = self.user_histories_ if getattr(self, "user_histories_", None) is not None else ctx_rows
+        pool = pool.rows(np.sort(rng.choice(len(pool), size=min(n_background, len(pool)), replace=False)))
+        with torch.no_grad():
+            keys_old = head.keys()  # (V, E), normalised when the head normalises
+            bias_old = head.item_bias
+
+            def query_and_log_z(users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                q = head.query(users).float()
+                log_z = torch.cat([
+                    torch.logsumexp(q[s : s + 1024] @ keys_old.T + (bias_old if bias_old is not None else 0), dim=1)
+                    for s in range(0, len(q), 1024)
+                ])
+                return q, log_z
+
+            q_ctx, z_ctx = query_and_log_z(u)
+            q_bg, z_bg = query_and_log_z(self.user_embeddings(pool))
+            b0 = None
+            if bias_old is not None:
+                b = bias_old.detach().cpu().numpy()
+                b0 = torch.as_tensor(np.bincount(ctx_owner, weights=b[ctx_rows.items], minlength=len(per_item)) / per_item[:, 0], dtype=torch.float32)
+        weight = float(self.item_counts_.sum()) / max(len(q_bg), 1)
+        k, b = fit_item_vectors(
+            q_ctx.cpu(), torch.as_tensor(owner), q_bg.cpu(), z_ctx.cpu(), z_bg.cpu(),
+            torch.as_tensor(keys0, dtype=torch.float32), b0,
+            background_weight=weight, normalize=head.normalize,
+        )
+        return k.numpy(), None if b is None else b.numpy()
 
     # ------------------------------------------------------------------ persistence
     def save(
