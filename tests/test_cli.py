@@ -151,3 +151,22 @@ def test_ablate_writes_one_row_per_setting(tmp_path, capsys):
     assert "## Penalty α" in (out / "ablations.md").read_text() and "## Penalty α" in capsys.readouterr().out
     assert main(["ablate", "--dataset", "movielens-latest-small", "--out", str(out), "--grid", "alpha=1"]) == 2
     assert "paths_per_item" in capsys.readouterr().err
+
+
+def test_stream_writes_bundles_beside_the_final_model(tmp_path, capsys):
+    out = tmp_path / "streamed"
+    sets = ["--set", "dr.structure.n_layers=2", "dr.structure.n_nodes=16", "dr.train.embedding_dim=16"]
+    assert main(["-q", "stream", "--dataset", "movielens-latest-small", "--out", str(out), "--bundle-every", "20000", *sets]) == 0
+    assert "saved" in capsys.readouterr().out
+    bundles = tmp_path / "streamed-bundles"
+    latest = (bundles / "LATEST").read_text().strip()
+    assert (bundles / latest / "manifest.json").exists() and len(list(bundles.glob("bundle-*"))) <= 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["streamed"] is True
+    assert main(["recommend", str(out), "--history", "1,50,260", "-n", "5"]) == 0
+    # A log without time order cannot be streamed.
+    (tmp_path / "train.txt").write_text("0 1 2 3\n1 2 3 4\n")
+    (tmp_path / "test.txt").write_text("0 4\n1 1\n")
+    assert main(["-q", "stream", "--train-file", str(tmp_path / "train.txt"), "--test-file", str(tmp_path / "test.txt"),
+                 "--out", str(tmp_path / "g")]) == 2
+    assert "without a time order" in capsys.readouterr().err

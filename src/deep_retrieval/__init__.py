@@ -18,6 +18,7 @@ from .config import (
     ConfigError,
     DRConfig,
     ProtocolConfig,
+    StreamConfig,
     load_config,
 )
 from .data.protocols import fixed_split, make_split, paper_split
@@ -28,6 +29,7 @@ from .evaluation.evaluate import evaluate
 from .evaluation.metrics import evaluate_recommendations
 from .model import DeepRetrieval
 from .paths import ItemPathMap, PathCodec
+from .streaming import stream_train, time_ordered_chunks
 
 __all__ = [
     "ALS",
@@ -49,6 +51,7 @@ __all__ = [
     "Sequences",
     "SoftmaxRecommender",
     "Split",
+    "StreamConfig",
     "__version__",
     "accumulate_path_scores",
     "assign_paths",
@@ -63,5 +66,7 @@ __all__ = [
     "make_split",
     "paper_split",
     "run_benchmark",
+    "stream_train",
     "streaming_update",
+    "time_ordered_chunks",
 ]

@@ -435,6 +435,42 @@ def cmd_remove_items(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .config import BenchmarkConfig, load_config
+    from .data.types import Interactions
+    from .model import DeepRetrieval
+    from .streaming import stream_train, stream_vocabulary, time_ordered_chunks
+
+    config = load_config(BenchmarkConfig, args.config, _overrides(args))
+    name, data = _load_data(args)
+    if not isinstance(data, Interactions):
+        raise CLIError(f"{name} is a fixed train/test split without a time order; stream a time-stamped log"
+                       " (--ratings-file, or a data set such as movielens-latest-small)")
+    stream = config.stream
+    if args.bundle_every:
+        # Beside OUT, not inside it: the final save replaces OUT as a whole.
+        bundles = args.out.with_name(args.out.name + "-bundles")
+        stream = dataclasses.replace(stream, bundle_every=args.bundle_every, bundle_dir=str(bundles))
+    min_rating = config.protocol.min_rating
+    vocab = stream_vocabulary(data, min_rating=min_rating)
+    events = time_ordered_chunks(data, stream.chunk_size, item_ids=vocab, min_rating=min_rating)
+
+    def on_event(entry: dict) -> None:
+        if entry.get("event") == "assignment":
+            log.info(json.dumps(entry))
+
+    model = DeepRetrieval(config.dr, device=args.device or config.device)
+    model = stream_train(model, events, len(vocab), stream, item_ids=vocab, on_event=on_event)
+    model.save(args.out, training={"dataset": name, "streamed": True, "stream_config": to_dict(stream),
+                                   "min_rating": min_rating})
+    d = model.diagnostics()
+    print(f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of {d['n_paths']:,} paths,"
+          f" largest path {d['largest_path_size']}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .service import ServiceLimits, serve
@@ -540,6 +576,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("stream", help="train a DR model in one pass over a time-ordered log, writing bundles as it goes")
+    _add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="model directory to write at the end")
+    p.add_argument("--bundle-every", type=int,
+                   help="also write OUT-bundles/bundle-N every N interactions (the newest 3 kept; LATEST names the newest)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("recommend", help="recommend items for one history with a saved model")
     p.add_argument("model", type=Path, help="model directory written by `train`")

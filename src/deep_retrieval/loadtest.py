@@ -100,11 +100,13 @@ def run_load_test(
         conn.close()
 
     def reloader() -> None:
-        conn = _connection(url, timeout)
         i = 0
         while not stop.wait(reload_every_s):
             body = {"path": reload_paths[i % len(reload_paths)]} if reload_paths else {}
             i += 1
+            # A fresh connection each time: the server closes connections idle for longer than
+            # its keep-alive timeout (uvicorn: 5 s), which a reload interval can exceed.
+            conn = _connection(url, timeout)
             t0 = time.perf_counter()
             try:
                 status, raw = _post(conn, "/v1/reload", body)
@@ -112,10 +114,9 @@ def run_load_test(
                     reload_failures.append(f"HTTP {status}: {raw[:200]!r}")
             except (OSError, http.client.HTTPException) as exc:
                 reload_failures.append(f"{type(exc).__name__}: {exc}")
+            finally:
                 conn.close()
-                conn = _connection(url, timeout)
             reload_ms.append((time.perf_counter() - t0) * 1e3)
-        conn.close()
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     if reload_every_s:

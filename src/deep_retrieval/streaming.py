@@ -1,0 +1,639 @@
+"""Streaming training: one pass over a time-ordered interaction log (paper §2.4).
+
+Where :meth:`DeepRetrieval.fit` makes several passes over a fixed training set, :func:`stream_train`
+consumes interactions once, in timestamp order, chunk by chunk, the way the paper's production
+system does:
+
+1. **Samples.** Each event ``(user, item)`` becomes the sample "the user's ``≤ L`` items before
+   this event → item" from a per-user history kept as the stream goes (a user's first event has
+   no history and trains nothing, as in :class:`~deep_retrieval.data.samples.TrainingSamples`).
+2. **Network step** on the chunk's samples (``passes`` times), plus ``replay`` samples drawn from a
+   buffer of recent ones, with the paths fixed: the loss of
+   :func:`~deep_retrieval.training.network_epoch` (multi-path likelihood + sampled softmax).
+3. **Path scores.** Beam search (beam ``S``) for every sample's user under the updated network;
+   each instance's list of ``(path, p(path | user))`` is merged into its item's stored top list
+   with the paper's decayed merge (:func:`~deep_retrieval.assignment.streaming_update`, decay
+   ``η``).
+4. Every ``reassign_every`` interactions (and at the end of the stream), **path assignment**
+   (:func:`~deep_retrieval.assignment.assign_paths`, the penalised greedy coordinate descent)
+   from the merged scores.
+5. Every ``bundle_every`` interactions, a model bundle (:meth:`DeepRetrieval.save`, atomic) in
+   ``bundle_dir``; the last ``keep_bundles`` are kept and ``LATEST`` names the newest.
+
+Adaptation (measured; see ``benchmarks/results/streaming/results.md``): each instance's list is the
+beam's ``S`` paths *plus its item's current ``J`` paths* with their exact probabilities, and the
+stored lists hold ``S + J`` slots. It is the streaming twin of
+:func:`~deep_retrieval.assignment.with_held_paths` in batch training: without it an item's
+candidates are just the paths its users rank highest, which early on are the same few popular
+paths for every user, and the penalty can only crowd items onto them.
+
+Known gap (measured, ``results.md``): served recall is within a few percent of the 4-epoch batch
+fit on MovieLens-100K and above it on latest-small, and so is the index alone on ML-100K (about
+30 training interactions per item). On latest-small (about 5 per item) the index alone is weaker:
+at the same candidate budget the streamed paths hold about two thirds of the truth items the
+batch paths hold, and the largest path is ~3× larger. The streamed *structure network* is the
+cause, not the decayed scores: re-scoring all samples batch-style with the streamed network and
+re-assigning gives the same paths. In one pass an item seen a few times barely teaches the network
+its path; more replay, other η, assigning more or less often, and structure-only passes after each
+assignment did not close it there; the reranker, trained on every event, makes up for it.
+
+Shapes: ``N`` events in a chunk, ``L`` history length, ``V`` items, ``S`` beam paths per instance
+(``assignment.n_candidates``), ``J`` paths per item, ``D`` layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import assignment as _assignment
+from ._utils import atomic_write_text, resolve_device, seed_everything
+from .assignment import PathScores, assign_paths
+from .config import DRConfig, StreamConfig
+from .data.types import Interactions, Sequences
+from .modules.softmax import popularity_sampling_probs
+from .paths import ItemPathMap, PathCodec
+
+if TYPE_CHECKING:
+    from .model import DeepRetrieval
+
+log = logging.getLogger("deep_retrieval.streaming")
+
+_BUNDLE = re.compile(r"^bundle-(\d{12})$")
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """A batch of time-ordered events.
+
+    Attributes:
+        users: ``(N,)`` user ids (any hashable numpy scalars: int or str).
+        items: ``(N,)`` int64 internal item ids in ``[0, n_items)``.
+        timestamps: ``(N,)`` int64, non-decreasing, or ``None``.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    timestamps: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        users, items = np.asarray(self.users), np.asarray(self.items)
+        if users.ndim != 1 or items.shape != users.shape:
+            raise ValueError(f"a chunk needs users and items of one shape (N,), got {users.shape} and {items.shape}")
+        if items.size and not np.issubdtype(items.dtype, np.integer):
+            raise ValueError(f"chunk items must be internal integer ids, got dtype {items.dtype}")
+        ts = None if self.timestamps is None else np.asarray(self.timestamps, dtype=np.int64)
+        if ts is not None and ts.shape != users.shape:
+            raise ValueError(f"chunk timestamps must have shape {users.shape}, got {ts.shape}")
+        object.__setattr__(self, "users", users)
+        object.__setattr__(self, "items", items.astype(np.int64, copy=False))
+        object.__setattr__(self, "timestamps", ts)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def slice(self, lo: int, hi: int) -> StreamChunk:
+        return StreamChunk(
+            self.users[lo:hi], self.items[lo:hi], None if self.timestamps is None else self.timestamps[lo:hi]
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a log in time order
+
+
+def _read(source: Interactions | str | os.PathLike) -> Interactions:
+    if isinstance(source, Interactions):
+        return source
+    from .data.readers import read_ratings_file
+
+    return read_ratings_file(source)
+
+
+def stream_vocabulary(
+    source: Interactions | str | os.PathLike, *, min_rating: float | None = None
+) -> np.ndarray:
+    """``(V,)`` sorted distinct item ids of a log (after the rating filter): the internal-id
+    vocabulary :func:`time_ordered_chunks` uses when given none (the same as
+    :func:`~deep_retrieval.data.protocols.paper_split` builds from the same rows)."""
+    data = _read(source)
+    if min_rating is not None and data.ratings is not None:
+        data = data.take(data.ratings >= min_rating)
+    return np.unique(data.items)
+
+
+def time_ordered_chunks(
+    source: Interactions | str | os.PathLike,
+    chunk_size: int,
+    *,
+    item_ids: np.ndarray | None = None,
+    users: np.ndarray | None = None,
+    min_rating: float | None = None,
+) -> Iterator[StreamChunk]:
+    """A log's events in timestamp order (ties keep file order), as chunks of ``chunk_size``.
+
+    Args:
+        source: an :class:`Interactions` with timestamps, or a rating file
+            (:func:`~deep_retrieval.data.readers.read_ratings_file` formats).
+        chunk_size: events per chunk (the last may be smaller).
+        item_ids: ``(V,)`` external id of each internal item index (e.g. ``split.item_ids``);
+            events with other items are dropped. ``None``: :func:`stream_vocabulary` of the log.
+        users: external user ids to keep (e.g. ``split.train_user_ids``); ``None`` = all.
+        min_rating: keep events rated ``≥ min_rating`` when the log has ratings.
+
+    Yields:
+        :class:`StreamChunk` with external user ids and internal item ids.
+
+    Raises:
+        ValueError: the log has no timestamps (there is no time order to stream in).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be ≥ 1, got {chunk_size}")
+    data = _read(source)
+    if data.timestamps is None:
+        raise ValueError(
+            "this interaction log has no timestamps, so it has no time order to stream in;"
+            " give a log with a timestamp column (or pass StreamChunk batches in your own order)"
+        )
+    keep = np.ones(len(data), dtype=bool)
+    if min_rating is not None and data.ratings is not None:
+        keep &= data.ratings >= min_rating
+    if users is not None:
+        keep &= np.isin(data.users, np.asarray(users))
+    data = data.take(keep)
+    vocab = np.unique(data.items) if item_ids is None else np.asarray(item_ids)
+    # Internal id = position in the vocabulary; item_ids need not be sorted.
+    order = np.argsort(vocab, kind="stable")
+    pos = np.clip(np.searchsorted(vocab[order], data.items), 0, max(len(vocab) - 1, 0))
+    known = (vocab[order][pos] == data.items) if len(vocab) else np.zeros(len(data), dtype=bool)
+    if not known.all():
+        log.info("time_ordered_chunks: %d events with items outside item_ids dropped", int((~known).sum()))
+    internal = order[pos][known].astype(np.int64)
+    data = data.take(known)
+    # Stable sort on time: events with the same timestamp keep their file order, as paper_split
+    # orders each user's row.
+    by_time = np.argsort(data.timestamps, kind="stable")
+    u, i, t = data.users[by_time], internal[by_time], data.timestamps[by_time]
+    for lo in range(0, len(u), chunk_size):
+        yield StreamChunk(u[lo : lo + chunk_size], i[lo : lo + chunk_size], t[lo : lo + chunk_size])
+
+
+def _as_chunks(events: Iterable[Any], chunk_size: int) -> Iterator[StreamChunk]:
+    """Caller batches (``StreamChunk`` or ``(users, items[, timestamps])``) re-cut to ``chunk_size``."""
+    for batch in events:
+        if not isinstance(batch, StreamChunk):
+            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                raise ValueError(
+                    "events must yield StreamChunk or (users, items[, timestamps]) tuples,"
+                    f" got {type(batch).__name__}"
+                )
+            batch = StreamChunk(*batch)
+        for lo in range(0, len(batch), chunk_size):
+            yield batch.slice(lo, lo + chunk_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-user histories
+
+
+class _Histories:
+    """The last ``L`` items of every user seen so far, ``(U, L)`` right-aligned, ``-1`` padded."""
+
+    def __init__(self, history_len: int) -> None:
+        self.L = history_len
+        self.index: dict[Any, int] = {}
+        self.table = np.full((1024, history_len), -1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def rows_of(self, users: np.ndarray) -> np.ndarray:
+        """``(N,)`` row of each user, adding new users."""
+        uniq, inverse = np.unique(users, return_inverse=True)
+        rows = np.empty(len(uniq), dtype=np.int64)
+        for k, u in enumerate(uniq.tolist()):
+            r = self.index.get(u)
+            if r is None:
+                r = self.index[u] = len(self.index)
+            rows[k] = r
+        if len(self.index) > len(self.table):
+            grown = np.full((max(2 * len(self.table), len(self.index)), self.L), -1, dtype=np.int64)
+            grown[: len(self.table)] = self.table
+            self.table = grown
+        return rows[inverse.reshape(-1)]
+
+    def advance(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Histories before each event, then append the events: ``(N, L)`` (``-1`` padded).
+
+        Events of one user inside the chunk see the ones before them. Vectorised: per user, its
+        stored window followed by its chunk events forms one segment; event ``p`` of the user reads
+        the ``L`` entries before its own position.
+        """
+        L = self.L
+        order = np.argsort(rows, kind="stable")  # per user, chunk order (= time order)
+        r_sorted = rows[order]
+        uniq, start, count = np.unique(r_sorted, return_index=True, return_counts=True)
+        seg_len = L + count
+        seg_off = np.cumsum(seg_len) - seg_len
+        buf = np.empty(int(seg_len.sum()), dtype=np.int64)
+        stored_pos = (seg_off[:, None] + np.arange(L)[None, :]).ravel()
+        buf[stored_pos] = self.table[uniq].ravel()
+        group = np.repeat(np.arange(len(uniq)), count)
+        p = np.arange(len(rows)) - start[group]  # position of each sorted event inside its user
+        buf[seg_off[group] + L + p] = items[order]
+        hist_sorted = buf[(seg_off[group] + p)[:, None] + np.arange(L)[None, :]]
+        self.table[uniq] = buf[(seg_off + count)[:, None] + np.arange(L)[None, :]]
+        hist = np.empty_like(hist_sorted)
+        hist[order] = hist_sorted
+        return hist
+
+    def sequences(self, n: int, rng: np.random.Generator) -> Sequences:
+        """Up to ``n`` random users' stored windows as ordered rows (for beam calibration)."""
+        rows = np.sort(rng.choice(len(self.index), size=min(n, len(self.index)), replace=False))
+        return Sequences.from_lists([r[r >= 0] for r in self.table[rows]], ordered=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def _build(model: DeepRetrieval, n_items: int, device: str) -> None:
+    """Set up an unfitted model as :meth:`DeepRetrieval.fit` does (time-ordered rows)."""
+    from .model import DRNet, _check_config
+
+    cfg = model.config
+    _check_config(cfg)
+    seed_everything(cfg.seed)
+    model.device_ = resolve_device(model.device if device == "auto" else device)
+    model.n_items_ = int(n_items)
+    model.ordered_ = True
+    encoder = cfg.train.encoder
+    model.encoder_kind_ = "gru" if encoder == "auto" else encoder
+    s = cfg.structure
+    model.codec_ = PathCodec(s.n_layers, s.n_nodes)
+    model.net_ = DRNet(n_items, cfg, model.encoder_kind_).to(model.device_)
+    model.item_counts_ = np.zeros(n_items, dtype=np.int64)
+    model.history_ = []
+    rng = np.random.default_rng(cfg.seed)
+    # Paths start uniformly random (paper §1.1), J distinct per item, as in batch training.
+    model.item_paths_ = ItemPathMap.random(n_items, model.codec_, s.paths_per_item, rng)
+    model.cold_ = np.zeros(n_items, dtype=bool)
+    model.removed_ = np.zeros(n_items, dtype=bool)
+    model.item_ids_ = None
+    model.user_ids_, model.user_histories_ = None, None
+
+
+class _ReplayBuffer:
+    """The most recent ``capacity`` samples, ``(history (L,), target)``, in a ring."""
+
+    def __init__(self, capacity: int, history_len: int) -> None:
+        self.capacity = capacity
+        self.hist = np.empty((capacity, history_len), dtype=np.int64)
+        self.target = np.empty(capacity, dtype=np.int64)
+        self.size = 0
+        self.head = 0
+
+    def add(self, hist: np.ndarray, target: np.ndarray) -> None:
+        if self.capacity == 0:
+            return
+        hist, target = hist[-self.capacity :], target[-self.capacity :]
+        idx = (self.head + np.arange(len(target))) % self.capacity
+        self.hist[idx], self.target[idx] = hist, target
+        self.head = int((self.head + len(target)) % self.capacity)
+        self.size = min(self.capacity, self.size + len(target))
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        pick = rng.choice(self.size, size=min(n, self.size), replace=False)
+        return self.hist[pick], self.target[pick]
+
+
+def _network_step(
+    model: DeepRetrieval,
+    optimizer: torch.optim.Optimizer,
+    hist: np.ndarray,
+    target: np.ndarray,
+    *,
+    joint: bool,
+    sampling_probs: torch.Tensor | None,
+    rng: np.random.Generator,
+) -> tuple[float, float, int]:
+    """One shuffled pass of mini-batches over ``(hist (N, L), target (N,))``, paths fixed.
+
+    The per-batch loss of :func:`~deep_retrieval.training.network_epoch`:
+    ``−log Σ_j p(π_j(y)|x)`` (+ ``w·`` sampled softmax when ``joint``). Returns the summed
+    structure and softmax losses and the number of batches.
+    """
+    t = model.config.train
+    net, device = model.net_, model.device_
+    item_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
+    encoder = net.reranker.encoder
+    net.train()
+    net.reranker.requires_grad_(joint)
+    s_loss = x_loss = 0.0
+    n_batches = 0
+    perm = rng.permutation(len(target))
+    for lo in range(0, len(perm), t.batch_size):
+        take = perm[lo : lo + t.batch_size]
+        h = hist[take].copy()
+        if t.history_dropout > 0:
+            h[rng.random(h.shape) < t.history_dropout] = -1
+        target_t = torch.as_tensor(target[take], device=device)
+        with torch.set_grad_enabled(joint):
+            u = encoder(torch.as_tensor(h, device=device))
+        structure_loss = net.structure.path_loss(u, item_paths[target_t]).mean()
+        loss = structure_loss
+        if joint:
+            softmax_loss = net.reranker.sampled_softmax_loss(
+                u, target_t, t.n_negatives, sampling_probs=sampling_probs
+            )
+            loss = loss + t.softmax_weight * softmax_loss
+            x_loss += float(softmax_loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        s_loss += float(structure_loss.detach())
+        n_batches += 1
+    net.reranker.requires_grad_(True)
+    net.eval()
+    return s_loss, x_loss, n_batches
+
+
+@torch.no_grad()
+def _instance_paths(
+    model: DeepRetrieval, hist: np.ndarray, items: np.ndarray, held: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each instance's scored paths: ``(path ids (N, S[+J]), probabilities (N, S[+J]))``, ``-1`` / 0 padded.
+
+    The beam's ``S`` paths for the instance's user; with ``held``, also its item's ``J`` current
+    paths with their exact ``p(π_j(v) | x)`` (dropped where the beam lists the path already: the
+    merge sums a path repeated in one list, and the beam's probability is the exact one).
+    """
+    net, device = model.net_, model.device_
+    S = model.config.assignment.n_candidates
+    ids, probs = [], []
+    for lo in range(0, len(items), 1024):
+        u = net.user_embedding(torch.as_tensor(hist[lo : lo + 1024], device=device))
+        path_ids, log_probs = model._beam(u, S)  # (n, S') with S' = min(S, K^D)
+        p = np.exp(log_probs.astype(np.float64))
+        if held:
+            v = items[lo : lo + 1024]
+            own = model.item_paths_.path_ids[v]  # (n, J)
+            own_lp = net.structure.log_prob(u, torch.as_tensor(model.item_paths_.paths[v], device=device))
+            own_p = np.exp(own_lp.double().cpu().numpy())
+            dup = (own[:, :, None] == path_ids[:, None, :]).any(axis=2)  # (n, J)
+            path_ids = np.concatenate([path_ids, np.where(dup, -1, own)], axis=1)
+            p = np.concatenate([p, np.where(dup, 0.0, own_p)], axis=1)
+        ids.append(path_ids)
+        probs.append(p)
+    return np.concatenate(ids), np.concatenate(probs)
+
+
+class _Scores:
+    """The per-item decayed top lists, updated in place (``PathScores`` is immutable and
+    :func:`~deep_retrieval.assignment.streaming_update` copies the ``(V, S)`` arrays on every call;
+    this runs the same compiled merge on arrays it owns)."""
+
+    def __init__(self, n_items: int, n_keep: int) -> None:
+        empty = PathScores.empty(n_items, n_keep)
+        self.ids, self.scores, self.counts = empty.path_ids.copy(), empty.scores.copy(), empty.counts.copy()
+
+    def merge(self, items: np.ndarray, path_ids: np.ndarray, probs: np.ndarray, decay: float) -> None:
+        items, path_ids, probs = _assignment._check_batch(items, path_ids, probs, len(self.ids))
+        _assignment._streaming_kernel(self.ids, self.scores, self.counts, items, path_ids, probs, float(decay))
+
+    def snapshot(self) -> PathScores:
+        return PathScores(self.ids.copy(), self.scores.copy(), self.counts.copy())
+
+
+def _prune_bundles(root: Path, keep: int) -> None:
+    bundles = sorted(p for p in root.iterdir() if p.is_dir() and _BUNDLE.match(p.name))
+    for old in bundles[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def stream_train(
+    model: DeepRetrieval | DRConfig | None,
+    events: Iterable[Any] | Interactions | str | os.PathLike,
+    n_items: int | None = None,
+    config: StreamConfig = StreamConfig(),
+    *,
+    item_ids: np.ndarray | None = None,
+    device: str = "auto",
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> DeepRetrieval:
+    """Train a Deep Retrieval model in one pass over time-ordered events.
+
+    Args:
+        model: a :class:`~deep_retrieval.model.DeepRetrieval` (unfitted: built from its config;
+            fitted: its network and paths continue to learn, with fresh path scores and user
+            histories), a :class:`DRConfig`, or ``None`` (defaults).
+        events: an iterable of :class:`StreamChunk` / ``(users (N,), items (N,)[, timestamps (N,)])``
+            batches in time order, items as internal ids; or an :class:`Interactions` / rating file,
+            streamed with :func:`time_ordered_chunks` (which needs timestamps).
+        n_items: ``V``; default ``len(item_ids)`` (or the fitted model's).
+        config: :class:`StreamConfig`.
+        item_ids: ``(V,)`` external id of each internal item: maps an :class:`Interactions`
+            source's items and is stored in saved bundles.
+        device: used when the model is built here (``"auto"``: the model's own setting).
+        on_event: called with a dict per chunk (``{"event": "chunk", …}``), per path assignment
+            (``"assignment"``) and per bundle (``"bundle"``).
+
+    Returns:
+        The fitted model (``recommend``, ``save`` and ``load`` work on it). ``model.history_``
+        holds one entry per path assignment; ``model.path_scores_`` the merged per-item lists
+        (:class:`PathScores`, ``counts`` = samples per item) the last assignment used.
+
+    Raises:
+        ValueError: events out of time order (a timestamp lower than an earlier one), items
+            outside ``[0, n_items)``, an empty stream, or a source without timestamps.
+    """
+    from .model import DeepRetrieval
+
+    if model is None or isinstance(model, DRConfig):
+        model = DeepRetrieval(model, device=device)
+    fitted = hasattr(model, "net_")
+    if n_items is None:
+        if item_ids is not None:
+            n_items = len(item_ids)
+        elif fitted:
+            n_items = model.n_items_
+        else:
+            raise ValueError("stream_train needs n_items (or item_ids) for an unfitted model")
+    if item_ids is not None and len(item_ids) != n_items:
+        raise ValueError(f"item_ids has {len(item_ids)} entries, n_items is {n_items}")
+    if isinstance(events, (Interactions, str, os.PathLike)):
+        if item_ids is None:
+            raise ValueError("streaming an Interactions log needs item_ids (e.g. stream_vocabulary(log))")
+        events = time_ordered_chunks(events, config.chunk_size, item_ids=item_ids)
+    if fitted:
+        if model.n_items_ != n_items:
+            raise ValueError(f"the model has {model.n_items_} items, the stream {n_items}")
+        model.__dict__.pop("_rerank_cache", None)
+        model.__dict__.pop("_compiled_structure", None)
+    else:
+        _build(model, n_items, device)
+    if item_ids is not None:
+        model.item_ids_ = np.asarray(item_ids)
+
+    cfg = model.config
+    t, a, s = cfg.train, cfg.assignment, cfg.structure
+    rng = np.random.default_rng(cfg.seed)
+    histories = _Histories(t.history_len)
+    replay = _ReplayBuffer(config.replay_buffer if config.replay else 0, t.history_len)
+    n_keep = a.n_candidates + (s.paths_per_item if config.held_paths else 0)
+    scores = _Scores(n_items, n_keep)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": model.net_.reranker.parameters(), "lr": t.lr},
+            {"params": list(model.net_.structure.parameters()), "lr": t.structure_lr or t.lr},
+        ],
+        weight_decay=t.weight_decay,
+    )
+    joint = config.train_reranker
+    bundle_root = Path(config.bundle_dir) if config.bundle_dir is not None else None
+
+    def calib_rng() -> np.random.Generator:
+        # Its own generator: writing bundles must not change the training draws.
+        return np.random.default_rng(cfg.seed)
+
+    seen = 0  # interactions consumed
+    n_samples = 0  # of which had a history (trained on)
+    last_time: int | None = None
+    next_assign = config.reassign_every
+    next_bundle = config.bundle_every
+    since: dict[str, float] = {"structure_loss": 0.0, "softmax_loss": 0.0, "batches": 0, "network_seconds": 0.0,
+                               "scoring_seconds": 0.0}
+    assigned_at = 0
+    t_start = time.perf_counter()
+
+    def assign() -> None:
+        nonlocal assigned_at
+        t0 = time.perf_counter()
+        state = scores.snapshot()
+        new_ids, stats = assign_paths(
+            state,
+            paths_per_item=s.paths_per_item,
+            penalty=a.penalty,
+            n_paths=model.codec_.n_paths,
+            n_sweeps=a.n_sweeps,
+            previous=model.item_paths_.path_ids,
+            rng=cfg.seed + len(model.history_),
+            power=a.power,
+        )
+        moved = float((np.sort(new_ids, 1) != np.sort(model.item_paths_.path_ids, 1)).any(1).mean())
+        model.item_paths_ = ItemPathMap(new_ids, model.codec_, excluded=model.removed_)
+        model.path_scores_ = state
+        model.__dict__.pop("_compiled_structure", None)
+        b = max(since["batches"], 1)
+        entry: dict[str, Any] = {
+            "event": "assignment",
+            "interactions": seen,
+            "samples": n_samples,
+            "structure_loss": round(since["structure_loss"] / b, 5),
+            "softmax_loss": round(since["softmax_loss"] / b, 5),
+            "network_seconds": round(since["network_seconds"], 2),
+            "scoring_seconds": round(since["scoring_seconds"], 2),
+            "assignment_seconds": round(time.perf_counter() - t0, 2),
+            "objective": [round(float(o), 3) for o in stats["objective"]],
+            "largest_path_size": int(stats["largest_path_size"]),
+            "occupied_paths": int(len(model.item_paths_.path_sizes())),
+            "items_moved": round(moved, 4),
+        }
+        for k in since:
+            since[k] = 0.0
+        assigned_at = seen
+        model.history_.append(entry)
+        log.debug("streaming path assignment: %s", entry)
+        if on_event is not None:
+            on_event(entry)
+
+    def bundle() -> None:
+        assert bundle_root is not None
+        model.beam_calibration_ = model._calibrate_beam(histories.sequences(config.calibration_users, calib_rng()))
+        path = model.save(
+            bundle_root / f"bundle-{seen:012d}",
+            training={"stream": {**asdict(config), "interactions": seen, "samples": n_samples}},
+        )
+        atomic_write_text(bundle_root / "LATEST", path.name + "\n")
+        _prune_bundles(bundle_root, config.keep_bundles)
+        entry = {"event": "bundle", "interactions": seen, "path": str(path)}
+        log.info("streaming bundle written: %s", path)
+        if on_event is not None:
+            on_event(entry)
+
+    for chunk in _as_chunks(events, config.chunk_size):
+        if len(chunk) == 0:
+            continue
+        items = chunk.items
+        if items.min() < 0 or items.max() >= n_items:
+            raise ValueError(f"chunk items must lie in [0, n_items={n_items}), got [{items.min()}, {items.max()}]")
+        if chunk.timestamps is not None:
+            ts = chunk.timestamps
+            first = int(ts[0]) if last_time is None else last_time
+            if np.any(np.diff(ts) < 0) or int(ts[0]) < first:
+                raise ValueError(
+                    f"events out of time order after {seen} interactions (a timestamp decreases);"
+                    " stream_train consumes interactions in timestamp order"
+                )
+            last_time = int(ts[-1])
+        hist = histories.advance(histories.rows_of(chunk.users), items)  # (N, L)
+        np.add.at(model.item_counts_, items, 1)
+        seen += len(chunk)
+        # A user's first event has nothing before it: no sample (as TrainingSamples' skip_first).
+        has_history = (hist >= 0).any(axis=1)
+        hist, items = hist[has_history], items[has_history]
+        n_samples += len(items)
+        if len(items):
+            t0 = time.perf_counter()
+            probs = None
+            if joint and t.negative_sampling == "popularity":
+                probs = popularity_sampling_probs(torch.from_numpy(model.item_counts_)).to(model.device_)
+            for _ in range(config.passes):
+                h, y = hist, items
+                if config.replay and replay.size:
+                    rh, ry = replay.draw(config.replay, rng)
+                    h, y = np.concatenate([hist, rh]), np.concatenate([items, ry])
+                sl, xl, nb = _network_step(model, optimizer, h, y, joint=joint, sampling_probs=probs, rng=rng)
+                since["structure_loss"] += sl
+                since["softmax_loss"] += xl
+                since["batches"] += nb
+            replay.add(hist, items)
+            model.__dict__.pop("_rerank_cache", None)
+            model.__dict__.pop("_compiled_structure", None)
+            t1 = time.perf_counter()
+            # Score the chunk's instances with the network that has just learned from them, as a
+            # batch epoch scores after its network pass.
+            path_ids, path_probs = _instance_paths(model, hist, items, config.held_paths)
+            scores.merge(items, path_ids, path_probs, config.decay)
+            since["network_seconds"] += t1 - t0
+            since["scoring_seconds"] += time.perf_counter() - t1
+        if on_event is not None:
+            on_event({"event": "chunk", "interactions": seen, "samples": n_samples, "chunk_samples": int(len(items))})
+        if seen >= next_assign:
+            assign()
+            next_assign = seen + config.reassign_every
+        if next_bundle is not None and seen >= next_bundle:
+            bundle()
+            next_bundle = seen + config.bundle_every
+
+    if n_samples == 0:
+        raise ValueError("the stream held no event with a history before it: nothing to train on")
+    if config.final_assignment and assigned_at < seen:
+        assign()
+    model.beam_calibration_ = model._calibrate_beam(histories.sequences(config.calibration_users, calib_rng()))
+    model.__dict__.pop("_rerank_cache", None)
+    model.__dict__.pop("_compiled_structure", None)
+    model.stream_seconds_ = time.perf_counter() - t_start
+    if bundle_root is not None and not (bundle_root / f"bundle-{seen:012d}").exists():
+        bundle()
+    return model
