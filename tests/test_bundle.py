@@ -135,7 +135,7 @@ def test_a_failed_save_leaves_the_old_bundle_whole(model, tmp_path, monkeypatch)
 
 def test_format_version_1_bundles_still_load(model, planted, tmp_path):
     """Version 1 had no checksums, inverted index, flags or users."""
-    split, queries = planted[0], planted[3]
+    queries = planted[3]
     out = model.save(tmp_path / "b")
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["format_version"] = 1
@@ -192,7 +192,7 @@ def test_occurrence_contexts_take_the_items_before_else_the_row():
 
 
 def test_removed_items_are_never_returned(model, planted):
-    split, queries = planted[0], planted[3]
+    queries = planted[3]
     ids, _ = model.recommend(queries, 10)
     gone = np.unique(ids[ids >= 0])[:20]
     assert model.remove_items(gone) == len(gone)
@@ -241,7 +241,7 @@ def test_added_items_are_retrieved_for_users_of_their_neighbours(model, planted,
 
 
 def test_add_items_errors_say_what_to_fix(model, planted):
-    split, queries = planted[0], planted[3]
+    split = planted[0]
     n_old = model.n_items_
     with pytest.raises(ValueError, match="already in the model"):
         model.add_items(split.item_ids[:2], interactions=split.train)

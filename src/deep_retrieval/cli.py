@@ -253,20 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_item_index(model, external: list[str]) -> tuple[list[int], list[str]]:
-    """External item ids (as typed) → internal ids of ``model``; returns (known, unknown)."""
-    ids = model.item_ids_
-    if ids is None:
-        raise CLIError("this model was saved without item ids; pass internal ids with --internal-ids")
-    lookup = {str(v): i for i, v in enumerate(ids.tolist())}
-    known = [lookup[x] for x in external if x in lookup]
-    unknown = [x for x in external if x not in lookup]
-    return known, unknown
-
-
 def cmd_recommend(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .data.types import Sequences
     from .model import DeepRetrieval
 
@@ -274,11 +261,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     history = [x.strip() for x in args.history.split(",") if x.strip()]
     if args.internal_ids:
         known, unknown = [int(x) for x in history], []
+    elif model.item_ids_ is None:
+        raise CLIError("this model was saved without item ids; pass internal ids with --internal-ids")
     else:
-        known, unknown = _model_item_index(model, history)
+        known, unknown = model.item_index(history)
     if unknown:
         print(f"ignored {len(unknown)} unknown item id(s): {', '.join(unknown[:10])}", file=sys.stderr)
-    if not known:
+    if not len(known):
         raise CLIError("none of the --history items is known to the model")
     ids, scores = model.recommend(Sequences.from_lists([known]), args.n, beam_size=args.beam_size)
     names = model.item_ids_ if (model.item_ids_ is not None and not args.internal_ids) else None

@@ -746,7 +746,6 @@ class DeepRetrieval:
         from .catalogue import fit_item_vectors
 
         head = self.net_.reranker
-        n_old = head.n_items
         rng = np.random.default_rng(self.config.seed)
         pool = self.user_histories_ if getattr(self, "user_histories_", None) is not None else ctx_rows
         pool = pool.rows(np.sort(rng.choice(len(pool), size=min(n_background, len(pool)), replace=False)))

@@ -58,11 +58,12 @@ import torch
 
 from . import assignment as _assignment
 from ._utils import atomic_write_text, resolve_device, seed_everything
-from .assignment import PathScores, assign_paths
+from .assignment import PathScores
 from .config import DRConfig, StreamConfig
 from .data.types import Interactions, Sequences
 from .modules.softmax import popularity_sampling_probs
 from .paths import ItemPathMap, PathCodec
+from .training import reassign_paths
 
 if TYPE_CHECKING:
     from .model import DeepRetrieval
@@ -520,18 +521,7 @@ def stream_train(
         nonlocal assigned_at
         t0 = time.perf_counter()
         state = scores.snapshot()
-        new_ids, stats = assign_paths(
-            state,
-            paths_per_item=s.paths_per_item,
-            penalty=a.penalty,
-            n_paths=model.codec_.n_paths,
-            n_sweeps=a.n_sweeps,
-            previous=model.item_paths_.path_ids,
-            rng=cfg.seed + len(model.history_),
-            power=a.power,
-        )
-        moved = float((np.sort(new_ids, 1) != np.sort(model.item_paths_.path_ids, 1)).any(1).mean())
-        model.item_paths_ = ItemPathMap(new_ids, model.codec_, excluded=model.removed_)
+        stats, moved = reassign_paths(model, state, cfg.seed + len(model.history_))
         model.path_scores_ = state
         model.__dict__.pop("_compiled_structure", None)
         b = max(since["batches"], 1)

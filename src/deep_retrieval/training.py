@@ -183,6 +183,25 @@ def score_paths(
     return out
 
 
+def reassign_paths(model: DeepRetrieval, scores: PathScores, seed: int) -> tuple[dict[str, Any], float]:
+    """Path assignment from ``scores`` with the model's settings, starting from its current paths;
+    installs the new item → path map. Returns ``(assign_paths stats, share of items moved)``."""
+    s, a = model.config.structure, model.config.assignment
+    new_ids, stats = assign_paths(
+        scores,
+        paths_per_item=s.paths_per_item,
+        penalty=a.penalty,
+        n_paths=model.codec_.n_paths,
+        n_sweeps=a.n_sweeps,
+        previous=model.item_paths_.path_ids,
+        rng=seed,
+        power=a.power,
+    )
+    moved = float((np.sort(new_ids, 1) != np.sort(model.item_paths_.path_ids, 1)).any(1).mean())
+    model.item_paths_ = ItemPathMap(new_ids, model.codec_, excluded=getattr(model, "removed_", None))
+    return stats, moved
+
+
 def fit_deep_retrieval(
     model: DeepRetrieval,
     train: Sequences,
@@ -192,7 +211,7 @@ def fit_deep_retrieval(
 ) -> None:
     """Run the alternating schedule on ``model`` (its ``net_``/``codec_`` already built)."""
     cfg = model.config
-    t, a, s = cfg.train, cfg.assignment, cfg.structure
+    t, s = cfg.train, cfg.structure
     rng = np.random.default_rng(cfg.seed)
     model.item_paths_ = ItemPathMap.random(model.n_items_, model.codec_, s.paths_per_item, rng)
     samples = TrainingSamples(train, t.history_len, seed=cfg.seed)
@@ -220,18 +239,7 @@ def fit_deep_retrieval(
             timings: dict[str, float] = {}
             scores = score_paths(model, train, samples, timings)
             t2 = time.perf_counter()
-            new_ids, stats = assign_paths(
-                scores,
-                paths_per_item=s.paths_per_item,
-                penalty=a.penalty,
-                n_paths=model.codec_.n_paths,
-                n_sweeps=a.n_sweeps,
-                previous=model.item_paths_.path_ids,
-                rng=cfg.seed + epoch,
-                power=a.power,
-            )
-            changed = float((np.sort(new_ids, 1) != np.sort(model.item_paths_.path_ids, 1)).any(1).mean())
-            model.item_paths_ = ItemPathMap(new_ids, model.codec_)
+            stats, changed = reassign_paths(model, scores, cfg.seed + epoch)
             entry.update(
                 scoring_seconds=round(t2 - t1 - timings["accumulation_seconds"], 2),
                 accumulation_seconds=round(timings["accumulation_seconds"], 2),
