@@ -168,27 +168,7 @@ def create_app(
         exclude, unknown_ex = model.item_index(req.exclude)
         return history, exclude, unknown + unknown_ex
 
-    def answer(live: _Live, reqs: list[RecommendRequest]) -> list[Recommendation]:
-        model = live.model
-        resolved = [resolve(live, r) for r in reqs]
-        out: list[Recommendation | None] = [None] * len(reqs)
-        groups: dict[tuple[int, int | None], list[int]] = {}
-        for i, (req, (history, exclude, unknown)) in enumerate(zip(reqs, resolved)):
-            if len(history) == 0:
-                ids, scores = model.popular_items(req.n, exclude)
-                out[i] = _result(live, ids, scores, unknown, "popularity", None)
-            else:
-                groups.setdefault((req.n, req.beam_size), []).append(i)
-        for (n, beam), rows in groups.items():
-            histories = Sequences.from_lists([resolved[i][0] for i in rows])
-            excl = Sequences.from_lists([resolved[i][1] for i in rows])
-            used = beam or model.beam_size_for(n)
-            ids, scores = model.recommend(histories, n, exclude=excl, beam_size=used)
-            for r, i in enumerate(rows):
-                out[i] = _result(live, ids[r], scores[r], resolved[i][2], None, used)
-        return out  # type: ignore[return-value]
-
-    def _result(live, ids, scores, unknown, fallback, beam) -> Recommendation:
+    def result(live: _Live, ids, scores, unknown: list, fallback: str | None, beam: int | None) -> Recommendation:
         keep = ids >= 0
         return Recommendation(
             items=[live.names[i] for i in ids[keep].tolist()],
@@ -198,6 +178,26 @@ def create_app(
             beam_size=beam,
             model_generation=live.generation,
         )
+
+    def answer(live: _Live, reqs: list[RecommendRequest]) -> list[Recommendation]:
+        model = live.model
+        resolved = [resolve(live, r) for r in reqs]
+        out: list[Recommendation | None] = [None] * len(reqs)
+        groups: dict[tuple[int, int | None], list[int]] = {}
+        for i, (req, (history, exclude, unknown)) in enumerate(zip(reqs, resolved)):
+            if len(history) == 0:
+                ids, scores = model.popular_items(req.n, exclude)
+                out[i] = result(live, ids, scores, unknown, "popularity", None)
+            else:
+                groups.setdefault((req.n, req.beam_size), []).append(i)
+        for (n, beam), rows in groups.items():
+            histories = Sequences.from_lists([resolved[i][0] for i in rows])
+            excl = Sequences.from_lists([resolved[i][1] for i in rows])
+            used = beam or model.beam_size_for(n)
+            ids, scores = model.recommend(histories, n, exclude=excl, beam_size=used)
+            for r, i in enumerate(rows):
+                out[i] = result(live, ids[r], scores[r], resolved[i][2], None, used)
+        return out  # type: ignore[return-value]
 
     @app.post("/v1/recommend", response_model=Recommendation, summary="Top-n items for one user")
     def recommend(req: RecommendRequest) -> Recommendation:
