@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import random
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,3 +73,103 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------------- directories written whole
+def file_record(file: Path) -> dict[str, Any]:
+    return {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_files(path: Path, files: dict[str, Any] | None, *, verify: bool) -> None:
+    """Every file the manifest lists exists with its recorded size (and SHA-256 with ``verify``)."""
+    if files is None:  # format version 1 recorded no files
+        return
+    for name, record in files.items():
+        file = path / name
+        if Path(name).name != name:
+            raise ValueError(f"{path}/manifest.json lists an invalid file name {name!r}")
+        if not file.is_file():
+            raise ValueError(f"{path} is incomplete: {name} is missing; re-save or retrain the model")
+        size = file.stat().st_size
+        if size != record["bytes"]:
+            raise ValueError(
+                f"{file} is truncated or altered: {size} bytes, the manifest says {record['bytes']};"
+                " re-save or retrain the model"
+            )
+        if verify and _sha256(file) != record["sha256"]:
+            raise ValueError(
+                f"{file} is corrupt: its SHA-256 differs from the manifest's; re-save or retrain the"
+                " model (or load with verify=False to skip the check)"
+            )
+
+
+def fsync_tree(directory: Path) -> None:
+    """Flush every file of ``directory`` and the directory itself (before the rename)."""
+    for f in directory.iterdir():
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_directory(path: Path, fill: Callable[[Path], dict[str, Any]], *, manifest: str = "manifest.json") -> Path:
+    """Write directory ``path`` atomically: ``fill(tmp)`` writes the files into a temporary
+    directory beside it and returns the manifest (JSON), which gets the size and SHA-256 of every
+    file under ``"files"``; everything is flushed to disk, then renamed over ``path``.
+
+    A crash leaves the old directory or the new one, never a mix. Entries of an existing ``path``
+    that ``fill`` did not write (e.g. a ``checkpoints/`` folder, a plot) are carried over as hard
+    links before the swap, so they survive it without a copy.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+    try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
+        doc = fill(tmp)
+        doc["files"] = {f.name: file_record(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        (tmp / manifest).write_text(json.dumps(doc, indent=2) + "\n")
+        fsync_tree(tmp)
+        if path.exists():
+            old_files = set()
+            try:
+                old_files = set(json.loads((path / manifest).read_text()).get("files", {})) | {manifest}
+            except (OSError, ValueError, AttributeError):
+                pass
+            for entry in path.iterdir():
+                if entry.name in old_files or (tmp / entry.name).exists():
+                    continue
+                if entry.is_dir():
+                    shutil.copytree(entry, tmp / entry.name, copy_function=os.link)
+                else:
+                    os.link(entry, tmp / entry.name)
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

@@ -239,7 +239,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.write(json.dumps(entry), file=sys.stderr)
             bar.update(1)
 
-        model.fit(split.train, split.n_items, on_event=None if args.quiet else on_event, item_ids=split.item_ids)
+        model.fit(split.train, split.n_items, on_event=None if args.quiet else on_event, item_ids=split.item_ids,
+                  checkpoint_dir=None if args.no_checkpoints else args.out / "checkpoints", resume=args.resume)
     # The training users become the bundle's known users (the service's `user_id` requests).
     model.set_known_users(split.train_user_ids, split.train)
     model.save(
@@ -561,7 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a Deep Retrieval model and save it")
     _add_data_args(p)
-    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write (checkpoints go to OUT/checkpoints)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in OUT/checkpoints (same data and settings)")
+    p.add_argument("--no-checkpoints", action="store_true", help="write no training checkpoints")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)

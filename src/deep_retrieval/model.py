@@ -13,12 +13,9 @@ Shapes: ``U`` query users, ``V`` items, ``B`` beam, ``D`` layers, ``J`` paths pe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import _umask, resolve_device, seed_everything, versions
+from ._utils import check_files, resolve_device, seed_everything, versions, write_directory
 from .baselines.base import pad_results
 from .beam import CompiledStructure, beam_search
 from .config import ConfigError, DRConfig, _from_mapping, to_dict
@@ -168,6 +165,8 @@ class DeepRetrieval:
         reranker: SoftmaxModel | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         item_ids: np.ndarray | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> DeepRetrieval:
         """Train from scratch on ``train`` rows (items ``0 .. n_items-1``).
 
@@ -177,6 +176,10 @@ class DeepRetrieval:
             on_event: called with a dict after each phase (``{"event": "epoch", …}``); the CLI
                 prints these.
             item_ids: ``(V,)`` external item ids (kept as ``item_ids_``, saved with the model).
+            checkpoint_dir: write training checkpoints here (each epoch, and before each path
+                assignment); see :mod:`deep_retrieval.checkpoint`.
+            resume: continue from the newest valid checkpoint in ``checkpoint_dir`` (if any);
+                the result equals an uninterrupted fit's.
         """
         from .training import fit_deep_retrieval
 
@@ -211,7 +214,8 @@ class DeepRetrieval:
         self.item_ids_ = None if item_ids is None else np.asarray(item_ids)
         self.user_ids_, self.user_histories_ = None, None
         self._clear_caches()
-        fit_deep_retrieval(self, train, frozen_reranker=reranker is not None, on_event=on_event)
+        fit_deep_retrieval(self, train, frozen_reranker=reranker is not None, on_event=on_event,
+                           checkpoint_dir=checkpoint_dir, resume=resume)
         self.beam_calibration_ = self._calibrate_beam(train)
         return self
 
@@ -799,11 +803,8 @@ class DeepRetrieval:
         from safetensors.torch import save_file
 
         self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
-        try:
-            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
+
+        def fill(tmp: Path) -> dict[str, Any]:
             state, storages = {}, set()
             for k, v in self.net_.state_dict().items():
                 v = v.detach().cpu().contiguous()
@@ -823,10 +824,9 @@ class DeepRetrieval:
                 "item_counts": self.item_counts_,
                 "beam_calibration": np.stack(self.beam_calibration_).astype(np.float64),
             }
-            if item_ids is None:
-                item_ids = getattr(self, "item_ids_", None)
-            if item_ids is not None:
-                ids = np.asarray(item_ids)
+            ids = item_ids if item_ids is not None else getattr(self, "item_ids_", None)
+            if ids is not None:
+                ids = np.asarray(ids)
                 arrays["item_ids"] = ids.astype(str) if ids.dtype == object else ids
             users = getattr(self, "user_histories_", None)
             if users is not None:
@@ -835,7 +835,7 @@ class DeepRetrieval:
                 arrays["user_items"] = users.items
             for name, arr in arrays.items():
                 np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
-            manifest = {
+            return {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "config": to_dict(self.config),
@@ -847,22 +847,10 @@ class DeepRetrieval:
                 "training": training if training is not None else getattr(self, "training_", None),
                 "versions": versions(),
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": {f.name: _file_record(f) for f in sorted(tmp.iterdir())},
             }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            _fsync_tree(tmp)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        path = Path(path)
+        write_directory(path, fill)
         return path
 
     @classmethod
@@ -894,7 +882,7 @@ class DeepRetrieval:
                 f"{path} has model format version {version}; this deep-retrieval reads versions"
                 f" {', '.join(map(str, READABLE_VERSIONS))}: upgrade the package or retrain"
             )
-        _check_files(path, manifest.get("files"), verify=verify)
+        check_files(path, manifest.get("files"), verify=verify)
         try:
             config = _from_mapping(DRConfig, manifest["config"])
         except ConfigError as exc:
@@ -944,60 +932,6 @@ class DeepRetrieval:
         model.net_ = net.to(model.device_).eval()
         model.beam_calibration_ = (calib[0].astype(np.int64), calib[1])
         return model
-
-
-def _file_record(file: Path) -> dict[str, Any]:
-    return {"bytes": file.stat().st_size, "sha256": _sha256(file)}
-
-
-def _sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _check_files(path: Path, files: dict[str, Any] | None, *, verify: bool) -> None:
-    """Every file the manifest lists exists with its recorded size (and SHA-256 with ``verify``)."""
-    if files is None:  # format version 1 recorded no files
-        return
-    for name, record in files.items():
-        file = path / name
-        if Path(name).name != name:
-            raise ValueError(f"{path}/manifest.json lists an invalid file name {name!r}")
-        if not file.is_file():
-            raise ValueError(f"{path} is incomplete: {name} is missing; re-save or retrain the model")
-        size = file.stat().st_size
-        if size != record["bytes"]:
-            raise ValueError(
-                f"{file} is truncated or altered: {size} bytes, the manifest says {record['bytes']};"
-                " re-save or retrain the model"
-            )
-        if verify and _sha256(file) != record["sha256"]:
-            raise ValueError(
-                f"{file} is corrupt: its SHA-256 differs from the manifest's; re-save or retrain the"
-                " model (or load with verify=False to skip the check)"
-            )
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file of ``directory`` and the directory itself (before the rename)."""
-    for f in directory.iterdir():
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reranker_options(head: SoftmaxModel) -> dict[str, Any]:

@@ -25,6 +25,8 @@ Choices the paper leaves open (measured; see the README):
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,8 @@ from .paths import ItemPathMap
 
 if TYPE_CHECKING:
     from .model import DeepRetrieval
+
+log = logging.getLogger("deep_retrieval")
 
 
 def user_batches(
@@ -88,8 +92,10 @@ def network_epoch(
     optimizer: torch.optim.Optimizer,
     *,
     joint: bool,
+    fault: str | None = None,
 ) -> dict[str, float]:
-    """One pass over ``samples``; returns mean structure and softmax losses."""
+    """One pass over ``samples``; returns mean structure and softmax losses. ``fault`` names the
+    crash-test point hit after the pass's first batch (see :func:`~deep_retrieval.checkpoint.fault_point`)."""
     t = model.config.train
     net, device = model.net_, model.device_
     item_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
@@ -120,6 +126,10 @@ def network_epoch(
         optimizer.step()
         sums["structure_loss"] += float(structure_loss.detach())
         n_batches += 1
+        if fault is not None and n_batches == 1:
+            from .checkpoint import fault_point
+
+            fault_point(fault)  # mid-epoch
     net.reranker.requires_grad_(True)
     net.eval()
     return {k: v / max(n_batches, 1) for k, v in sums.items()}
@@ -202,14 +212,36 @@ def reassign_paths(model: DeepRetrieval, scores: PathScores, seed: int) -> tuple
     return stats, moved
 
 
+def _fingerprint(model: DeepRetrieval, train: Sequences, frozen_reranker: bool) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the config and the training data."""
+    import hashlib
+
+    from .config import to_dict
+
+    digest = hashlib.sha256(np.ascontiguousarray(train.indptr).tobytes())
+    digest.update(np.ascontiguousarray(train.items).tobytes())
+    return {"config": to_dict(model.config), "n_items": int(model.n_items_), "data_sha256": digest.hexdigest(),
+            "frozen_reranker": frozen_reranker}
+
+
 def fit_deep_retrieval(
     model: DeepRetrieval,
     train: Sequences,
     *,
     frozen_reranker: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> None:
-    """Run the alternating schedule on ``model`` (its ``net_``/``codec_`` already built)."""
+    """Run the alternating schedule on ``model`` (its ``net_``/``codec_`` already built).
+
+    With ``checkpoint_dir``, a checkpoint is written after every network step that a path
+    assignment follows, and after every epoch (:mod:`deep_retrieval.checkpoint`); with
+    ``resume``, the fit continues from the newest valid one there and ends exactly where an
+    uninterrupted fit with the same seed ends.
+    """
+    from .checkpoint import fault_point, latest_checkpoint, load_checkpoint, save_checkpoint
+
     cfg = model.config
     t, s = cfg.train, cfg.structure
     rng = np.random.default_rng(cfg.seed)
@@ -223,21 +255,45 @@ def fit_deep_retrieval(
         ],
         weight_decay=t.weight_decay,
     )
-    for epoch in range(t.epochs):
-        joint = not frozen_reranker and epoch < t.joint_epochs
-        t0 = time.perf_counter()
-        losses = network_epoch(model, samples, optimizer, joint=joint)
-        entry: dict[str, Any] = {
-            "event": "epoch",
-            "epoch": epoch + 1,
-            "joint": joint,
-            **{k: round(v, 5) for k, v in losses.items()},
-            "network_seconds": round(time.perf_counter() - t0, 2),
-        }
-        if (epoch + 1) % t.assign_every == 0 or epoch == t.epochs - 1:
+    fingerprint = _fingerprint(model, train, frozen_reranker) if checkpoint_dir is not None else {}
+    start, pending = 0, None
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume needs a checkpoint directory")
+        found = latest_checkpoint(checkpoint_dir)
+        if found is not None:
+            doc = load_checkpoint(found, model=model, optimizer=optimizer, sampler_rng=samples.rng, fingerprint=fingerprint)
+            start = doc["epoch"] + (1 if doc["phase"] == "epoch" else 0)
+            pending = doc["pending"] if doc["phase"] == "network" else None
+            log.info("resuming from %s", found)
+
+    def checkpoint(epoch: int, phase: str, entry: dict[str, Any] | None = None) -> None:
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, epoch=epoch, phase=phase, model=model, optimizer=optimizer,
+                            sampler_rng=samples.rng, fingerprint=fingerprint, pending=entry)
+
+    for epoch in range(start, t.epochs):
+        assign = (epoch + 1) % t.assign_every == 0 or epoch == t.epochs - 1
+        if pending is not None:  # resumed between this epoch's network step and its assignment
+            entry, pending = pending, None
+        else:
+            joint = not frozen_reranker and epoch < t.joint_epochs
+            t0 = time.perf_counter()
+            losses = network_epoch(model, samples, optimizer, joint=joint, fault=f"network-{epoch}")
+            entry = {
+                "event": "epoch",
+                "epoch": epoch + 1,
+                "joint": joint,
+                **{k: round(v, 5) for k, v in losses.items()},
+                "network_seconds": round(time.perf_counter() - t0, 2),
+            }
+            if assign:
+                checkpoint(epoch, "network", entry)
+        if assign:
             t1 = time.perf_counter()
             timings: dict[str, float] = {}
             scores = score_paths(model, train, samples, timings)
+            fault_point(f"assignment-{epoch}")
             t2 = time.perf_counter()
             stats, changed = reassign_paths(model, scores, cfg.seed + epoch)
             entry.update(
@@ -250,5 +306,6 @@ def fit_deep_retrieval(
                 items_moved=round(changed, 4),
             )
         model.history_.append(entry)
+        checkpoint(epoch, "epoch")
         if on_event is not None:
             on_event(entry)

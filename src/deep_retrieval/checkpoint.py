@@ -1,0 +1,179 @@
+"""Training checkpoints: everything needed to continue a fit exactly where it stopped.
+
+A checkpoint is a directory ``ckpt-<epoch>-<phase>`` under the checkpoint folder, written
+atomically (:func:`~deep_retrieval._utils.write_directory`): ``state.safetensors`` (network
+weights, optimiser tensors, torch RNG), ``item_paths.npy`` and ``state.json`` (format version,
+position, per-epoch log, optimiser settings, numpy / Python / sampler RNG states, a fingerprint of
+the config and data), with the size and SHA-256 of each file. ``LATEST`` names the newest; the
+newest ``keep`` are kept. Phases: ``network`` (after the epoch's network step, before its path
+assignment) and ``epoch`` (the epoch done). A process killed at any point loses at most the work
+since the newest complete checkpoint; a checkpoint that fails its checksums is skipped for the one
+before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._utils import atomic_write_text, check_files, write_directory
+
+log = logging.getLogger("deep_retrieval")
+
+FORMAT = "deep-retrieval-checkpoint"
+FORMAT_VERSION = 1
+PHASES = ("network", "epoch")
+_NAME = re.compile(r"^ckpt-(\d{4})-(network|epoch)$")
+
+
+def fault_point(name: str) -> None:
+    """Kill this process with SIGKILL when ``$DEEP_RETRIEVAL_CRASH_AT`` equals ``name``.
+
+    Fault injection for the crash tests (``tests/test_checkpoint.py``): a real SIGKILL at a named
+    point of training or of a checkpoint write, nothing else. Unset, it costs one lookup.
+    """
+    if os.environ.get("DEEP_RETRIEVAL_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _order(name: str) -> tuple[int, int]:
+    m = _NAME.match(name)
+    return (int(m.group(1)), PHASES.index(m.group(2))) if m else (-1, -1)
+
+
+def save_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    epoch: int,
+    phase: str,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    sampler_rng: np.random.Generator,
+    fingerprint: dict[str, Any],
+    pending: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``(epoch, phase)`` of a fit in progress; returns its directory."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    name = f"ckpt-{epoch:04d}-{phase}"
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        tensors = {f"net.{k}": v.detach().cpu().contiguous().clone() for k, v in model.net_.state_dict().items()}
+        opt = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, entry in opt["state"].items():
+            for key, value in entry.items():
+                if torch.is_tensor(value):
+                    tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous().clone()
+                else:
+                    scalars.setdefault(str(pid), {})[key] = value
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = state
+        save_file(tensors, tmp / "state.safetensors")
+        fault_point(f"checkpoint-write-{name}")  # half written: only the temporary directory exists
+        np.save(tmp / "item_paths.npy", model.item_paths_.path_ids, allow_pickle=False)
+        py_state = random.getstate()
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "epoch": epoch,
+            "phase": phase,
+            "history": model.history_,
+            "pending": pending,
+            "fingerprint": fingerprint,
+            "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+            "rng": {
+                "numpy": _jsonable(np.random.get_state()),
+                "python": [py_state[0], list(py_state[1]), py_state[2]],
+                "sampler": sampler_rng.bit_generator.state,
+            },
+        }
+
+    out = write_directory(folder / name, fill, manifest="state.json")
+    atomic_write_text(folder / "LATEST", name + "\n")
+    for old in sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: _order(p.name))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def _jsonable(state: tuple) -> list:
+    return [x.tolist() if isinstance(x, np.ndarray) else x for x in state]
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The newest checkpoint in ``folder`` that passes its checks (``None`` when there is none)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    for path in sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: _order(p.name), reverse=True):
+        try:
+            doc = json.loads((path / "state.json").read_text())
+            if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"unknown checkpoint format {doc.get('format')!r} {doc.get('format_version')!r}")
+            check_files(path, doc.get("files") or {}, verify=True)
+            return path
+        except (OSError, ValueError) as exc:
+            log.warning("skipping checkpoint %s: %s", path, exc)
+    return None
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    sampler_rng: np.random.Generator,
+    fingerprint: dict[str, Any],
+) -> dict[str, Any]:
+    """Restore a checkpoint into a fit set up as the one that wrote it; returns its ``state.json``.
+
+    Raises ``ValueError`` when the checkpoint was written for another config or data set.
+    """
+    from safetensors.torch import load_file
+
+    from .paths import ItemPathMap
+
+    path = Path(path)
+    doc = json.loads((path / "state.json").read_text())
+    if doc["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"the checkpoints in {path.parent} come from another config or data set; resume with the"
+            " same settings, or write to a fresh --out"
+        )
+    tensors = load_file(path / "state.safetensors")
+    model.net_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, scalars in doc["optimizer"]["scalars"].items():
+        state.setdefault(int(pid), {}).update(scalars)
+    optimizer.load_state_dict({"state": state, "param_groups": doc["optimizer"]["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    rng = doc["rng"]
+    np_state = rng["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+    sampler_rng.bit_generator.state = rng["sampler"]
+    model.item_paths_ = ItemPathMap(np.load(path / "item_paths.npy", allow_pickle=False), model.codec_)
+    model.history_ = doc["history"]
+    return doc
