@@ -224,23 +224,40 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from . import distributed
+    from ._utils import resolve_device
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
     from .model import DeepRetrieval
 
     config = load_config(BenchmarkConfig, args.config, _overrides(args))
+    device = resolve_device(args.device or config.device)
+    # Under torchrun (WORLD_SIZE > 1): join the process group; rank 0 logs and saves.
+    ctx = distributed.init_from_environment(device)
+    if ctx.active and args.resume:
+        raise CLIError("--resume is single-process for now (checkpoints are not written under torchrun)")
+    quiet = args.quiet or ctx.rank > 0
+    if ctx.rank > 0:
+        log.setLevel(logging.WARNING)
     name, data = _load_data(args)
     split = make_split(data, args.protocol, config.protocol)
     log.info("split: %s", json.dumps(split.summary()))
-    model = DeepRetrieval(config.dr, device=args.device or config.device)
-    with tqdm(total=config.dr.train.epochs, desc="train", unit="epoch", disable=args.quiet) as bar:
+    if ctx.active:
+        log.info("data parallel over %d processes", ctx.world)
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    model = DeepRetrieval(config.dr, device=device)
+    checkpoints = None if (args.no_checkpoints or ctx.active) else args.out / "checkpoints"
+    with tqdm(total=config.dr.train.epochs, desc="train", unit="epoch", disable=quiet) as bar:
 
         def on_event(entry: dict) -> None:
             bar.write(json.dumps(entry), file=sys.stderr)
             bar.update(1)
 
-        model.fit(split.train, split.n_items, on_event=None if args.quiet else on_event, item_ids=split.item_ids,
-                  checkpoint_dir=None if args.no_checkpoints else args.out / "checkpoints", resume=args.resume)
+        model.fit(split.train, split.n_items, on_event=None if quiet else on_event, item_ids=split.item_ids,
+                  checkpoint_dir=checkpoints, resume=args.resume)
+    if ctx.rank > 0:
+        return 0
     # The training users become the bundle's known users (the service's `user_id` requests).
     model.set_known_users(split.train_user_ids, split.train)
     model.save(

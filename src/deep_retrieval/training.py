@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import distributed
 from .assignment import PathScoreAccumulator, PathScores, assign_paths, with_held_paths
 from .data.samples import TrainingSamples
 from .data.types import Sequences
@@ -108,24 +109,38 @@ def network_epoch(
     sums = {"structure_loss": 0.0, "softmax_loss": 0.0}
     n_batches = 0
     encoder = net.reranker.encoder
-    batches = user_batches(
-        encoder, samples, t.batch_size, history_dropout=t.history_dropout,
+    ctx = distributed.current()
+    # N processes step together on N per-process batches: keep the global batch size.
+    batch_size = max(1, -(-t.batch_size // ctx.world))
+    batches = iter(user_batches(
+        encoder, samples, batch_size, history_dropout=t.history_dropout,
         causal=t.causal and encoder.kind == "mean", grad=joint, device=device,
-    )
-    for u, target_t in batches:
-        structure_loss = net.structure.path_loss(u, item_paths[target_t]).mean()
-        loss = structure_loss
-        if joint:
-            softmax_loss = net.reranker.sampled_softmax_loss(
-                u, target_t, t.n_negatives, sampling_probs=sampling_probs
-            )
-            loss = loss + t.softmax_weight * softmax_loss
-            sums["softmax_loss"] += float(softmax_loss.detach())
+    ))
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    while True:
+        batch = next(batches, None)
+        # Distributed: keep stepping together until every process is out of batches.
+        if batch is None and not (ctx.active and distributed.any_process(False)):
+            break
+        if ctx.active and batch is not None:
+            distributed.any_process(True)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if batch is not None:
+            u, target_t = batch
+            structure_loss = net.structure.path_loss(u, item_paths[target_t]).mean()
+            loss = structure_loss
+            if joint:
+                softmax_loss = net.reranker.sampled_softmax_loss(
+                    u, target_t, t.n_negatives, sampling_probs=sampling_probs
+                )
+                loss = loss + t.softmax_weight * softmax_loss
+                sums["softmax_loss"] += float(softmax_loss.detach())
+            loss.backward()
+            sums["structure_loss"] += float(structure_loss.detach())
+            n_batches += 1
+        if ctx.active:
+            distributed.average_gradients(params, contributing=batch is not None)
         optimizer.step()
-        sums["structure_loss"] += float(structure_loss.detach())
-        n_batches += 1
         if fault is not None and n_batches == 1:
             from .checkpoint import fault_point
 
@@ -159,12 +174,19 @@ def score_paths(
 
     ``timings``, when given, receives ``accumulation_seconds``: the time spent merging
     ``(item, path, p)`` triples into the per-item top-``S`` (the rest is the network's beam search).
+    Under ``torch.distributed`` the rows of this process's users go to the processes owning their
+    items, and the result holds this process's item range only (:mod:`deep_retrieval.distributed`).
     """
+    ctx = distributed.current()
     a = model.config.assignment
     n_items = model.n_items_
     net, device = model.net_, model.device_
     net.eval()
-    acc = PathScoreAccumulator(n_items, a.n_candidates)
+    # Distributed: every process scores its own users and accumulates the items it owns.
+    bounds = distributed.item_bounds(n_items, ctx.world)
+    lo, hi = int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
+    acc = PathScoreAccumulator(hi - lo, a.n_candidates)
+    outgoing: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     spent = 0.0
 
     held = model.item_paths_.path_ids  # (V, J)
@@ -184,10 +206,19 @@ def score_paths(
         exact = net.structure.log_prob(user, held_paths[torch.as_tensor(items, device=device)])
         np.add.at(held_scores, items, np.exp(exact.double().cpu().numpy()))
         t0 = time.perf_counter()
-        acc.add(items, path_ids, probs)
+        if ctx.active:
+            outgoing.append((items, path_ids, probs))
+        else:
+            acc.add(items, path_ids, probs)
         spent += time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = with_held_paths(acc.result(), held, held_scores)
+    if ctx.active:
+        width = a.n_candidates
+        parts = outgoing or [(np.zeros(0, np.int64), np.zeros((0, width), np.int64), np.zeros((0, width)))]
+        items, path_ids, probs = distributed.route_rows(*(np.concatenate(x) for x in zip(*parts)), bounds)
+        acc.add(items - lo, path_ids, probs)
+        held_scores = distributed.all_reduce_numpy(held_scores)
+    out = with_held_paths(acc.result(), held[lo:hi], held_scores[lo:hi])
     if timings is not None:
         timings["accumulation_seconds"] = spent + time.perf_counter() - t0
     return out
@@ -197,16 +228,14 @@ def reassign_paths(model: DeepRetrieval, scores: PathScores, seed: int) -> tuple
     """Path assignment from ``scores`` with the model's settings, starting from its current paths;
     installs the new item → path map. Returns ``(assign_paths stats, share of items moved)``."""
     s, a = model.config.structure, model.config.assignment
-    new_ids, stats = assign_paths(
-        scores,
-        paths_per_item=s.paths_per_item,
-        penalty=a.penalty,
-        n_paths=model.codec_.n_paths,
-        n_sweeps=a.n_sweeps,
-        previous=model.item_paths_.path_ids,
-        rng=seed,
-        power=a.power,
-    )
+    ctx = distributed.current()
+    settings = dict(paths_per_item=s.paths_per_item, penalty=a.penalty, n_paths=model.codec_.n_paths,
+                    n_sweeps=a.n_sweeps, power=a.power)
+    if ctx.active:
+        lo = int(distributed.item_bounds(model.n_items_, ctx.world)[ctx.rank])
+        new_ids, stats = distributed.assign_paths_sharded(scores, lo, model.item_paths_.path_ids, seed=seed, **settings)
+    else:
+        new_ids, stats = assign_paths(scores, previous=model.item_paths_.path_ids, rng=seed, **settings)
     moved = float((np.sort(new_ids, 1) != np.sort(model.item_paths_.path_ids, 1)).any(1).mean())
     model.item_paths_ = ItemPathMap(new_ids, model.codec_, excluded=getattr(model, "removed_", None))
     return stats, moved
@@ -246,7 +275,16 @@ def fit_deep_retrieval(
     t, s = cfg.train, cfg.structure
     rng = np.random.default_rng(cfg.seed)
     model.item_paths_ = ItemPathMap.random(model.n_items_, model.codec_, s.paths_per_item, rng)
-    samples = TrainingSamples(train, t.history_len, seed=cfg.seed)
+    ctx = distributed.current()
+    if ctx.active:
+        # Data parallel: this process trains on every world-th row, from rank 0's weights, and
+        # draws its own negatives and shuffles.
+        if checkpoint_dir is not None or resume:
+            raise ValueError("checkpoints and resume are single-process for now; run without them under torchrun")
+        train = train.rows(np.arange(ctx.rank, len(train), ctx.world))
+        distributed.broadcast_parameters(model.net_)
+        torch.manual_seed(cfg.seed + 7919 * ctx.rank)
+    samples = TrainingSamples(train, t.history_len, seed=cfg.seed + ctx.rank)
     structure_params = list(model.net_.structure.parameters())
     optimizer = torch.optim.Adam(
         [
