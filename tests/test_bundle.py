@@ -262,3 +262,17 @@ def test_added_items_survive_save_and_load(model, planted, tmp_path):
     assert loaded.n_items_ == split.n_items
     np.testing.assert_array_equal(loaded.cold_, model.cold_)
     np.testing.assert_array_equal(loaded.recommend(queries, 10)[0], model.recommend(queries, 10)[0])
+
+
+def test_nan_weights_and_a_diverging_fit_give_clear_errors(model, planted, tmp_path):
+    import torch
+
+    with torch.no_grad():
+        model.net_.structure.parameters().__next__()[0].fill_(float("nan"))
+    out = model.save(tmp_path / "b")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        DeepRetrieval.load(out, device="cpu")
+    split = planted[0]
+    cfg = load_config(DRConfig, overrides=TINY + ["train.lr=1e30", "train.epochs=1", "train.joint_epochs=1"])
+    with pytest.raises(FloatingPointError, match="diverged"):
+        DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items)

@@ -552,6 +552,7 @@ class _Plan(NamedTuple):
     active: np.ndarray  # (V,) bool: N_v > 0 and at least one candidate
     orders: list[np.ndarray]  # per sweep, the active items in visiting order
     power: float
+    paths_per_item: int  # J as an int (the checks accept integral floats such as 2.0)
 
 
 def _plan(
@@ -581,6 +582,7 @@ def _plan(
             f"candidate path ids must be < n_paths={n_paths}, got {scores.path_ids.max()}"
         )
     n_items = scores.n_items
+    paths_per_item = int(paths_per_item)
     rng = _check_rng(rng)
     if previous is None:
         fallback = random_distinct_path_ids(n_items, paths_per_item, n_paths, rng)
@@ -601,7 +603,7 @@ def _plan(
     active = (scores.counts > 0) & (scores.path_ids >= 0).any(axis=1)
     visit = np.flatnonzero(active)
     orders = [rng.permutation(visit) for _ in range(int(n_sweeps))]
-    return _Plan(fallback, active, orders, float(power))
+    return _Plan(fallback, active, orders, float(power), paths_per_item)
 
 
 def _penalty_steps_kernel(length: int, power: float) -> np.ndarray:
@@ -807,6 +809,7 @@ def assign_paths_reference(
     plan = _plan(scores, paths_per_item, penalty, n_paths, n_sweeps, previous, rng, power)
     n_items = scores.n_items
     power = plan.power
+    paths_per_item = plan.paths_per_item
     candidates = [
         [(int(c), float(s)) for c, s in zip(scores.path_ids[v], scores.scores[v]) if c >= 0]
         for v in range(n_items)

@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CLIError, ConfigError, DownloadError, ValueError, OSError) as exc:
+    except (CLIError, ConfigError, DownloadError, ValueError, OSError, FloatingPointError) as exc:
         print(f"deep-retrieval {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -905,7 +905,12 @@ class DeepRetrieval:
             return np.load(file, allow_pickle=False)
 
         try:
-            net.load_state_dict(load_file(path / "weights.safetensors"))
+            weights = load_file(path / "weights.safetensors")
+            bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise ValueError(f"weights.safetensors holds NaN or inf in {', '.join(bad[:5])}: the model diverged"
+                                 " before it was saved; retrain it (a lower train.lr helps)")
+            net.load_state_dict(weights)
             item_paths = array("item_paths")
             model.item_counts_ = array("item_counts")
             calib = array("beam_calibration")

@@ -44,6 +44,9 @@ def _as_int_array(values: np.ndarray, name: str) -> np.ndarray:
         if arr.size == 0:
             return arr.astype(np.int64)
         raise ValueError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
+        # astype(int64) would wrap these to negative numbers (and to misleading messages)
+        raise ValueError(f"{name} holds values above the int64 range, up to {arr.max()}")
     return arr.astype(np.int64, copy=False)
 
 

@@ -135,6 +135,11 @@ def network_epoch(
                 )
                 loss = loss + t.softmax_weight * softmax_loss
                 sums["softmax_loss"] += float(softmax_loss.detach())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the training loss became {float(loss.detach())} (batch {n_batches + 1}): the network diverged;"
+                    " lower train.lr (or structure_lr), or check the data for extreme values"
+                )
             loss.backward()
             sums["structure_loss"] += float(structure_loss.detach())
             n_batches += 1

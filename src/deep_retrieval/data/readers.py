@@ -25,9 +25,11 @@ import gzip
 import io
 import itertools
 import json
+import math
 import re
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,9 @@ class DataFormatError(ValueError):
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 
+# What a truncated or corrupt gzip / zip stream raises while it is read.
+_CORRUPT_STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile)
+
 # Rating files inside the official GroupLens archives, in order of preference. ml-100k.zip also
 # holds the u1..u5/ua/ub folds (u1.base, …); only u.data is the complete log.
 _MOVIELENS_NAMES = ("ratings.csv", "ratings.dat", "u.data")
@@ -99,7 +104,24 @@ class _Source:
 
     @contextlib.contextmanager
     def open(self) -> Iterator[IO[bytes]]:
-        """Binary stream of the (decompressed) content."""
+        """Binary stream of the (decompressed) content.
+
+        A truncated or corrupt gzip/zip stream raises :class:`DataFormatError` (not ``EOFError``,
+        ``zlib.error`` or ``BadGzipFile``), whether the reader or the parser hits it.
+        """
+        try:
+            with self._open() as fh:
+                yield fh
+        except _CORRUPT_STREAM_ERRORS as exc:
+            raise DataFormatError(
+                self.label,
+                None,
+                f"corrupt or truncated compressed data ({type(exc).__name__}: {exc}); "
+                "download or copy the file again",
+            ) from None
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[IO[bytes]]:
         if self.member is not None:
             with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as fh:
                 if self.member.endswith(".gz"):
@@ -122,11 +144,14 @@ class _Source:
             return fh.read()
 
     def first_line(self) -> str:
-        """The first non-empty line, decoded, without the line ending ("" for an empty file)."""
+        """The first non-blank line, decoded, without the line ending ("" for an empty file).
+
+        Lines of only spaces and tabs count as blank, as pandas' parser skips them.
+        """
         with self.open() as fh:
             for raw in fh:
                 line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if line:
+                if line.strip(" \t"):
                     return line
         return ""
 
@@ -141,6 +166,19 @@ def _is_zip(path: Path) -> bool:
         return fh.read(4) == _ZIP_MAGIC
 
 
+def _zip_files(path: Path) -> list[str]:
+    """The member files of a zip archive; :class:`DataFormatError` when it is not a valid zip."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [m for m in zf.namelist() if not m.endswith("/")]
+    except zipfile.BadZipFile as exc:
+        raise DataFormatError(
+            path,
+            None,
+            f"starts like a zip archive but is not a valid one ({exc}); a truncated copy?",
+        ) from None
+
+
 def _plain_source(path: str | Path) -> _Source:
     """A single-file source: plain or gzip (zip archives are accepted when they hold one file)."""
     path = Path(path)
@@ -148,8 +186,7 @@ def _plain_source(path: str | Path) -> _Source:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Expected a file, got a directory", str(path))
     if _is_zip(path):
-        with zipfile.ZipFile(path) as zf:
-            files = [m for m in zf.namelist() if not m.endswith("/")]
+        files = _zip_files(path)
         if len(files) != 1:
             raise DataFormatError(
                 path,
@@ -177,14 +214,23 @@ class _Malformed(Exception):
     """Internal: the fast parse found values that cannot be right; diagnose the text."""
 
 
-_PARSE_ERRORS = (ValueError, TypeError, pd.errors.ParserError, pd.errors.ParserWarning, _Malformed)
+# OverflowError: an integer field beyond int64 / uint64 ("Overflow" from the C parser).
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    pd.errors.ParserError,
+    pd.errors.ParserWarning,
+    _Malformed,
+)
 
 
 @contextlib.contextmanager
 def _parser_warnings_as_errors() -> Iterator[None]:
     # A first line with extra fields is silently folded into an index, or dropped with a
     # ParserWarning; make it an error so that the diagnosis runs.
-    with warnings.catch_warnings():
+    # Casting a value beyond float32 (or "inf") warns inside pandas; the value is rejected anyway.
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
         warnings.simplefilter("error", pd.errors.ParserWarning)
         yield
 
@@ -219,12 +265,13 @@ def _csv_frame(
         return pd.read_csv(
             fh,
             sep=":" if double_colon else sep,
-            header=None,
+            # header=0 is the first non-blank line (skiprows=1 would skip a leading blank line
+            # and read the header as data); ``names`` replace the header's names.
+            header=0 if header else None,
             names=names,
             dtype=dtypes,
             engine="c",
             index_col=False,
-            skiprows=1 if header else 0,
             nrows=nrows,
             chunksize=chunksize,
             # Only empty fields are missing: "NA" or "null" may be real string ids.
@@ -247,13 +294,26 @@ def _read_delimited(
     try:
         with src.open() as fh:
             df = _csv_frame(fh, sep, fields, header=header, as_text=False)
-        return _frame_arrays(df, sep, fields)
+        arrays = _frame_arrays(df, sep, fields)
     except _PARSE_ERRORS as exc:
         # ValueError covers UnicodeDecodeError and pandas' EmptyDataError.
         _diagnose_delimited(src, sep, fields, header=header)
         # The diagnosis found nothing it understands (e.g. quoting trouble): pass pandas' words on.
         detail = str(exc) or "missing values"
         raise DataFormatError(src.label, None, f"could not be parsed ({detail})") from exc
+    if any(
+        kind in ("int", "float")
+        and len(arr)
+        and arr.min() >= 0
+        and arr.max() <= 1
+        and ((arr == 0) | (arr == 1)).all()
+        for arr, (kind, _) in zip(arrays, fields)
+    ):
+        # pandas' C parser reads a column (of a parser chunk) made only of TRUE/True/true/FALSE/
+        # False/false as 1/0 even when asked for numbers, and no option turns that off; only such
+        # a column holds nothing but 0 and 1, so only then is the text checked for those words.
+        _diagnose_delimited(src, sep, fields, header=header, boolean_words=True)
+    return arrays
 
 
 def _frame_arrays(df: pd.DataFrame, sep: str, fields: Sequence[_Field]) -> list[np.ndarray | None]:
@@ -266,7 +326,7 @@ def _frame_arrays(df: pd.DataFrame, sep: str, fields: Sequence[_Field]) -> list[
             raise _Malformed
         if kind == "float":
             arr = col.to_numpy(dtype=np.float32)
-            if np.isnan(arr).any():
+            if not np.isfinite(arr).all():  # NaN (missing), "inf", or beyond float32's range
                 raise _Malformed
             out.append(arr)
         elif kind == "int":
@@ -274,7 +334,8 @@ def _frame_arrays(df: pd.DataFrame, sep: str, fields: Sequence[_Field]) -> list[
         elif kind == "any":
             out.append(None)  # unmapped column: only its presence matters
         else:
-            if col.isna().any():
+            # Empty (NaN) or whitespace-only ids are malformed, as the diagnosis reports them.
+            if col.isna().any() or col.str.isspace().any():
                 raise _Malformed
             out.append(_ids_to_array(col) if kind == "id" else col.to_numpy(dtype=object))
     return out
@@ -289,22 +350,50 @@ def _ids_to_array(col: pd.Series) -> np.ndarray:
     return col.to_numpy(dtype=object)
 
 
+def _parse_number(value: str) -> float:
+    """``float(value)`` as the C parser reads numbers (no ``_`` digit groups); NaN if not one."""
+    if "_" in value:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+def _fits_int64(value: str, number: float) -> bool:
+    """Whether an integral ``value`` (``number`` = its float) fits in int64, exactly."""
+    if abs(number) < 2.0**62:
+        return True
+    try:
+        exact = int(value.strip())
+    except ValueError:
+        exact = int(number)  # "1e19", "9.3e18": written as a float, compared as one
+    return -(2**63) <= exact < 2**63
+
+
 def _line_problem(line: str, sep: str, fields: Sequence[_Field]) -> str | None:
     """What is wrong with one line of a delimited file, or ``None`` (used on one line only)."""
     # csv.reader honours quotes as pandas does; "::" files have none.
-    parts = line.split(sep) if len(sep) > 1 else next(csv.reader([line], delimiter=sep))
+    try:
+        parts = line.split(sep) if len(sep) > 1 else next(csv.reader([line], delimiter=sep))
+    except csv.Error as exc:  # e.g. a lone "\r" inside the line (binary data)
+        return f"cannot be parsed ({exc}): {line[:200]!r}"
     if len(parts) != len(fields):
         return f"expected {len(fields)} fields separated by {sep!r}, found {len(parts)}"
     for value, (kind, what) in zip(parts, fields, strict=True):
         if kind in ("int", "float"):
-            try:
-                number = float(value)
-            except ValueError:
-                number = float("nan")
-            if kind == "int" and not (np.isfinite(number) and number == round(number)):
+            number = _parse_number(value)
+            if kind == "int" and not (math.isfinite(number) and number == round(number)):
                 return f"{what} {value!r} is not an integer"
-            if kind == "float" and not np.isfinite(number):
+            if kind == "int" and not _fits_int64(value, number):
+                return f"{what} {value!r} is out of the int64 range"
+            if kind == "float" and math.isnan(number):
                 return f"{what} {value!r} is not a number"
+            if kind == "float" and not math.isfinite(number):
+                return f"{what} {value!r} is not a finite number"
+            with np.errstate(over="ignore"):
+                if kind == "float" and not np.isfinite(np.float32(number)):
+                    return f"{what} {value!r} is out of the float32 range"
         if kind in ("id", "str") and not value.strip():
             return f"{what} {value!r} is empty"
     return None
@@ -315,11 +404,15 @@ def _data_lines(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Line numbers and separator counts of the data lines (non-blank, header dropped).
 
+    Blank as pandas' C parser skips them: empty, or only spaces and tabs (tabs unless ``sep`` is
+    a tab), before an optional ``\r``.
+
     Returns ``(lineno, n_sep)``: ``(R,)`` int64 1-based line numbers, in the order pandas returns
     the rows, and ``(R,)`` int64 counts of ``sep``'s byte (``":"`` for ``"::"``) in each line.
     Vectorised over blocks of ``block`` bytes cut at line ends, to bound the temporary arrays.
     """
     sep_byte = ord(sep[0])
+    blank_bytes = [32] if sep_byte == 9 else [32, 9]
     linenos: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     pos, line0 = 0, 0
@@ -335,7 +428,9 @@ def _data_lines(
         lengths -= (lengths > 0) & (buf[np.maximum(ends - 1, 0)] == 13)  # CRLF
         seps = np.flatnonzero(buf == sep_byte)
         n_sep = np.bincount(np.searchsorted(ends, seps, side="right"), minlength=len(ends))
-        keep = lengths > 0
+        # (newlines count as non-blank bytes here, but no counted span holds one)
+        solid = np.concatenate(([0], np.cumsum(~np.isin(buf, blank_bytes))))
+        keep = solid[starts + lengths] > solid[starts]
         linenos.append(line0 + 1 + np.flatnonzero(keep))
         counts.append(n_sep[keep])
         line0 += len(ends)
@@ -348,7 +443,13 @@ def _data_lines(
 
 
 def _diagnose_delimited(
-    src: _Source, sep: str, fields: Sequence[_Field], *, header: bool, chunk_rows: int = 100_000
+    src: _Source,
+    sep: str,
+    fields: Sequence[_Field],
+    *,
+    header: bool,
+    chunk_rows: int = 100_000,
+    boolean_words: bool = False,
 ) -> None:
     """Find the first bad line and raise :class:`DataFormatError`; return if nothing is found.
 
@@ -360,8 +461,14 @@ def _diagnose_delimited(
     3. that chunk (and the next, in case the parser read ahead) is re-read as text and checked
        column by column → the first bad row;
     4. only the earliest suspicious line is examined in Python, to say what is wrong with it.
+
+    ``boolean_words``: the typed parse succeeded but may have read true/false words as 1/0 (see
+    :func:`_read_delimited`); then, if the text holds such a word at all, every row is checked
+    as text (step 3 over the whole file).
     """
     data = src.read_bytes()
+    if boolean_words and not re.search(rb"(?i)true|false", data):
+        return
     lineno, n_sep = _data_lines(data, sep, header=header)
     newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
 
@@ -369,15 +476,19 @@ def _diagnose_delimited(
         return 0 if line == 1 else int(newlines[line - 2]) + 1
 
     candidates: list[int] = []
+    # The typed parse decodes strictly: the first byte that is not UTF-8 is a candidate.
+    utf8 = _utf8_problem(data)
+    if utf8 is not None:
+        candidates.append(utf8[0])
     # Quoted fields may hide separators; then counts prove nothing and pandas' parse decides.
     if sep == "::" or b'"' not in data:
         wrong = np.flatnonzero(n_sep != (len(fields) - 1) * len(sep))
         if len(wrong):
             candidates.append(int(lineno[wrong[0]]))
-    n_rows = int(np.searchsorted(lineno, candidates[0])) if candidates else len(lineno)
+    n_rows = int(np.searchsorted(lineno, min(candidates))) if candidates else len(lineno)
 
-    bad_chunk: int | None = None
-    if n_rows:
+    bad_chunk: int | None = 0 if boolean_words and n_rows else None
+    if n_rows and not boolean_words:
         done = 0
         try:
             with _parser_warnings_as_errors():
@@ -396,7 +507,7 @@ def _diagnose_delimited(
             bad_chunk = done
     if bad_chunk is not None:
         r0 = bad_chunk * chunk_rows
-        r1 = min(n_rows, r0 + 2 * chunk_rows)
+        r1 = n_rows if boolean_words else min(n_rows, r0 + 2 * chunk_rows)
         first = int(lineno[r0])
         try:
             with _parser_warnings_as_errors():
@@ -421,11 +532,15 @@ def _diagnose_delimited(
                 if kind == "int":
                     # As lenient as pandas' typed parse, which accepts "1e3" or "7.0".
                     values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
-                    bad |= ~np.isfinite(values) | (values != np.round(values))
+                    wrong = ~np.isfinite(values) | (values != np.round(values))
+                    # Beyond int64: checked exactly, on the few values near the limit.
+                    for r in np.flatnonzero(~wrong & (np.abs(values) >= 2.0**62)):
+                        wrong[r] = not _fits_int64(col.iloc[r], values[r])
+                    bad |= wrong
                 elif kind == "float":
-                    bad |= ~np.isfinite(
-                        pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
-                    )
+                    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+                    with np.errstate(over="ignore"):  # the typed parse reads float32
+                        bad |= ~np.isfinite(values.astype(np.float32))
                 elif kind in ("id", "str"):
                     bad |= col.isna().to_numpy(dtype=bool) | (col.str.strip() == "").to_numpy(
                         dtype=bool
@@ -440,8 +555,25 @@ def _diagnose_delimited(
     line = min(candidates)
     end = int(newlines[line - 1]) if line - 1 < len(newlines) else len(data)
     text = data[line_start(line) : end].decode("utf-8", errors="replace").rstrip("\r")
-    problem = _line_problem(text, sep, fields) or f"cannot be parsed: {text[:200]!r}"
-    raise DataFormatError(src.label, line, problem)
+    is_header = header and (len(lineno) == 0 or line < lineno[0])
+    problem = None if is_header else _line_problem(text, sep, fields)
+    if problem is None and utf8 is not None and utf8[0] == line:
+        problem = utf8[1]
+    raise DataFormatError(src.label, line, problem or f"cannot be parsed: {text[:200]!r}")
+
+
+def _utf8_problem(data: bytes) -> tuple[int, str] | None:
+    """``(1-based line, problem)`` of the first byte sequence that is not UTF-8, or ``None``."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        return line, (
+            f"byte 0x{data[exc.start]:02x} at column {exc.start - start + 1} is not valid UTF-8 "
+            "(save the file as UTF-8)"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,8 +604,7 @@ def _movielens_source(path: Path) -> _Source:
             errno.ENOENT, f"No MovieLens ratings file ({looked}) in directory", str(path)
         )
     if _is_zip(path):
-        with zipfile.ZipFile(path) as zf:
-            members = [m for m in zf.namelist() if not m.endswith("/")]
+        members = _zip_files(path)
         for name in _MOVIELENS_NAMES:
             # Shallowest match first: the official zips have exactly one, in their top folder.
             hits = sorted(
@@ -516,7 +647,8 @@ def read_movielens(path: str | Path) -> Interactions:
         sep, header = "\t", False
     else:
         # ratings.csv has a header row; tolerate files saved without one.
-        sep, header = ",", bool(first) and not first.lstrip()[:1].isdigit()
+        # (a headerless file may start with a negative id: "-1,…" is data, not a header)
+        sep, header = ",", bool(first) and not first.lstrip().lstrip("+-")[:1].isdigit()
     users, items, ratings, timestamps = _read_delimited(src, sep, _ML_FIELDS, header=header)
     if not len(users):
         raise DataFormatError(
@@ -590,6 +722,14 @@ def read_user_items_lines(path: str | Path) -> Interactions:
     """
     src = _plain_source(path)
     data = src.read_bytes()
+    nul = data.find(b"\0")
+    if nul >= 0:  # numpy's bytes arrays drop trailing NULs: "12\0" would silently read as 12
+        column = nul - data.rfind(b"\n", 0, nul)
+        raise DataFormatError(
+            src.label,
+            data.count(b"\n", 0, nul) + 1,
+            f"NUL byte at column {column} (a binary file, not text?)",
+        )
     buf = np.frombuffer(data, dtype=np.uint8)
     is_ws = np.isin(buf, _WHITESPACE)
     # A token starts at a non-whitespace byte that follows whitespace (or the file start).
@@ -613,8 +753,12 @@ def read_user_items_lines(path: str | Path) -> Interactions:
     try:
         values = tokens.astype(np.int64)
     except OverflowError:
-        too_long = np.char.str_len(tokens) > 18
-        i = int(np.argmax(too_long))
+        # Beyond int64: more than 19 significant digits, or 19 above the maximum (digit strings
+        # of equal length compare like their numbers).
+        digits19 = np.char.lstrip(tokens, b"0")
+        length = np.char.str_len(digits19)
+        too_big = (length > 19) | ((length == 19) & (digits19 > b"9223372036854775807"))
+        i = int(np.argmax(too_big))
         raise DataFormatError(
             src.label, int(line_of[i]) + 1, f"id {tokens[i].decode()!r} is too large"
         ) from None
@@ -653,6 +797,10 @@ def read_json_lists(path: str | Path) -> Interactions:
     except json.JSONDecodeError as exc:
         raise DataFormatError(
             src.label, exc.lineno, f"invalid JSON at column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise DataFormatError(
+            src.label, None, "JSON nested too deeply; expected a list of lists of item ids"
         ) from None
     one_line = text.rstrip().count("\n") == 0
     line = 1 if one_line else None
@@ -723,8 +871,7 @@ def read_interactions_table(
 
     src = _plain_source(path)
     if header:
-        with src.open() as fh:
-            columns = list(pd.read_csv(fh, sep=sep, nrows=0, engine="c", encoding="utf-8").columns)
+        columns = _header_columns(src, sep)
     else:
         first = src.first_line()
         columns = list(range(len(first.split(sep)))) if first else []
@@ -746,6 +893,7 @@ def read_interactions_table(
                 None,
                 f"no column {col!r} for {role}_col{hint}; the file has columns {shown}",
             )
+    _check_distinct_roles(positions, lambda j: repr(columns[j]) if header else f"column {j}")
     fields: list[_Field] = [("any", str(c)) for c in columns]
     for role, j in positions.items():
         kind = {"user": "id", "item": "id", "rating": "float", "timestamp": "int"}[role]
@@ -755,12 +903,52 @@ def read_interactions_table(
     return Interactions(get("user"), get("item"), get("rating"), get("timestamp"))
 
 
+def _header_columns(src: _Source, sep: str) -> list[str]:
+    """The column names in the header row (the first non-blank line), as pandas reads them."""
+    try:
+        with src.open() as fh:
+            return list(pd.read_csv(fh, sep=sep, nrows=0, engine="c", encoding="utf-8").columns)
+    except pd.errors.EmptyDataError:
+        raise DataFormatError(src.label, None, "the file is empty (no header row)") from None
+    except (ValueError, pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+        if isinstance(exc, DataFormatError):
+            raise
+        data = src.read_bytes()
+        utf8 = _utf8_problem(data)
+        if isinstance(exc, UnicodeDecodeError) and utf8 is not None:
+            raise DataFormatError(src.label, *utf8) from None
+        line = next((k + 1 for k, raw in enumerate(data.split(b"\n")) if raw.strip(b"\r")), None)
+        raise DataFormatError(src.label, line, f"cannot parse the header row ({exc})") from None
+
+
+def _check_distinct_roles(columns: dict[str, object], name: object) -> None:
+    """``ValueError`` when two roles map to one column (a rating column read as timestamps…)."""
+    seen: dict[object, str] = {}
+    for role, col in columns.items():
+        if col in seen:
+            raise ValueError(
+                f"{seen[col]}_col and {role}_col both name {name(col)}; "
+                "map each role to its own column"
+            )
+        seen[col] = role
+
+
+def _parquet_call(path: Path, read: object) -> object:
+    """``read()`` with pyarrow's errors on an unreadable file turned into :class:`DataFormatError`."""
+    import pyarrow as pa
+
+    try:
+        return read()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataFormatError(path, None, f"not a readable Parquet file ({exc})") from None
+
+
 def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interactions:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
+    names = _parquet_call(path, lambda: pq.read_schema(path).names)
     wanted: dict[str, str] = {}
     for role, col in roles.items():
         if col is None:
@@ -772,7 +960,8 @@ def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interaction
                 path, None, f"no column {col!r} for {role}_col; the file has columns {names}"
             )
         wanted[role] = str(col)
-    table = pq.read_table(path, columns=sorted(set(wanted.values())))
+    _check_distinct_roles(wanted, repr)
+    table = _parquet_call(path, lambda: pq.read_table(path, columns=sorted(set(wanted.values()))))
 
     def column(role: str) -> np.ndarray | None:
         if role not in wanted:
@@ -795,7 +984,17 @@ def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interaction
                 raise DataFormatError(
                     path, None, f"rating column {wanted[role]!r} has type {t}, expected numbers"
                 )
-            return arr.cast(pa.float32()).to_numpy()
+            with np.errstate(over="ignore"):
+                ratings = arr.cast(pa.float32(), safe=False).to_numpy()
+            if not np.isfinite(ratings).all():
+                row = int(np.argmin(np.isfinite(ratings))) + 1
+                raise DataFormatError(
+                    path,
+                    None,
+                    f"row {row}: rating {arr[row - 1].as_py()!r} in column {wanted[role]!r} "
+                    "is not a finite float32 number",
+                )
+            return ratings
         if pa.types.is_timestamp(t):
             return pc.cast(arr.cast(pa.timestamp("s", t.tz)), pa.int64()).to_numpy()
         if pa.types.is_integer(t):
@@ -871,7 +1070,7 @@ def read_ratings_file(path: str | Path) -> Interactions:
         if fh.read(4) == b"PAR1":
             import pyarrow.parquet as pq
 
-            names = pq.read_schema(path).names
+            names = _parquet_call(path, lambda: pq.read_schema(path).names)
             cols = _alias_columns(names)
             if "user" not in cols or "item" not in cols:
                 raise DataFormatError(

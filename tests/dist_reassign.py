@@ -1,0 +1,31 @@
+"""Run by tests/test_distributed.py, with plain python (one process) or under torchrun: one path
+assignment of a saved model on its training data, sharded when distributed; rank 0 saves the
+model with the new paths to OUT and the objective to OUT/objective.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from deep_retrieval import DeepRetrieval, ProtocolConfig, distributed, load_dataset, make_split
+from deep_retrieval.data.samples import TrainingSamples
+from deep_retrieval.training import reassign_paths, score_paths
+
+
+def main(bundle: str, out: str) -> None:
+    ctx = distributed.init_from_environment("cpu")
+    model = DeepRetrieval.load(bundle, device="cpu")
+    split = make_split(load_dataset("movielens-latest-small"), None, ProtocolConfig())
+    train = split.train.rows(np.arange(ctx.rank, len(split.train), ctx.world))
+    samples = TrainingSamples(train, model.config.train.history_len, seed=0)
+    stats, _ = reassign_paths(model, score_paths(model, train, samples), seed=0)
+    if ctx.rank == 0:
+        model.save(out)
+        (Path(out) / "objective.json").write_text(json.dumps(stats["objective"]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
