@@ -13,17 +13,10 @@ import pytest
 
 from deep_retrieval import DeepRetrieval, ProtocolConfig, evaluate, load_dataset, make_split
 
+from test_checkpoint import TINY  # 3 epochs, 2 joint, a 16 × 2 grid
+
 HERE = Path(__file__).parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-TINY = [
-    "dr.structure.n_layers=2",
-    "dr.structure.n_nodes=16",
-    "dr.train.encoder=mean",
-    "dr.train.epochs=3",
-    "dr.train.joint_epochs=2",
-    "dr.train.embedding_dim=16",
-    "dr.assignment.penalty=1e-4",
-]
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:

@@ -63,7 +63,7 @@ from .config import DRConfig, StreamConfig
 from .data.types import Interactions, Sequences
 from .modules.softmax import popularity_sampling_probs
 from .paths import ItemPathMap, PathCodec
-from .training import reassign_paths
+from .training import batch_loss, reassign_paths
 
 if TYPE_CHECKING:
     from .model import DeepRetrieval
@@ -351,18 +351,11 @@ def _network_step(
         target_t = torch.as_tensor(target[take], device=device)
         with torch.set_grad_enabled(joint):
             u = encoder(torch.as_tensor(h, device=device))
-        structure_loss = net.structure.path_loss(u, item_paths[target_t]).mean()
-        loss = structure_loss
-        if joint:
-            softmax_loss = net.reranker.sampled_softmax_loss(
-                u, target_t, t.n_negatives, sampling_probs=sampling_probs
-            )
-            loss = loss + t.softmax_weight * softmax_loss
-            x_loss += float(softmax_loss.detach())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        structure_loss, softmax_loss = batch_loss(model, u, target_t, item_paths, joint, sampling_probs)
         optimizer.step()
-        s_loss += float(structure_loss.detach())
+        s_loss += structure_loss
+        x_loss += softmax_loss
         n_batches += 1
     net.reranker.requires_grad_(True)
     net.eval()

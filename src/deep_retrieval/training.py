@@ -87,6 +87,37 @@ def user_batches(
             yield u, torch.as_tensor(target, device=device)
 
 
+def batch_loss(
+    model: DeepRetrieval,
+    u: torch.Tensor,
+    target: torch.Tensor,
+    item_paths: torch.Tensor,
+    joint: bool,
+    sampling_probs: torch.Tensor | None,
+) -> tuple[float, float]:
+    """The network step's loss on one batch, back-propagated: the multi-path likelihood of the
+    targets' paths plus, when ``joint``, the reranker's sampled softmax. Returns the two loss
+    values; raises ``FloatingPointError`` when the loss is not finite (the network diverged).
+
+    Args:
+        u: ``(N, E)`` user vectors; ``target``: ``(N,)`` items; ``item_paths``: ``(V, J, D)``.
+    """
+    t, net = model.config.train, model.net_
+    structure_loss = net.structure.path_loss(u, item_paths[target]).mean()
+    loss, softmax_value = structure_loss, 0.0
+    if joint:
+        softmax_loss = net.reranker.sampled_softmax_loss(u, target, t.n_negatives, sampling_probs=sampling_probs)
+        loss = loss + t.softmax_weight * softmax_loss
+        softmax_value = float(softmax_loss.detach())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the training loss became {float(loss.detach())}: the network diverged; lower train.lr"
+            " (or structure_lr), or check the data for extreme values"
+        )
+    loss.backward()
+    return float(structure_loss.detach()), softmax_value
+
+
 def network_epoch(
     model: DeepRetrieval,
     samples: TrainingSamples,
@@ -127,21 +158,9 @@ def network_epoch(
         optimizer.zero_grad(set_to_none=True)
         if batch is not None:
             u, target_t = batch
-            structure_loss = net.structure.path_loss(u, item_paths[target_t]).mean()
-            loss = structure_loss
-            if joint:
-                softmax_loss = net.reranker.sampled_softmax_loss(
-                    u, target_t, t.n_negatives, sampling_probs=sampling_probs
-                )
-                loss = loss + t.softmax_weight * softmax_loss
-                sums["softmax_loss"] += float(softmax_loss.detach())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the training loss became {float(loss.detach())} (batch {n_batches + 1}): the network diverged;"
-                    " lower train.lr (or structure_lr), or check the data for extreme values"
-                )
-            loss.backward()
-            sums["structure_loss"] += float(structure_loss.detach())
+            structure_loss, softmax_loss = batch_loss(model, u, target_t, item_paths, joint, sampling_probs)
+            sums["structure_loss"] += structure_loss
+            sums["softmax_loss"] += softmax_loss
             n_batches += 1
         if ctx.active:
             distributed.average_gradients(params, contributing=batch is not None)
