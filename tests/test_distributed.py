@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deep_retrieval import DeepRetrieval, ProtocolConfig, evaluate, load_dataset, make_split
@@ -69,3 +70,20 @@ def test_sharded_assignment_of_a_trained_model_is_as_good(tmp_path):
     # 0.06196 against 0.06190 (0.999 ×).
     assert abs(objective["two"] - objective["one"]) <= 0.01 * abs(objective["one"])
     assert recall["two"] >= 0.99 * recall["one"]
+
+
+def test_torchrun_training_killed_and_resumed_ends_as_uninterrupted(tmp_path):
+    """Both processes SIGKILLed mid-assignment of epoch 2, then `--resume` under torchrun."""
+    from safetensors.numpy import load_file
+
+    cli = ["-m", "deep_retrieval", "-q", "train", "--dataset", "movielens-latest-small", "--set", *TINY]
+    _run(TORCHRUN + cli + ["--out", str(tmp_path / "ref")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEP_RETRIEVAL_CRASH_AT": "assignment-1"}
+    killed = subprocess.run(TORCHRUN + cli + ["--out", str(tmp_path / "out")], env=env, capture_output=True, timeout=600)
+    assert killed.returncode != 0 and not (tmp_path / "out" / "manifest.json").exists()
+    _run(TORCHRUN + cli + ["--out", str(tmp_path / "out"), "--resume"])
+    for name in ("item_paths.npy",):
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / name), np.load(tmp_path / "ref" / name))
+    a, b = load_file(tmp_path / "out" / "weights.safetensors"), load_file(tmp_path / "ref" / "weights.safetensors")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -30,7 +30,7 @@ from ._utils import atomic_write_text, check_files, write_directory
 log = logging.getLogger("deep_retrieval")
 
 FORMAT = "deep-retrieval-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: random states per process
 PHASES = ("network", "epoch")
 _NAME = re.compile(r"^ckpt-(\d{4})-(network|epoch)$")
 
@@ -59,12 +59,15 @@ def save_checkpoint(
     phase: str,
     model: Any,
     optimizer: torch.optim.Optimizer,
-    sampler_rng: np.random.Generator,
+    rng: list[dict[str, Any]],
     fingerprint: dict[str, Any],
     pending: dict[str, Any] | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint ``(epoch, phase)`` of a fit in progress; returns its directory."""
+    """Write checkpoint ``(epoch, phase)`` of a fit in progress; returns its directory.
+
+    ``rng``: :func:`capture_rng` of every process, by rank (one entry for a single process).
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -80,14 +83,13 @@ def save_checkpoint(
                     tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous().clone()
                 else:
                     scalars.setdefault(str(pid), {})[key] = value
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            for i, state in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng.cuda.{i}"] = state
+        for rank, state in enumerate(rng):
+            tensors[f"rng.torch.{rank}"] = state["torch"]
+            if state.get("cuda") is not None:
+                tensors[f"rng.cuda.{rank}"] = state["cuda"]
         save_file(tensors, tmp / "state.safetensors")
         fault_point(f"checkpoint-write-{name}")  # half written: only the temporary directory exists
         np.save(tmp / "item_paths.npy", model.item_paths_.path_ids, allow_pickle=False)
-        py_state = random.getstate()
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -97,11 +99,7 @@ def save_checkpoint(
             "pending": pending,
             "fingerprint": fingerprint,
             "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
-            "rng": {
-                "numpy": _jsonable(np.random.get_state()),
-                "python": [py_state[0], list(py_state[1]), py_state[2]],
-                "sampler": sampler_rng.bit_generator.state,
-            },
+            "rng": [{k: v for k, v in state.items() if k not in ("torch", "cuda")} for state in rng],
         }
 
     out = write_directory(folder / name, fill, manifest="state.json")
@@ -111,8 +109,17 @@ def save_checkpoint(
     return out
 
 
-def _jsonable(state: tuple) -> list:
-    return [x.tolist() if isinstance(x, np.ndarray) else x for x in state]
+def capture_rng(sampler_rng: np.random.Generator) -> dict[str, Any]:
+    """This process's random states: torch (and the current CUDA device's), numpy's global,
+    Python's, and the sample shuffler's generator."""
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "sampler": sampler_rng.bit_generator.state,
+    }
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
@@ -139,8 +146,10 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     sampler_rng: np.random.Generator,
     fingerprint: dict[str, Any],
+    rank: int = 0,
 ) -> dict[str, Any]:
-    """Restore a checkpoint into a fit set up as the one that wrote it; returns its ``state.json``.
+    """Restore a checkpoint into a fit set up as the one that wrote it (process ``rank`` takes
+    its own random states); returns its ``state.json``.
 
     Raises ``ValueError`` when the checkpoint was written for another config or data set.
     """
@@ -165,11 +174,10 @@ def load_checkpoint(
     for pid, scalars in doc["optimizer"]["scalars"].items():
         state.setdefault(int(pid), {}).update(scalars)
     optimizer.load_state_dict({"state": state, "param_groups": doc["optimizer"]["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    rng = doc["rng"]
+    torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+    if f"rng.cuda.{rank}" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"])
+    rng = doc["rng"][rank]
     np_state = rng["numpy"]
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
     random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))

@@ -234,8 +234,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or config.device)
     # Under torchrun (WORLD_SIZE > 1): join the process group; rank 0 logs and saves.
     ctx = distributed.init_from_environment(device)
-    if ctx.active and args.resume:
-        raise CLIError("--resume is single-process for now (checkpoints are not written under torchrun)")
     quiet = args.quiet or ctx.rank > 0
     if ctx.rank > 0:
         log.setLevel(logging.WARNING)
@@ -247,7 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     model = DeepRetrieval(config.dr, device=device)
-    checkpoints = None if (args.no_checkpoints or ctx.active) else args.out / "checkpoints"
+    # Under torchrun every process reads them on --resume: OUT must be on a shared filesystem.
+    checkpoints = None if args.no_checkpoints else args.out / "checkpoints"
     with tqdm(total=config.dr.train.epochs, desc="train", unit="epoch", disable=quiet) as bar:
 
         def on_event(entry: dict) -> None:

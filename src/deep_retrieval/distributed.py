@@ -70,6 +70,25 @@ def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def gather_objects(obj):
+    """``[obj of rank 0, obj of rank 1, …]`` on every process (``[obj]`` for one process)."""
+    import torch.distributed as dist
+
+    if not current().active:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    """Wait for every process (nothing for one process)."""
+    import torch.distributed as dist
+
+    if current().active:
+        dist.barrier()
+
+
 def all_reduce_numpy(arr: np.ndarray, op: str = "sum") -> np.ndarray:
     """Element-wise sum (or max) of ``arr`` over the processes (a new array)."""
     import torch.distributed as dist

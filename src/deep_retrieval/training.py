@@ -265,7 +265,7 @@ def reassign_paths(model: DeepRetrieval, scores: PathScores, seed: int) -> tuple
     return stats, moved
 
 
-def _fingerprint(model: DeepRetrieval, train: Sequences, frozen_reranker: bool) -> dict[str, Any]:
+def _fingerprint(model: DeepRetrieval, train: Sequences, frozen_reranker: bool, world: int) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the config and the training data."""
     import hashlib
 
@@ -274,7 +274,7 @@ def _fingerprint(model: DeepRetrieval, train: Sequences, frozen_reranker: bool) 
     digest = hashlib.sha256(np.ascontiguousarray(train.indptr).tobytes())
     digest.update(np.ascontiguousarray(train.items).tobytes())
     return {"config": to_dict(model.config), "n_items": int(model.n_items_), "data_sha256": digest.hexdigest(),
-            "frozen_reranker": frozen_reranker}
+            "frozen_reranker": frozen_reranker, "processes": world}
 
 
 def fit_deep_retrieval(
@@ -293,18 +293,17 @@ def fit_deep_retrieval(
     ``resume``, the fit continues from the newest valid one there and ends exactly where an
     uninterrupted fit with the same seed ends.
     """
-    from .checkpoint import fault_point, latest_checkpoint, load_checkpoint, save_checkpoint
+    from .checkpoint import capture_rng, fault_point, latest_checkpoint, load_checkpoint, save_checkpoint
 
     cfg = model.config
     t, s = cfg.train, cfg.structure
     rng = np.random.default_rng(cfg.seed)
     model.item_paths_ = ItemPathMap.random(model.n_items_, model.codec_, s.paths_per_item, rng)
     ctx = distributed.current()
+    fingerprint = _fingerprint(model, train, frozen_reranker, ctx.world) if checkpoint_dir is not None else {}
     if ctx.active:
         # Data parallel: this process trains on every world-th row, from rank 0's weights, and
         # draws its own negatives and shuffles.
-        if checkpoint_dir is not None or resume:
-            raise ValueError("checkpoints and resume are single-process for now; run without them under torchrun")
         train = train.rows(np.arange(ctx.rank, len(train), ctx.world))
         distributed.broadcast_parameters(model.net_)
         torch.manual_seed(cfg.seed + 7919 * ctx.rank)
@@ -317,22 +316,27 @@ def fit_deep_retrieval(
         ],
         weight_decay=t.weight_decay,
     )
-    fingerprint = _fingerprint(model, train, frozen_reranker) if checkpoint_dir is not None else {}
     start, pending = 0, None
     if resume:
         if checkpoint_dir is None:
             raise ValueError("resume needs a checkpoint directory")
         found = latest_checkpoint(checkpoint_dir)
         if found is not None:
-            doc = load_checkpoint(found, model=model, optimizer=optimizer, sampler_rng=samples.rng, fingerprint=fingerprint)
+            doc = load_checkpoint(found, model=model, optimizer=optimizer, sampler_rng=samples.rng,
+                                  fingerprint=fingerprint, rank=ctx.rank)
             start = doc["epoch"] + (1 if doc["phase"] == "epoch" else 0)
             pending = doc["pending"] if doc["phase"] == "network" else None
             log.info("resuming from %s", found)
 
     def checkpoint(epoch: int, phase: str, entry: dict[str, Any] | None = None) -> None:
-        if checkpoint_dir is not None:
+        if checkpoint_dir is None:
+            return
+        # Weights, optimiser and paths are the same on every process; random states are not.
+        rng_states = distributed.gather_objects(capture_rng(samples.rng))
+        if ctx.rank == 0:
             save_checkpoint(checkpoint_dir, epoch=epoch, phase=phase, model=model, optimizer=optimizer,
-                            sampler_rng=samples.rng, fingerprint=fingerprint, pending=entry)
+                            rng=rng_states, fingerprint=fingerprint, pending=entry)
+        distributed.barrier()
 
     for epoch in range(start, t.epochs):
         assign = (epoch + 1) % t.assign_every == 0 or epoch == t.epochs - 1
