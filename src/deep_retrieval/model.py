@@ -613,9 +613,11 @@ class DeepRetrieval:
         Each new item gets ``J`` paths, a reranker vector, a bias and an input embedding, from
         its contexts (see :mod:`deep_retrieval.catalogue`): the histories of the users who
         picked it in ``interactions`` (warm items) or else its neighbours, from ``features`` or
-        given in ``neighbours`` (cold items, flagged in ``cold_``). Its reranker vector points
-        along the mean query of its contexts (scaled to the mean item-vector norm); its bias and
-        input embedding are the means over the items of its contexts.
+        given in ``neighbours`` (cold items, flagged in ``cold_``). Its paths come from the
+        contexts' beam-search path scores under the size penalty (:func:`~deep_retrieval.catalogue.place_items`);
+        its input embedding is the mean over the contexts' items; its reranker row and bias are
+        fitted by maximum likelihood against a background of users
+        (:func:`~deep_retrieval.catalogue.fit_item_vectors`).
 
         Args:
             item_ids: external ids of the new items (required when the model stores item ids;
@@ -708,8 +710,8 @@ class DeepRetrieval:
         sizes = dict(zip(index.occupied_paths.tolist(), index.path_sizes().tolist()))
         paths = place_items(scores, sizes, paths_per_item=J, penalty=a.penalty, power=a.power, n_sweeps=a.n_sweeps)
 
-        # Reranker vectors: mean query direction of the contexts; bias and input embedding: means
-        # over the contexts' items.
+        # Input embedding: the mean over the contexts' items; reranker row and bias: fitted by
+        # maximum likelihood, starting from the same means.
         head = self.net_.reranker
         ctx_owner = np.repeat(ctx_items - n_old, ctx_rows.lengths)
         per_item = np.maximum(np.bincount(ctx_owner, minlength=n), 1).astype(np.float64)[:, None]
