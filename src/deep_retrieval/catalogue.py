@@ -8,9 +8,12 @@ user histories that stand for the people who would pick the item.
 * A **cold** item (no interactions) has one context: its neighbours, taken from item features
   (the most similar existing items by cosine) or given directly (e.g. co-occurrence lists).
 
-Beam search over each context's user vector gives ``S`` paths with probabilities; an item's paths
-are the ``J`` with the largest summed probability, as the path-score accumulation of training
-would rank them. Shapes: ``N`` contexts, ``n`` new items, ``V`` existing items, ``F`` features.
+Beam search over each context's user vector gives ``S`` paths with probabilities, summed per item
+(:func:`context_path_scores`, as training accumulates path scores); the item's ``J`` paths are then
+chosen by the penalised greedy step of path assignment against the current path sizes
+(:func:`place_items`). Its reranker row and bias are fitted by maximum likelihood under the frozen
+softmax model (:func:`fit_item_vectors`). Shapes: ``N`` contexts, ``n`` new items, ``V`` existing
+items, ``F`` features.
 """
 
 from __future__ import annotations
