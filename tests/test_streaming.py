@@ -25,18 +25,10 @@ from deep_retrieval.streaming import (
     time_ordered_chunks,
 )
 
-TINY = [
-    "structure.n_layers=2",
-    "structure.n_nodes=8",
-    "structure.paths_per_item=2",
-    "train.encoder=mean",
-    "train.embedding_dim=32",
-    "train.n_negatives=64",
-    "train.batch_size=256",
-    "train.lr=0.01",
-    "assignment.n_candidates=8",
-    "assignment.penalty=1e-4",
-]
+from test_model import TINY as MODEL_TINY
+
+# The model tests' tiny settings; a stream sets its own passes instead of epochs.
+TINY = [o for o in MODEL_TINY if not o.startswith(("train.epochs=", "train.joint_epochs="))]
 
 
 @pytest.fixture(scope="module", autouse=True)

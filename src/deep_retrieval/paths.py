@@ -222,11 +222,12 @@ class ItemPathMap:
         self.excluded = self._check_excluded(excluded, len(ids))
 
         flat = self.path_ids.ravel()  # (V·J,)
-        slots = np.arange(flat.size, dtype=np.int64)
-        if self.excluded.any():
-            slots = slots[~np.repeat(self.excluded, ids.shape[1])]
         # Stable sort: within one path the items stay in increasing order.
-        order = slots[np.argsort(flat[slots], kind="stable")]
+        if self.excluded.any():
+            slots = np.flatnonzero(~np.repeat(self.excluded, ids.shape[1]))
+            order = slots[np.argsort(flat[slots], kind="stable")]
+        else:
+            order = np.argsort(flat, kind="stable")
         sorted_ids = flat[order]
         is_start = np.ones(len(order), dtype=bool)
         is_start[1:] = sorted_ids[1:] != sorted_ids[:-1]

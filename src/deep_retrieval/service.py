@@ -59,9 +59,11 @@ class _Live:
 
 def _load(path: Path, device: str, generation: int) -> _Live:
     model = DeepRetrieval.load(path, device=device)
-    # Warm the caches (numpy beam tables, reranker table) before the model takes traffic, so the
-    # first requests after a swap are not slow.
+    # Warm the caches (numpy beam tables, reranker table, id lookup, popularity order) before the
+    # model takes traffic, so the first requests after a swap are not slow.
     model.recommend(Sequences.from_lists([[0]]), 10)
+    model.item_index([])
+    model.popular_items(1)
     return _Live(path, model, generation)
 
 
