@@ -26,7 +26,7 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 $PY - "$URL" <<'PY'
 import sys, time
-from deep_retrieval.client import RetrievalClient
+from deep_retrieval.serving.client import RetrievalClient
 deadline = time.time() + 120
 while True:
     try:

@@ -36,7 +36,7 @@ if [[ -z $ONLY || $ONLY == plot ]]; then
   .venv/bin/python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-from deep_retrieval.speed import plot_speed, speed_markdown
+from deep_retrieval.experiments.speed import plot_speed, speed_markdown
 out = Path(sys.argv[1])
 docs = [json.loads(p.read_text()) for p in sorted(out.glob("[0-9]*/speed.json"), key=lambda p: int(p.parent.name))]
 plot_speed(docs, out / "growth.png")

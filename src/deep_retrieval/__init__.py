@@ -9,10 +9,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .assignment import PathScores, accumulate_path_scores, assign_paths, streaming_update
+from .core.assignment import PathScores, accumulate_path_scores, assign_paths, streaming_update
 from .baselines import ALS, FaissHNSW, FaissIVF, ItemCF, MostPopular, SoftmaxRecommender
-from .beam import beam_search, enumerate_paths
-from .benchmark import run_benchmark
+from .core.beam import beam_search, enumerate_paths
+from .experiments.benchmark import run_benchmark
 from .config import (
     BenchmarkConfig,
     ConfigError,
@@ -27,9 +27,9 @@ from .data.synthetic import make_clustered
 from .data.types import FixedSplit, Interactions, Sequences, Split
 from .evaluation.evaluate import evaluate
 from .evaluation.metrics import evaluate_recommendations
-from .model import DeepRetrieval
-from .paths import ItemPathMap, PathCodec
-from .streaming import stream_train, time_ordered_chunks
+from .estimator import DeepRetrieval
+from .core.paths import ItemPathMap, PathCodec
+from .training.stream import stream_train, time_ordered_chunks
 
 __all__ = [
     "ALS",

@@ -93,7 +93,7 @@ def _parse_list(text: str, kind=str) -> list:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .benchmark import check_methods, run_benchmark
+    from .experiments.benchmark import check_methods, run_benchmark
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
 
@@ -119,7 +119,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
         doc = run_benchmark(split, methods, ks, config, out_dir=args.out, dataset=name, progress=progress)
         bar.update(bar.total - bar.n)
-    from .benchmark import results_markdown
+    from .experiments.benchmark import results_markdown
 
     print(results_markdown(doc))
     print(f"wrote {args.out}/results.json, results.md, truth.csv, recommendations/")
@@ -127,7 +127,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablations import parse_grid, run_ablations
+    from .experiments.ablations import parse_grid, run_ablations
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
 
@@ -146,9 +146,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ._utils import atomic_write_text
+    from .utils import atomic_write_text
     from .config import load_config
-    from .speed import SpeedConfig, plot_speed, run_speed, speed_markdown
+    from .experiments.speed import SpeedConfig, plot_speed, run_speed, speed_markdown
 
     sizes = _parse_list(args.n_items, int)
     base = load_config(SpeedConfig, args.config, _overrides(args))
@@ -225,10 +225,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from . import distributed
-    from ._utils import resolve_device
+    from .utils import resolve_device
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
-    from .model import DeepRetrieval
+    from .estimator import DeepRetrieval
 
     config = load_config(BenchmarkConfig, args.config, _overrides(args))
     device = resolve_device(args.device or config.device)
@@ -272,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from .data.types import Sequences
-    from .model import DeepRetrieval
+    from .estimator import DeepRetrieval
 
     model = DeepRetrieval.load(args.model, device=args.device or "auto")
     history = [x.strip() for x in args.history.split(",") if x.strip()]
@@ -300,7 +300,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import BenchmarkConfig, ProtocolConfig, _from_mapping, load_config
     from .data.protocols import make_split
     from .evaluation.evaluate import evaluate
-    from .model import DeepRetrieval
+    from .estimator import DeepRetrieval
 
     model = DeepRetrieval.load(args.model, device=args.device or "auto")
     training = model.training_ or {}
@@ -317,7 +317,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
            "query_ms_p50": ev.query_ms_p50, "query_ms_p99": ev.query_ms_p99, **model.benchmark_info()}
     text = json.dumps(doc, indent=2)
     if args.json:
-        from ._utils import atomic_write_text
+        from .utils import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
     print(text)
@@ -325,7 +325,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .model import DeepRetrieval
+    from .estimator import DeepRetrieval
 
     model = DeepRetrieval.load(args.model, device="cpu")
     d = model.diagnostics()
@@ -357,7 +357,7 @@ def cmd_add_items(args: argparse.Namespace) -> int:
 
     from .data.readers import read_ratings_file
     from .data.types import Sequences
-    from .model import DeepRetrieval
+    from .estimator import DeepRetrieval
 
     if not (args.interactions or args.features or args.neighbours):
         raise CLIError("give at least one of --interactions, --features, --neighbours")
@@ -428,7 +428,7 @@ def cmd_add_items(args: argparse.Namespace) -> int:
 
 
 def cmd_remove_items(args: argparse.Namespace) -> int:
-    from .model import DeepRetrieval
+    from .estimator import DeepRetrieval
 
     model = DeepRetrieval.load(args.model, device="cpu")
     wanted = [x.strip() for x in args.items.split(",") if x.strip()]
@@ -446,8 +446,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     from .config import BenchmarkConfig, load_config
     from .data.types import Interactions
-    from .model import DeepRetrieval
-    from .streaming import stream_train, stream_vocabulary, time_ordered_chunks
+    from .estimator import DeepRetrieval
+    from .training.stream import stream_train, stream_vocabulary, time_ordered_chunks
 
     config = load_config(BenchmarkConfig, args.config, _overrides(args))
     name, data = _load_data(args)
@@ -479,7 +479,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .service import ServiceLimits, serve
+        from .serving.service import ServiceLimits, serve
     except ImportError as exc:  # fastapi / uvicorn are the `serve` extra
         raise CLIError(f"the service needs its extra: pip install 'deep-retrieval[serve]' ({exc})") from exc
 
@@ -490,10 +490,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_load_test(args: argparse.Namespace) -> int:
-    from ._utils import atomic_write_text
+    from .utils import atomic_write_text
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
-    from .loadtest import run_load_test
+    from .serving.loadtest import run_load_test
 
     if args.histories:
         histories = [row for row in _read_id_table(args.histories)]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from ..config import BenchmarkConfig
 from .als import ALS
 from .ann import FaissHNSW, FaissIVF
-from .base import Recommender, pad_results, topk_from_scores
+from ..core.contract import Recommender, pad_results, topk_from_scores
 from .item_cf import ItemCF
 from .popular import MostPopular
 from .softmax import SoftmaxRecommender

@@ -18,8 +18,8 @@ from threadpoolctl import threadpool_limits
 
 from ..config import ALSConfig
 from ..data.types import Sequences
-from .base import topk_from_scores
-from .base import check_query, check_train, empty_results
+from ..core.contract import topk_from_scores
+from ..core.contract import check_query, check_train, empty_results
 
 
 class ALS:

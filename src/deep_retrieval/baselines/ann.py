@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import HNSWConfig, IVFConfig
 from ..data.types import Sequences
-from .base import check_query, check_train, drop_excluded, empty_results
+from ..core.contract import check_query, check_train, drop_excluded, empty_results
 from .softmax import SoftmaxRecommender
 
 HNSW_METRICS = ("l2-reduction", "inner-product")

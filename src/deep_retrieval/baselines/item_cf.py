@@ -17,8 +17,8 @@ import scipy.sparse as sp
 
 from ..config import ItemCFConfig
 from ..data.types import Sequences
-from .base import topk_from_scores
-from .base import check_query, check_train, empty_results
+from ..core.contract import topk_from_scores
+from ..core.contract import check_query, check_train, empty_results
 
 # Popularity tie-break added to every score: far below any real similarity sum (one cosine
 # between two items with ≥ 1 shared user is ≥ 1/#users), large enough to order the zeros.

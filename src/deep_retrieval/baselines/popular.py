@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.types import Sequences
-from .base import check_query, check_train, drop_excluded, topk_from_scores
+from ..core.contract import check_query, check_train, drop_excluded, topk_from_scores
 
 
 class MostPopular:

@@ -16,8 +16,8 @@ import torch
 from ..config import SoftmaxConfig
 from ..data.samples import TrainingSamples
 from ..data.types import Sequences
-from ..modules.softmax import SoftmaxModel, popularity_sampling_probs
-from .base import check_query, check_train, empty_results
+from ..core.modules.softmax import SoftmaxModel, popularity_sampling_probs
+from ..core.contract import check_query, check_train, empty_results
 
 ENCODERS = ("auto", "gru", "mean")
 SAMPLERS = ("uniform", "popularity")
@@ -33,7 +33,7 @@ class SoftmaxRecommender:
         query_batch_size: users per scoring block in ``recommend`` / ``user_embeddings``.
 
     Attributes:
-        model_: the trained :class:`~deep_retrieval.modules.softmax.SoftmaxModel` (eval mode).
+        model_: the trained :class:`~deep_retrieval.core.modules.softmax.SoftmaxModel` (eval mode).
         encoder_: the encoder kind actually used (``"auto"`` resolved).
         history_ordered_: whether the training rows were time-ordered.
         losses_: mean training loss of each epoch.

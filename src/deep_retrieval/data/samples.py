@@ -132,7 +132,7 @@ class TrainingSamples:
 
         Instead of one ``(B, L)`` history matrix per batch, a batch is a few row *segments*,
         concatenated; the encoder embeds each item once and derives every position's history
-        from prefix sums (:meth:`~deep_retrieval.modules.encoder.UserEncoder.encode_positions`).
+        from prefix sums (:meth:`~deep_retrieval.core.modules.encoder.UserEncoder.encode_positions`).
         Ordered rows are cut into segments of ``L`` target positions, each preceded by the
         ``≤ L`` items of context its first target needs (so every target's window lies inside its
         segment); unordered rows are one segment each, every item a target whose history is the

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..baselines.base import Recommender
+from ..core.contract import Recommender
 from ..data.types import Sequences
 from .metrics import evaluate_recommendations
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import DRConfig, HNSWConfig, IVFConfig, SoftmaxConfig
-from .data.types import Sequences, Split
+from ..config import DRConfig, HNSWConfig, IVFConfig, SoftmaxConfig
+from ..data.types import Sequences, Split
 
 METHODS = ("dr", "exact-torch", "exact-faiss", "hnsw", "ivf")
 _HNSW_EF = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -105,8 +105,8 @@ def planted_softmax(corpus: Any, config: SpeedConfig) -> Any:
     """A :class:`SoftmaxRecommender` whose model is the corpus's planted one (no training):
     mean encoder over the item vectors, item table = the same vectors (shared storage), bias,
     logit ``⟨mean history vector, v⟩ / τ + b``."""
-    from .baselines.softmax import SoftmaxRecommender
-    from .modules.softmax import SoftmaxModel
+    from ..baselines.softmax import SoftmaxRecommender
+    from ..core.modules.softmax import SoftmaxModel
 
     vectors = torch.from_numpy(corpus.item_vectors)
     n_items, dim = vectors.shape
@@ -161,9 +161,9 @@ class _ExactFaiss:
 
 def run_speed(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate, fit, time every method; returns the ``speed.json`` document."""
-    from .baselines.ann import FaissHNSW, FaissIVF
-    from .data.corpus import make_corpus
-    from .model import DeepRetrieval
+    from ..baselines.ann import FaissHNSW, FaissIVF
+    from ..data.corpus import make_corpus
+    from ..estimator import DeepRetrieval
 
     say = progress or (lambda msg: None)
     c = config
@@ -278,7 +278,7 @@ def _exact_batch(c: SpeedConfig) -> int:
 
 def _softmax_of(dr: Any, c: SpeedConfig) -> Any:
     """DR's own (jointly trained) reranker as a SoftmaxRecommender, for the exact/ANN methods."""
-    from .baselines.softmax import SoftmaxRecommender
+    from ..baselines.softmax import SoftmaxRecommender
 
     t = dr.config.train
     rec = SoftmaxRecommender(
@@ -300,7 +300,7 @@ def _figures(p50: float, p99: float, qps: float, ids: np.ndarray, exact: np.ndar
 
 
 def _train_figures(dr: Any, train: Sequences) -> dict[str, Any]:
-    from .data.samples import TrainingSamples
+    from ..data.samples import TrainingSamples
 
     hist = dr.history_
     n_samples = len(TrainingSamples(train, dr.config.train.history_len))

@@ -9,13 +9,13 @@ system does:
    no history and trains nothing, as in :class:`~deep_retrieval.data.samples.TrainingSamples`).
 2. **Network step** on the chunk's samples (``passes`` times), plus ``replay`` samples drawn from a
    buffer of recent ones, with the paths fixed: the loss of
-   :func:`~deep_retrieval.training.network_epoch` (multi-path likelihood + sampled softmax).
+   :func:`~deep_retrieval.training.batch.network_epoch` (multi-path likelihood + sampled softmax).
 3. **Path scores.** Beam search (beam ``S``) for every sample's user under the updated network;
    each instance's list of ``(path, p(path | user))`` is merged into its item's stored top list
-   with the paper's decayed merge (:func:`~deep_retrieval.assignment.streaming_update`, decay
+   with the paper's decayed merge (:func:`~deep_retrieval.core.assignment.streaming_update`, decay
    ``η``).
 4. Every ``reassign_every`` interactions (and at the end of the stream), **path assignment**
-   (:func:`~deep_retrieval.assignment.assign_paths`, the penalised greedy coordinate descent)
+   (:func:`~deep_retrieval.core.assignment.assign_paths`, the penalised greedy coordinate descent)
    from the merged scores.
 5. Every ``bundle_every`` interactions, a model bundle (:meth:`DeepRetrieval.save`, atomic) in
    ``bundle_dir``; the last ``keep_bundles`` are kept and ``LATEST`` names the newest.
@@ -23,7 +23,7 @@ system does:
 Adaptation (measured; see ``benchmarks/results/streaming/results.md``): each instance's list is the
 beam's ``S`` paths *plus its item's current ``J`` paths* with their exact probabilities, and the
 stored lists hold ``S + J`` slots. It is the streaming twin of
-:func:`~deep_retrieval.assignment.with_held_paths` in batch training: without it an item's
+:func:`~deep_retrieval.core.assignment.with_held_paths` in batch training: without it an item's
 candidates are just the paths its users rank highest, which early on are the same few popular
 paths for every user, and the penalty can only crowd items onto them.
 
@@ -56,19 +56,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import assignment as _assignment
-from ._utils import atomic_write_text, resolve_device, seed_everything
-from .assignment import PathScores
-from .config import DRConfig, StreamConfig
-from .data.types import Interactions, Sequences
-from .modules.softmax import popularity_sampling_probs
-from .paths import ItemPathMap, PathCodec
-from .training import batch_loss, reassign_paths
+from .. import assignment as _assignment
+from ..utils import atomic_write_text, resolve_device, seed_everything
+from ..core.assignment import PathScores
+from ..config import DRConfig, StreamConfig
+from ..data.types import Interactions, Sequences
+from ..core.modules.softmax import popularity_sampling_probs
+from ..core.paths import ItemPathMap, PathCodec
+from .batch import batch_loss, reassign_paths
 
 if TYPE_CHECKING:
-    from .model import DeepRetrieval
+    from ..estimator import DeepRetrieval
 
-log = logging.getLogger("deep_retrieval.streaming")
+log = logging.getLogger("deep_retrieval.training.stream")
 
 _BUNDLE = re.compile(r"^bundle-(\d{12})$")
 
@@ -116,7 +116,7 @@ class StreamChunk:
 def _read(source: Interactions | str | os.PathLike) -> Interactions:
     if isinstance(source, Interactions):
         return source
-    from .data.readers import read_ratings_file
+    from ..data.readers import read_ratings_file
 
     return read_ratings_file(source)
 
@@ -270,7 +270,7 @@ class _Histories:
 
 def _build(model: DeepRetrieval, n_items: int, device: str) -> None:
     """Set up an unfitted model as :meth:`DeepRetrieval.fit` does (time-ordered rows)."""
-    from .model import DRNet, _check_config
+    from ..estimator import DRNet, _check_config
 
     cfg = model.config
     _check_config(cfg)
@@ -330,7 +330,7 @@ def _network_step(
 ) -> tuple[float, float, int]:
     """One shuffled pass of mini-batches over ``(hist (N, L), target (N,))``, paths fixed.
 
-    The per-batch loss of :func:`~deep_retrieval.training.network_epoch`:
+    The per-batch loss of :func:`~deep_retrieval.training.batch.network_epoch`:
     ``−log Σ_j p(π_j(y)|x)`` (+ ``w·`` sampled softmax when ``joint``). Returns the summed
     structure and softmax losses and the number of batches.
     """
@@ -394,7 +394,7 @@ def _instance_paths(
 
 class _Scores:
     """The per-item decayed top lists, updated in place (``PathScores`` is immutable and
-    :func:`~deep_retrieval.assignment.streaming_update` copies the ``(V, S)`` arrays on every call;
+    :func:`~deep_retrieval.core.assignment.streaming_update` copies the ``(V, S)`` arrays on every call;
     this runs the same compiled merge on arrays it owns)."""
 
     def __init__(self, n_items: int, n_keep: int) -> None:
@@ -428,7 +428,7 @@ def stream_train(
     """Train a Deep Retrieval model in one pass over time-ordered events.
 
     Args:
-        model: a :class:`~deep_retrieval.model.DeepRetrieval` (unfitted: built from its config;
+        model: a :class:`~deep_retrieval.estimator.DeepRetrieval` (unfitted: built from its config;
             fitted: its network and paths continue to learn, with fresh path scores and user
             histories), a :class:`DRConfig`, or ``None`` (defaults).
         events: an iterable of :class:`StreamChunk` / ``(users (N,), items (N,)[, timestamps (N,)])``
@@ -451,7 +451,7 @@ def stream_train(
         ValueError: events out of time order (a timestamp lower than an earlier one), items
             outside ``[0, n_items)``, an empty stream, or a source without timestamps.
     """
-    from .model import DeepRetrieval
+    from ..estimator import DeepRetrieval
 
     if model is None or isinstance(model, DRConfig):
         model = DeepRetrieval(model, device=device)

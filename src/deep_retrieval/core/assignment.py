@@ -1,6 +1,6 @@
 """Path assignment: the update of the item → path mapping π with the network fixed (paper §2.2–2.4).
 
-Shape letters as in :mod:`deep_retrieval.paths` (``V`` items, ``S`` candidate paths per item, ``J``
+Shape letters as in :mod:`deep_retrieval.core.paths` (``V`` items, ``S`` candidate paths per item, ``J``
 paths per item, ``N`` training interactions, ``S'`` beam paths per interaction).
 
 Two stages, both pure numpy on internal ids:

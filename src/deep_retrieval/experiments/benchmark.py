@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._utils import atomic_write_text, resolve_device, seed_everything, versions
-from .config import BenchmarkConfig, to_dict
-from .data.types import Sequences, Split
-from .evaluation.evaluate import evaluate
-from .evaluation.metrics import evaluate_recommendations
+from ..utils import atomic_write_text, resolve_device, seed_everything, versions
+from ..config import BenchmarkConfig, to_dict
+from ..data.types import Sequences, Split
+from ..evaluation.evaluate import evaluate
+from ..evaluation.metrics import evaluate_recommendations
 
 BASELINE_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
 
@@ -56,7 +56,7 @@ class _DRMethod:
     name = "dr"
 
     def __init__(self, config: BenchmarkConfig, softmax: Any, device: str) -> None:
-        from .model import DeepRetrieval
+        from ..estimator import DeepRetrieval
 
         dr = config.dr
         if softmax is not None:  # the reranker's width must match the shared softmax model
@@ -81,7 +81,7 @@ class _DRMethod:
 
 
 def _build(name: str, config: BenchmarkConfig, fitted: dict[str, Any], device: str):
-    from .baselines import make_baseline
+    from ..baselines import make_baseline
 
     if name == "dr":
         shared = fitted.get("brute-force") if config.share_reranker else None

@@ -2,7 +2,7 @@
 
 Example::
 
-    from deep_retrieval.client import RetrievalClient
+    from deep_retrieval.serving.client import RetrievalClient
 
     client = RetrievalClient("http://127.0.0.1:8000")
     result = client.recommend(history=["1", "50", "260"], n=20)

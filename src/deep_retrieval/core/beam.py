@@ -1,6 +1,6 @@
 """Beam search over the structure (paper Algorithm 1) and its exhaustive reference.
 
-Shape letters as in :mod:`deep_retrieval.paths`.
+Shape letters as in :mod:`deep_retrieval.core.paths`.
 
 Both functions return paths sorted by log-probability, descending; exact ties are broken by the
 path itself in lexicographic order, i.e. by ascending path id. For a beam at least as wide as

@@ -34,16 +34,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import distributed
-from .assignment import PathScoreAccumulator, PathScores, assign_paths, with_held_paths
-from .data.samples import TrainingSamples
-from .data.types import Sequences
-from .modules.encoder import UserEncoder
-from .modules.softmax import popularity_sampling_probs
-from .paths import ItemPathMap
+from .. import distributed
+from ..core.assignment import PathScoreAccumulator, PathScores, assign_paths, with_held_paths
+from ..data.samples import TrainingSamples
+from ..data.types import Sequences
+from ..core.modules.encoder import UserEncoder
+from ..core.modules.softmax import popularity_sampling_probs
+from ..core.paths import ItemPathMap
 
 if TYPE_CHECKING:
-    from .model import DeepRetrieval
+    from ..estimator import DeepRetrieval
 
 log = logging.getLogger("deep_retrieval")
 
@@ -127,7 +127,7 @@ def network_epoch(
     fault: str | None = None,
 ) -> dict[str, float]:
     """One pass over ``samples``; returns mean structure and softmax losses. ``fault`` names the
-    crash-test point hit after the pass's first batch (see :func:`~deep_retrieval.checkpoint.fault_point`)."""
+    crash-test point hit after the pass's first batch (see :func:`~deep_retrieval.training.checkpoint.fault_point`)."""
     t = model.config.train
     net, device = model.net_, model.device_
     item_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
@@ -199,7 +199,7 @@ def score_paths(
     ``timings``, when given, receives ``accumulation_seconds``: the time spent merging
     ``(item, path, p)`` triples into the per-item top-``S`` (the rest is the network's beam search).
     Under ``torch.distributed`` the rows of this process's users go to the processes owning their
-    items, and the result holds this process's item range only (:mod:`deep_retrieval.distributed`).
+    items, and the result holds this process's item range only (:mod:`deep_retrieval.training.distributed`).
     """
     ctx = distributed.current()
     a = model.config.assignment
@@ -269,7 +269,7 @@ def _fingerprint(model: DeepRetrieval, train: Sequences, frozen_reranker: bool, 
     """What a checkpoint must match to be resumed: the config and the training data."""
     import hashlib
 
-    from .config import to_dict
+    from ..config import to_dict
 
     digest = hashlib.sha256(np.ascontiguousarray(train.indptr).tobytes())
     digest.update(np.ascontiguousarray(train.items).tobytes())
@@ -289,7 +289,7 @@ def fit_deep_retrieval(
     """Run the alternating schedule on ``model`` (its ``net_``/``codec_`` already built).
 
     With ``checkpoint_dir``, a checkpoint is written after every network step that a path
-    assignment follows, and after every epoch (:mod:`deep_retrieval.checkpoint`); with
+    assignment follows, and after every epoch (:mod:`deep_retrieval.training.checkpoint`); with
     ``resume``, the fit continues from the newest valid one there and ends exactly where an
     uninterrupted fit with the same seed ends.
     """

@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ._utils import atomic_write_text, resolve_device, seed_everything, versions
-from .config import BenchmarkConfig, DRConfig, to_dict
-from .data.types import Split
-from .evaluation.evaluate import evaluate
+from ..utils import atomic_write_text, resolve_device, seed_everything, versions
+from ..config import BenchmarkConfig, DRConfig, to_dict
+from ..data.types import Split
+from ..evaluation.evaluate import evaluate
 
 Progress = Callable[[str], None]
 
@@ -88,8 +88,8 @@ def run_ablations(
         ``fraction_scored``, ``beam_size``, ``largest_path_size``, ``occupied_paths``,
         ``fit_seconds`` and ``query_ms_p50``.
     """
-    from .baselines import make_baseline
-    from .model import DeepRetrieval
+    from ..baselines import make_baseline
+    from ..estimator import DeepRetrieval
 
     if k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")

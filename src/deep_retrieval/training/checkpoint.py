@@ -1,7 +1,7 @@
 """Training checkpoints: everything needed to continue a fit exactly where it stopped.
 
 A checkpoint is a directory ``ckpt-<epoch>-<phase>`` under the checkpoint folder, written
-atomically (:func:`~deep_retrieval._utils.write_directory`): ``state.safetensors`` (network
+atomically (:func:`~deep_retrieval.utils.write_directory`): ``state.safetensors`` (network
 weights, optimiser tensors, torch RNG), ``item_paths.npy`` and ``state.json`` (format version,
 position, per-epoch log, optimiser settings, numpy / Python / sampler RNG states, a fingerprint of
 the config and data), with the size and SHA-256 of each file. ``LATEST`` names the newest; the
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._utils import atomic_write_text, check_files, write_directory
+from ..utils import atomic_write_text, check_files, write_directory
 
 log = logging.getLogger("deep_retrieval")
 
@@ -155,7 +155,7 @@ def load_checkpoint(
     """
     from safetensors.torch import load_file
 
-    from .paths import ItemPathMap
+    from ..core.paths import ItemPathMap
 
     path = Path(path)
     doc = json.loads((path / "state.json").read_text())

@@ -3,7 +3,7 @@
 ``DeepRetrieval(config).fit(train, n_items)`` alternates the *network step* (one epoch of gradient
 descent on the multi-path likelihood plus the sampled-softmax reranker) with *path assignment*
 (beam-search path scores per item, then penalised greedy coordinate descent); see
-:mod:`deep_retrieval.training`. ``recommend`` runs beam search over the grid, takes the union of
+:mod:`deep_retrieval.training.batch`. ``recommend`` runs beam search over the grid, takes the union of
 the items on the ``B`` best paths and reranks them with the softmax head.
 
 Shapes: ``U`` query users, ``V`` items, ``B`` beam, ``D`` layers, ``J`` paths per item,
@@ -26,15 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import check_files, resolve_device, seed_everything, versions, write_directory
-from .baselines.base import pad_results
-from .beam import CompiledStructure, beam_search
+from .utils import check_files, resolve_device, seed_everything, versions, write_directory
+from .core.contract import pad_results
+from .core.beam import CompiledStructure, beam_search
 from .config import ConfigError, DRConfig, _from_mapping, to_dict
 from .data.protocols import split_rows
 from .data.types import Sequences, Split
-from .modules.softmax import SoftmaxModel
-from .modules.structure import StructureNet
-from .paths import ItemPathMap, PathCodec
+from .core.modules.softmax import SoftmaxModel
+from .core.modules.structure import StructureNet
+from .core.paths import ItemPathMap, PathCodec
 
 log = logging.getLogger("deep_retrieval")
 
@@ -134,7 +134,7 @@ def _segment_topk(
 
 
 class DeepRetrieval:
-    """Deep Retrieval with the recommend contract of :mod:`deep_retrieval.baselines.base`.
+    """Deep Retrieval with the recommend contract of :mod:`deep_retrieval.core.contract`.
 
     Args:
         config: every setting (see :class:`~deep_retrieval.config.DRConfig`).
@@ -177,11 +177,11 @@ class DeepRetrieval:
                 prints these.
             item_ids: ``(V,)`` external item ids (kept as ``item_ids_``, saved with the model).
             checkpoint_dir: write training checkpoints here (each epoch, and before each path
-                assignment); see :mod:`deep_retrieval.checkpoint`.
+                assignment); see :mod:`deep_retrieval.training.checkpoint`.
             resume: continue from the newest valid checkpoint in ``checkpoint_dir`` (if any);
                 the result equals an uninterrupted fit's.
         """
-        from .training import fit_deep_retrieval
+        from .training.batch import fit_deep_retrieval
 
         _check_config(self.config)
         if n_items < 1 or len(train) == 0:
@@ -611,13 +611,13 @@ class DeepRetrieval:
         """Add items without retraining; returns their internal ids ``V .. V + n - 1``.
 
         Each new item gets ``J`` paths, a reranker vector, a bias and an input embedding, from
-        its contexts (see :mod:`deep_retrieval.catalogue`): the histories of the users who
+        its contexts (see :mod:`deep_retrieval.index.catalogue`): the histories of the users who
         picked it in ``interactions`` (warm items) or else its neighbours, from ``features`` or
         given in ``neighbours`` (cold items, flagged in ``cold_``). Its paths come from the
-        contexts' beam-search path scores under the size penalty (:func:`~deep_retrieval.catalogue.place_items`);
+        contexts' beam-search path scores under the size penalty (:func:`~deep_retrieval.index.catalogue.place_items`);
         its input embedding is the mean over the contexts' items; its reranker row and bias are
         fitted by maximum likelihood against a background of users
-        (:func:`~deep_retrieval.catalogue.fit_item_vectors`).
+        (:func:`~deep_retrieval.index.catalogue.fit_item_vectors`).
 
         Args:
             item_ids: external ids of the new items (required when the model stores item ids;
@@ -630,7 +630,7 @@ class DeepRetrieval:
                 for items placed otherwise).
             n_neighbours: neighbours taken from ``features``.
         """
-        from .catalogue import context_path_scores, feature_neighbours, occurrence_contexts, place_items
+        from .index.catalogue import context_path_scores, feature_neighbours, occurrence_contexts, place_items
 
         self._check_fitted()
         n_old = self.n_items_
@@ -747,9 +747,9 @@ class DeepRetrieval:
         self, u: torch.Tensor, owner: np.ndarray, keys0: np.ndarray, ctx_rows: Sequences,
         ctx_owner: np.ndarray, per_item: np.ndarray, n_background: int = 2000,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Reranker rows of new items: :func:`~deep_retrieval.catalogue.fit_item_vectors` from the
+        """Reranker rows of new items: :func:`~deep_retrieval.index.catalogue.fit_item_vectors` from the
         contexts' users ``u`` against a background of stored user histories (else the contexts)."""
-        from .catalogue import fit_item_vectors
+        from .index.catalogue import fit_item_vectors
 
         head = self.net_.reranker
         rng = np.random.default_rng(self.config.seed)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import assignment as _assignment
-from .assignment import PathScores
+from .. import assignment as _assignment
+from ..core.assignment import PathScores
 
 
 @dataclass(frozen=True)

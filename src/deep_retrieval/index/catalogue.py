@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .assignment import PathScores
-from .data.types import Sequences
+from ..core.assignment import PathScores
+from ..data.types import Sequences
 
 
 def occurrence_contexts(
@@ -146,7 +146,7 @@ def place_items(
 ) -> np.ndarray:
     """Penalised greedy choice of ``J`` paths for new items, the existing items fixed.
 
-    The coordinate step of :func:`~deep_retrieval.assignment.assign_paths` restricted to the new
+    The coordinate step of :func:`~deep_retrieval.core.assignment.assign_paths` restricted to the new
     items: each chooses, one path at a time, the candidate with the largest
     ``N_v·(log(acc + s[v,c]) − log acc) − α·(f(|c|+1) − f(|c|))`` (``acc`` = scores already
     chosen; ``N_v·log s`` for the first), where ``|c|`` counts the existing items and the new

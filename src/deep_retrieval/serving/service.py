@@ -25,8 +25,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from .data.types import Sequences
-from .model import DeepRetrieval
+from ..data.types import Sequences
+from ..estimator import DeepRetrieval
 
 log = logging.getLogger("deep_retrieval")
 
@@ -98,7 +98,7 @@ def create_app(
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
 
-    from . import __version__
+    from .. import __version__
 
     state = bundle if isinstance(bundle, ServiceState) else ServiceState(bundle, device=device, limits=limits)
     lim = state.limits
