@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deep_retrieval import DeepRetrieval, ProtocolConfig, distributed, load_dataset, make_split
+from deep_retrieval import DeepRetrieval, ProtocolConfig, load_dataset, make_split
+from deep_retrieval.training import distributed
 from deep_retrieval.data.samples import TrainingSamples
-from deep_retrieval.training import reassign_paths, score_paths
+from deep_retrieval.training.batch import score_paths
+from deep_retrieval.training.step import reassign_paths
 
 
 def main(bundle: str, out: str) -> None:
@@ -21,7 +23,7 @@ def main(bundle: str, out: str) -> None:
     split = make_split(load_dataset("movielens-latest-small"), None, ProtocolConfig())
     train = split.train.rows(np.arange(ctx.rank, len(split.train), ctx.world))
     samples = TrainingSamples(train, model.config.train.history_len, seed=0)
-    stats, _ = reassign_paths(model, score_paths(model, train, samples), seed=0)
+    stats, _ = reassign_paths(model.state, score_paths(model.state, train, samples), seed=0)
     if ctx.rank == 0:
         model.save(out)
         (Path(out) / "objective.json").write_text(json.dumps(stats["objective"]))

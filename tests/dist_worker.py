@@ -1,5 +1,5 @@
 """Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2``: checks the collectives
-of deep_retrieval.distributed against their single-process twins; rank 0 writes a JSON report."""
+of deep_retrieval.training.distributed against their single-process twins; rank 0 writes a JSON report."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import torch.distributed as dist
 
-from deep_retrieval import distributed
-from deep_retrieval.assignment import PathScoreAccumulator, PathScores, assign_paths, assignment_objective
+from deep_retrieval.training import distributed
+from deep_retrieval.core.assignment import PathScoreAccumulator, PathScores, assign_paths, assignment_objective
 
 
 def planted_scores(n_items: int, n_paths: int, n_keep: int, rng: np.random.Generator) -> PathScores:

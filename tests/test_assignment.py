@@ -6,19 +6,23 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from deep_retrieval import assignment
-from deep_retrieval.assignment import (
+from deep_retrieval.core import assignment
+from deep_retrieval.core.assignment import (
+    GreedySweep,
+    PathScoreAccumulator,
     PathScores,
+    StreamingPathScores,
     accumulate_path_scores,
     assign_paths,
     assign_paths_reference,
     assignment_objective,
     merge_path_scores,
+    place_paths,
+    place_paths_reference,
     streaming_update,
-    PathScoreAccumulator,
     with_held_paths,
 )
-from deep_retrieval.paths import random_distinct_path_ids
+from deep_retrieval.core.paths import random_distinct_path_ids
 
 # --------------------------------------------------------------------------------------------
 # Path scores
@@ -126,6 +130,35 @@ def test_streaming_python_kernel_matches(monkeypatch: pytest.MonkeyPatch) -> Non
     plain = streaming_update(state, items, path_ids, probs, decay=0.9)
     np.testing.assert_array_equal(plain.path_ids, compiled.path_ids)
     np.testing.assert_array_equal(plain.scores, compiled.scores)
+
+
+@pytest.mark.parametrize("python_kernel", [False, True])
+def test_streaming_path_scores_equal_repeated_streaming_update(
+    python_kernel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if python_kernel:
+        monkeypatch.setattr(assignment, "_streaming_kernel", assignment._streaming_kernel_py)
+    items, path_ids, probs = _random_batch(6, n=400, width=5)
+    state = PathScores.empty(20, 4)
+    inplace = StreamingPathScores(20, 4)
+    assert (inplace.n_items, inplace.n_keep) == (20, 4)
+    snapshots = []
+    for lo, decay in zip(range(0, 400, 90), [0.9, 1.0, 0.5, 0.999, 0.75]):
+        chunk = (items[lo : lo + 90], path_ids[lo : lo + 90], probs[lo : lo + 90])
+        state = streaming_update(state, *chunk, decay=decay)
+        inplace.merge(*chunk, decay=decay)
+        got = inplace.snapshot()
+        np.testing.assert_array_equal(got.path_ids, state.path_ids)
+        np.testing.assert_array_equal(got.scores, state.scores)  # the same kernel: bit for bit
+        np.testing.assert_array_equal(got.counts, state.counts)
+        snapshots.append(got)
+    # A snapshot is a copy: later merges leave it as it was.
+    assert snapshots[0].counts.sum() == 90 and snapshots[-1].counts.sum() == 400
+    with pytest.raises(ValueError, match="decay"):
+        inplace.merge(items[:1], path_ids[:1], probs[:1], decay=0.0)
+    with pytest.raises(ValueError, match="n_items=20"):
+        inplace.merge(np.array([20]), path_ids[:1], probs[:1])
+    np.testing.assert_array_equal(inplace.snapshot().counts, state.counts)  # rejected: no change
 
 
 def test_input_validation() -> None:
@@ -388,3 +421,142 @@ def test_assignment_validation() -> None:
                      previous=np.zeros((30, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="n_sweeps"):
         assign_paths(scores, paths_per_item=2, penalty=0.0, n_paths=30, n_sweeps=0)
+
+
+def test_greedy_sweep_in_blocks_equals_assign_paths() -> None:
+    """Blocks of a sweep, with the sizes kept by the caller, are assign_paths' sweeps exactly
+    (one process: the sizes the kernel leaves are the next block's)."""
+    scores = _random_scores(13)
+    previous = random_distinct_path_ids(scores.n_items, 3, 30, rng=4)
+    kwargs = dict(paths_per_item=3, penalty=0.01, n_paths=30, n_sweeps=3, power=4)
+    ref, stats = assign_paths(scores, previous=previous, rng=9, **kwargs)
+    greedy = GreedySweep(scores, previous, penalty=0.01, power=4)
+    assert greedy.paths_per_item == 3 and int(greedy.active.sum()) == stats["n_active_items"]
+    rng = np.random.default_rng(9)  # assign_paths draws one order per sweep from its rng
+    visit = np.flatnonzero(greedy.active)
+    paths = previous.copy()
+    sizes = np.bincount(previous[~greedy.active].ravel(), minlength=30).astype(np.int64)
+    for sweep in range(3):
+        for block in np.array_split(rng.permutation(visit), 7):
+            greedy.sweep(block, paths, sizes, release=sweep > 0)
+    np.testing.assert_array_equal(paths, ref)
+    np.testing.assert_array_equal(sizes, np.bincount(ref.ravel(), minlength=30))
+    with pytest.raises(TypeError, match="int64"):
+        greedy.sweep(visit, paths.astype(np.int32), sizes, release=True)
+    with pytest.raises(ValueError, match="sizes"):
+        greedy.sweep(visit, paths, sizes[:10], release=True)
+    with pytest.raises(ValueError, match="order"):
+        greedy.sweep(np.array([scores.n_items]), paths, sizes, release=True)
+    with pytest.raises(ValueError, match="distinct"):
+        GreedySweep(scores, np.zeros_like(previous), penalty=0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# Placing new items against fixed ones
+
+
+def _placement_case(seed: int, power: float = 4) -> tuple[PathScores, np.ndarray, dict]:
+    """New items with >= J scored candidates among skewed popular paths (plus zero-score and
+    empty slots, zero counts, equal scores), old items on the same paths."""
+    rng = np.random.default_rng(seed)
+    n_new, n_old, n_paths, n_keep = int(rng.integers(1, 40)), int(rng.integers(0, 300)), 40, 8
+    j = int(rng.integers(1, 4))
+    ids = np.full((n_new, n_keep), -1, dtype=np.int64)
+    vals = np.zeros((n_new, n_keep))
+    for v in range(n_new):
+        k = int(rng.integers(j, n_keep + 1))
+        pool = np.unique(np.minimum(rng.geometric(0.12, size=4 * n_keep) - 1, n_paths - 1))
+        pool = pool if len(pool) >= k else np.arange(n_paths)
+        slots = rng.permutation(n_keep)[:k]
+        ids[v, slots] = rng.choice(pool, size=k, replace=False)
+        vals[v, slots] = rng.choice([0.25, 0.5, 1.0], size=k) if seed % 3 == 0 else rng.random(k)
+        if k > j:  # a candidate scoring 0 is no candidate
+            vals[v, slots[-1]] = 0.0
+    counts = rng.integers(0, 6, size=n_new)
+    old = np.zeros((0, j), np.int64)
+    if n_old:
+        old = np.stack([rng.choice(n_paths, j, replace=False) for _ in range(n_old)])
+    kwargs = {"paths_per_item": j, "penalty": float(rng.choice([0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0])),
+              "n_sweeps": int(rng.integers(1, 5)), "power": power}
+    return PathScores(ids, vals, counts), old, kwargs
+
+
+@pytest.mark.parametrize("power", [4, 2, 3, 2.5])
+@pytest.mark.parametrize("seed", range(12))
+def test_place_paths_equals_the_reference_at_every_power(seed: int, power: float) -> None:
+    """place_paths on the compiled kernel against its plain-Python twin (which replaced
+    catalogue.place_items, and was checked equal to it bit for bit before it went)."""
+    scores, old, kwargs = _placement_case(seed, power)
+    fixed = np.unique(old, return_counts=True)
+    np.testing.assert_array_equal(place_paths(scores, fixed, **kwargs), place_paths_reference(scores, fixed, **kwargs))
+
+
+@pytest.mark.parametrize("python_kernel", [False, True])
+@pytest.mark.parametrize("seed", range(12))
+def test_place_paths_equals_reference(
+    seed: int, python_kernel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if python_kernel:
+        monkeypatch.setattr(assignment, "_sweep_kernel", assignment._sweep_kernel_py)
+    scores, old, kwargs = _placement_case(seed, power=[4, 2, 3.5][seed % 3])
+    fixed = np.unique(old, return_counts=True)
+    fast = place_paths(scores, fixed, **kwargs)
+    np.testing.assert_array_equal(fast, place_paths_reference(scores, fixed, **kwargs))
+    assert fast.dtype == np.int64 and fast.shape == (scores.n_items, kwargs["paths_per_item"])
+    scored = [set(c[s > 0].tolist()) for c, s in zip(scores.path_ids, scores.scores, strict=True)]
+    for row, allowed in zip(fast.tolist(), scored, strict=True):
+        assert len(set(row)) == len(row) and set(row) <= allowed
+    # Repeated fixed path ids add up: one (path, 1) pair per old slot gives the same.
+    pairs = (old.ravel(), np.ones(old.size, np.int64))
+    np.testing.assert_array_equal(place_paths(scores, pairs, **kwargs), fast)
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_place_paths_equals_assign_paths_with_the_old_items_fixed(case: int) -> None:
+    """place_paths is assign_paths' coordinate step for one new item, old items held fixed."""
+    rng = np.random.default_rng(case)
+    n_old, n_paths, n_keep, j = 40, 24, 6, 3
+    old = np.stack([rng.choice(n_paths, j, replace=False) for _ in range(n_old)])
+    cand = rng.choice(n_paths, n_keep, replace=False)
+    new = PathScores(cand[None], rng.random((1, n_keep)), np.array([int(rng.integers(1, 6))]))
+    penalty = float(rng.choice([0.0, 1e-3, 1e-2, 0.1]))
+    fixed = np.unique(old, return_counts=True)
+    placed = place_paths(new, fixed, paths_per_item=j, penalty=penalty, n_sweeps=1)
+    full = PathScores(
+        np.vstack([np.full((n_old, n_keep), -1), new.path_ids]),
+        np.vstack([np.zeros((n_old, n_keep)), new.scores]),
+        np.r_[np.zeros(n_old, np.int64), new.counts],
+    )
+    previous = np.vstack([old, rng.choice(n_paths, j, replace=False)[None]])
+    ref, _ = assign_paths(full, paths_per_item=j, penalty=penalty, n_paths=n_paths, n_sweeps=1,
+                          previous=previous, rng=0)
+    np.testing.assert_array_equal(placed[0], ref[n_old])
+
+
+def test_place_paths_counts_the_fixed_items() -> None:
+    # Path 0 holds 50 fixed items; a new item prefers it only slightly over path 1.
+    new = PathScores(np.array([[0, 1]]), np.array([[0.6, 0.5]]), np.array([1]))
+    kwargs = {"paths_per_item": 1, "penalty": 1e-5}
+    # log 0.6 − 1e-5·(51⁴ − 50⁴)/4 ≈ −0.51 − 1.29 < log 0.5 ≈ −0.69
+    assert place_paths(new, (np.array([0]), np.array([50])), **kwargs).tolist() == [[1]]
+    assert place_paths(new, (np.array([2]), np.array([50])), **kwargs).tolist() == [[0]]
+    assert place_paths(new, None, **kwargs).tolist() == [[0]]
+    # New items count for each other: with 25 fixed items path 0 still pays (step 0.166 <
+    # log 1.2 = 0.182) for the first of two identical items, not for the second (0.186).
+    two = PathScores(np.array([[0, 1], [0, 1]]), np.array([[0.6, 0.5]] * 2), np.array([1, 1]))
+    assert place_paths(two, (np.array([0]), np.array([25])), **kwargs).tolist() == [[0], [1]]
+    assert place_paths(PathScores.empty(0, 2), None, **kwargs).shape == (0, 1)  # nothing to place
+
+
+def test_place_paths_validation() -> None:
+    scores = PathScores(np.array([[3, 1, 2]]), np.array([[0.5, 0.25, 0.0]]), np.array([2]))
+    kwargs = {"paths_per_item": 3, "penalty": 0.1}
+    for fn in (place_paths, place_paths_reference):
+        with pytest.raises(ValueError, match="item 0 has 2 scored candidate paths, needs 3"):
+            fn(scores, None, **kwargs)
+        with pytest.raises(ValueError, match="fixed"):
+            fn(scores, (np.array([1, 2]), np.array([1])), paths_per_item=2, penalty=0.1)
+        with pytest.raises(ValueError, match="penalty"):
+            fn(scores, None, paths_per_item=2, penalty=-1.0)
+        with pytest.raises(ValueError, match="n_sweeps"):
+            fn(scores, None, paths_per_item=2, penalty=0.1, n_sweeps=0)

@@ -9,18 +9,18 @@ import os
 import numpy as np
 import pytest
 
-from deep_retrieval.assignment import PathScores, assign_paths
-from deep_retrieval.catalogue import (
+from deep_retrieval.core.assignment import PathScores, assign_paths
+from deep_retrieval.index.catalogue import (
     context_path_scores,
     context_path_scores_reference,
     occurrence_contexts,
-    place_items,
 )
 from deep_retrieval.config import DRConfig, ProtocolConfig, load_config
 from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Sequences
-from deep_retrieval.model import FORMAT_VERSION, DeepRetrieval
+from deep_retrieval.estimator import DeepRetrieval
+from deep_retrieval.index.bundle import FORMAT_VERSION
 
 from test_model import TINY
 
@@ -125,7 +125,7 @@ def test_a_failed_save_leaves_the_old_bundle_whole(model, tmp_path, monkeypatch)
     def crash(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("deep_retrieval.model.np.save", crash)
+    monkeypatch.setattr("deep_retrieval.index.bundle.np.save", crash)
     with pytest.raises(OSError, match="No space"):
         model.save(out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -159,28 +159,6 @@ def test_context_path_scores_equal_the_reference_loop():
     np.testing.assert_array_equal(fast.path_ids, ids)
     np.testing.assert_allclose(fast.scores, scores)
     np.testing.assert_array_equal(fast.counts, np.bincount(items, minlength=n_items))
-
-
-@pytest.mark.parametrize("case", range(12))
-def test_place_items_equals_assign_paths_with_the_old_items_fixed(case):
-    """place_items is assign_paths' coordinate step for one new item, old items held fixed."""
-    rng = np.random.default_rng(case)
-    n_old, n_paths, n_keep, j = 40, 24, 6, 3
-    old = np.stack([rng.choice(n_paths, j, replace=False) for _ in range(n_old)])
-    cand = rng.choice(n_paths, n_keep, replace=False)
-    new = PathScores(cand[None], rng.random((1, n_keep)), np.array([int(rng.integers(1, 6))]))
-    penalty = float(rng.choice([0.0, 1e-3, 1e-2, 0.1]))
-    sizes = {int(c): int(n) for c, n in zip(*np.unique(old, return_counts=True))}
-    placed = place_items(new, sizes, paths_per_item=j, penalty=penalty, n_sweeps=1)
-    full = PathScores(
-        np.vstack([np.full((n_old, n_keep), -1), new.path_ids]),
-        np.vstack([np.zeros((n_old, n_keep)), new.scores]),
-        np.r_[np.zeros(n_old, np.int64), new.counts],
-    )
-    previous = np.vstack([old, rng.choice(n_paths, j, replace=False)[None]])
-    ref, _ = assign_paths(full, paths_per_item=j, penalty=penalty, n_paths=n_paths, n_sweeps=1, previous=previous, rng=0)
-    np.testing.assert_array_equal(placed[0], ref[n_old])
-    assert sum(sizes.values()) == old.size + j  # the new item's paths now count
 
 
 def test_occurrence_contexts_take_the_items_before_else_the_row():

@@ -7,9 +7,10 @@ binary garbage, non-UTF-8 bytes, NaN/inf/out-of-range numbers, empty files) rais
 :class:`DataFormatError` naming the file (and the corrupted line where there is one), never any
 other exception type.
 
-Assignment: the numba greedy equals its plain-Python twin; the documented invariants of
-``assign_paths``, ``streaming_update``, ``PathScoreAccumulator`` and ``with_held_paths``; bad inputs
-raise ``ValueError`` before any kernel runs. Paths: ``PathCodec`` round trips and ordering,
+Assignment: the numba greedy equals its plain-Python twin, for ``assign_paths`` and for
+``place_paths``; the documented invariants of ``assign_paths``, ``place_paths``,
+``streaming_update``, ``PathScoreAccumulator`` and ``with_held_paths``; bad inputs raise
+``ValueError`` before any kernel runs. Paths: ``PathCodec`` round trips and ordering,
 ``ItemPathMap``'s inverted index.
 
 Numbers are drawn from small dyadic sets where a property needs exact float equality (sums of
@@ -38,17 +39,20 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from deep_retrieval import assignment
-from deep_retrieval.assignment import (
+from deep_retrieval.core import assignment
+from deep_retrieval.core.assignment import (
     PathScoreAccumulator,
     PathScores,
     accumulate_path_scores,
     assign_paths,
     assign_paths_reference,
     assignment_objective,
+    place_paths,
+    place_paths_reference,
     streaming_update,
     with_held_paths,
 )
+from deep_retrieval.core.paths import ItemPathMap, PathCodec, random_distinct_path_ids
 from deep_retrieval.data.readers import (
     DataFormatError,
     read_amazon_ratings,
@@ -59,7 +63,6 @@ from deep_retrieval.data.readers import (
     read_user_items_lines,
 )
 from deep_retrieval.data.types import Interactions
-from deep_retrieval.paths import ItemPathMap, PathCodec, random_distinct_path_ids
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -999,6 +1002,94 @@ def test_assign_paths_objective_never_decreases_for_one_path(case: dict) -> None
         ranked = sorted(slots, key=lambda k: -scores.scores[v, k])  # stable: earlier slot first
         top = [int(scores.path_ids[v, k]) for k in ranked[:j]]
         assert out[v, : len(top)].tolist() == top
+
+
+@st.composite
+def place_cases(draw: st.DrawFn) -> dict:
+    """New items with at least J scored candidates (plus empty and zero-score slots, zero counts,
+    equal scores), fixed sizes on the same paths (repeated ids, zero sizes), small or sparse large
+    path ids, any penalty ≥ 0 and power ≥ 1 (integral powers as Python ints and as floats)."""
+    j = draw(st.integers(1, 4))
+    n_items = draw(st.integers(0, 10))
+    n_keep = draw(st.integers(j, 8))
+    n_pool = draw(st.integers(n_keep, 14))
+    stride = draw(st.sampled_from([1, 7_654_321_001]))
+    positive = st.one_of(st.sampled_from([0.125, 0.25, 0.5, 1.0, 3.0]), st.floats(1e-3, 100))
+    ids = np.full((n_items, n_keep), -1, dtype=np.int64)
+    vals = np.zeros((n_items, n_keep))
+    for v in range(n_items):
+        k = draw(st.integers(j, n_keep))
+        chosen = draw(st.lists(st.integers(0, n_pool - 1), min_size=k, max_size=k, unique=True))
+        slots = draw(st.permutations(range(n_keep)))[:k]
+        n_zero = draw(st.integers(0, k - j))  # listed with score 0: no candidate
+        for i, (slot, c) in enumerate(zip(slots, chosen, strict=True)):
+            ids[v, slot] = c * stride
+            vals[v, slot] = 0.0 if i < n_zero else draw(positive)
+    def ints(lo: int, hi: int, n: int) -> np.ndarray:
+        return np.asarray(draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n)), np.int64)
+
+    counts = ints(0, 4, n_items)
+    n_fixed = draw(st.integers(0, 12))
+    fixed = (ints(0, n_pool + 2, n_fixed) * stride, ints(0, 60, n_fixed))
+    return {
+        "scores": PathScores(ids, vals, counts),
+        "fixed": fixed,
+        "kwargs": {
+            "paths_per_item": j,
+            "penalty": draw(
+                st.one_of(st.just(0.0), st.floats(0, 10), st.sampled_from([1e-3, 1e6]))
+            ),
+            "n_sweeps": draw(st.integers(1, 4)),
+            "power": draw(st.one_of(st.sampled_from([1, 2, 4, 1.0, 4.0]), st.floats(1, 6))),
+        },
+    }
+
+
+@SLOW
+@given(case=place_cases())
+def test_place_paths_equals_reference(case: dict) -> None:
+    """The compiled placement and its plain-Python twin return identical paths; each row holds J
+    distinct scored candidates of its item; the result is deterministic."""
+    scores, fixed, kw = case["scores"], case["fixed"], case["kwargs"]
+    fast = place_paths(scores, fixed, **kw)
+    np.testing.assert_array_equal(fast, place_paths_reference(scores, fixed, **kw))
+    assert fast.dtype == np.int64 and fast.shape == (scores.n_items, kw["paths_per_item"])
+    for row, ids, vals in zip(fast.tolist(), scores.path_ids, scores.scores, strict=True):
+        assert len(set(row)) == len(row) and set(row) <= set(ids[vals > 0].tolist())
+    np.testing.assert_array_equal(place_paths(scores, fixed, **kw), fast)
+
+
+BAD_PLACE = {
+    "too few scored candidates": ("vals", np.array([[0.5, 0.0, 0.0], [1.0, 0.5, 0.0]])),
+    "fixed shapes differ": ("fixed", (np.array([1, 2]), np.array([3]))),
+    "fixed 2-D": ("fixed", (np.array([[1, 2]]), np.array([[3, 1]]))),
+    "fixed negative id": ("fixed", (np.array([-1]), np.array([3]))),
+    "fixed negative size": ("fixed", (np.array([1]), np.array([-3]))),
+    "fixed float sizes": ("fixed", (np.array([1]), np.array([3.0]))),
+    "penalty nan": ("penalty", math.nan),
+    "penalty negative": ("penalty", -1.0),
+    "J zero": ("j", 0),
+    "J fractional": ("j", 1.5),
+    "n_sweeps zero": ("n_sweeps", 0),
+    "power below 1": ("power", 0.5),
+}
+
+
+@FAST
+@given(bad=st.sampled_from(sorted(BAD_PLACE)), reference=st.booleans())
+def test_place_paths_rejects_bad_input(bad: str, reference: bool) -> None:
+    """Items short of J scored candidates, malformed fixed sizes, bad penalty, J, n_sweeps or
+    power: ValueError with a message from both implementations."""
+    case = {"vals": np.array([[0.5, 0.25, 0.0], [1.0, 0.5, 0.25]]),
+            "fixed": (np.array([1]), np.array([3])),
+            "penalty": 0.1, "j": 2, "n_sweeps": 2, "power": 4}
+    field, value = BAD_PLACE[bad]
+    case[field] = value
+    fn = place_paths_reference if reference else place_paths
+    scores = PathScores(np.array([[0, 1, 2], [2, 3, 4]]), case["vals"], np.array([1, 2]))
+    with pytest.raises(ValueError, match=r"\w"):
+        fn(scores, case["fixed"], paths_per_item=case["j"], penalty=case["penalty"],
+           n_sweeps=case["n_sweeps"], power=case["power"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Streaming training (deep_retrieval.streaming): time order, per-user samples, the decayed merge,
+"""Streaming training (deep_retrieval.training.stream): time order, per-user samples, the decayed merge,
 path assignment as it goes, bundles, and quality against a floor (and, slow, against batch)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from deep_retrieval.assignment import accumulate_path_scores
+from deep_retrieval.core.assignment import accumulate_path_scores
 from deep_retrieval.baselines import MostPopular
 from deep_retrieval.config import DRConfig, ProtocolConfig, load_config
 from deep_retrieval.data.protocols import paper_split
@@ -15,12 +15,12 @@ from deep_retrieval.data.samples import TrainingSamples
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Interactions
 from deep_retrieval.evaluation.metrics import evaluate_recommendations
-from deep_retrieval.model import DeepRetrieval
-from deep_retrieval.streaming import (
+from deep_retrieval.estimator import DeepRetrieval
+from deep_retrieval.config import StreamConfig
+from deep_retrieval.estimator import stream_train
+from deep_retrieval.training.stream import (
     StreamChunk,
-    StreamConfig,
     _Histories,
-    stream_train,
     stream_vocabulary,
     time_ordered_chunks,
 )

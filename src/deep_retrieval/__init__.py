@@ -27,9 +27,9 @@ from .data.synthetic import make_clustered
 from .data.types import FixedSplit, Interactions, Sequences, Split
 from .evaluation.evaluate import evaluate
 from .evaluation.metrics import evaluate_recommendations
-from .estimator import DeepRetrieval
+from .estimator import DeepRetrieval, stream_train
 from .core.paths import ItemPathMap, PathCodec
-from .training.stream import stream_train, time_ordered_chunks
+from .training.stream import time_ordered_chunks
 
 __all__ = [
     "ALS",

@@ -224,13 +224,13 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from . import distributed
+    from .training import distributed
     from .utils import resolve_device
-    from .config import BenchmarkConfig, load_config
+    from .config import TrainConfig, load_config
     from .data.protocols import make_split
     from .estimator import DeepRetrieval
 
-    config = load_config(BenchmarkConfig, args.config, _overrides(args))
+    config = load_config(TrainConfig, args.config, _overrides(args))  # protocol.*, dr.*, device
     device = resolve_device(args.device or config.device)
     # Under torchrun (WORLD_SIZE > 1): join the process group; rank 0 logs and saves.
     ctx = distributed.init_from_environment(device)
@@ -297,24 +297,26 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .config import BenchmarkConfig, ProtocolConfig, _from_mapping, load_config
+    from .config import BenchmarkConfig, ProtocolConfig, from_mapping, load_config
     from .data.protocols import make_split
     from .evaluation.evaluate import evaluate
     from .estimator import DeepRetrieval
+    from .experiments.benchmark import CountedRecommender
 
     model = DeepRetrieval.load(args.model, device=args.device or "auto")
     training = model.training_ or {}
     base = BenchmarkConfig()
     if "protocol_config" in training:
-        base = BenchmarkConfig(protocol=_from_mapping(ProtocolConfig, training["protocol_config"]))
+        base = BenchmarkConfig(protocol=from_mapping(ProtocolConfig, training["protocol_config"]))
     config = load_config(BenchmarkConfig, args.config, _overrides(args), base=base)
     name, data = _load_data(args)
     split = make_split(data, args.protocol, config.protocol)
     split = model.align_split(split)
     ks = _parse_list(args.k, int)
-    ev = evaluate(model, split.test_history, split.test_truth, ks, exclude=split.test_exclude)
+    counted = CountedRecommender(model)
+    ev = evaluate(counted, split.test_history, split.test_truth, ks, exclude=split.test_exclude)
     doc = {"dataset": name, "protocol": split.protocol, "k": ks, "metrics": ev.metrics,
-           "query_ms_p50": ev.query_ms_p50, "query_ms_p99": ev.query_ms_p99, **model.benchmark_info()}
+           "query_ms_p50": ev.query_ms_p50, "query_ms_p99": ev.query_ms_p99, **counted.figures()}
     text = json.dumps(doc, indent=2)
     if args.json:
         from .utils import atomic_write_text
@@ -447,7 +449,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .config import BenchmarkConfig, load_config
     from .data.types import Interactions
     from .estimator import DeepRetrieval
-    from .training.stream import stream_train, stream_vocabulary, time_ordered_chunks
+    from .estimator import stream_train
+    from .training.stream import stream_vocabulary, time_ordered_chunks
 
     config = load_config(BenchmarkConfig, args.config, _overrides(args))
     name, data = _load_data(args)
@@ -483,7 +486,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:  # fastapi / uvicorn are the `serve` extra
         raise CLIError(f"the service needs its extra: pip install 'deep-retrieval[serve]' ({exc})") from exc
 
-    limits = ServiceLimits(max_n=args.max_n, max_history=args.max_history, max_batch=args.max_batch)
+    limits = ServiceLimits(max_n=args.max_n, max_history=args.max_history, max_batch=args.max_batch,
+                           max_request_beam_size=args.max_request_beam_size)
     serve(args.model, host=args.host, port=args.port, device=args.device, limits=limits,
           log_level="warning" if args.quiet else "info")
     return 0
@@ -645,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-n", type=int, default=1000, help="largest n a request may ask for (default 1000)")
     p.add_argument("--max-history", type=int, default=1000, help="longest history (default 1000)")
     p.add_argument("--max-batch", type=int, default=256, help="most requests in one batch call (default 256)")
+    p.add_argument("--max-request-beam-size", type=int, default=1024,
+                   help="largest beam_size a request may ask for (default 1024; the beam of a request"
+                   " without one is calibrated, up to the model's retrieval.max_beam_size)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("load-test", help="drive a running service with concurrent clients; latency, throughput, errors")

@@ -8,11 +8,15 @@ Two stages, both pure numpy on internal ids:
 1. **Path scores.** ``s[v, c] = Σ_{i: y_i = v} p(c | x_i)``, the summed beam-search probability of
    path ``c`` over the training interactions of item ``v``, kept as the top-``S`` paths per item
    (:class:`PathScores`). Batch form: :func:`accumulate_path_scores` (+ :func:`merge_path_scores`
-   for chunks). Streaming form with decay: :func:`streaming_update`.
+   for chunks, :class:`PathScoreAccumulator` for exact chunked passes). Streaming form with
+   decay: :func:`streaming_update`, or :class:`StreamingPathScores` to merge in place.
 2. **Greedy coordinate descent** (:func:`assign_paths`, Algorithm 2) maximising
    ``Σ_v N_v log Σ_j s[v, π_j(v)] − α Σ_c f(|c|)``, ``f(n) = n**power / power``, where ``N_v``
    counts the interactions of ``v`` and ``|c|`` the items on path ``c``.
-   :func:`assign_paths_reference` is its slow plain-Python twin, used by the tests.
+   :func:`assign_paths_reference` is its slow plain-Python twin, used by the tests. The same
+   compiled step also serves :class:`GreedySweep` (blocks of a sweep with sizes kept by the
+   caller: sharded assignment) and :func:`place_paths` (new items placed against fixed ones,
+   twin :func:`place_paths_reference`).
 
 The sequential loops (the greedy sweep, the streaming merge) are compiled with numba when it is
 installed; otherwise the very same functions run as plain Python (correct, but slow on millions of
@@ -28,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .paths import _as_int_array, _check_rng, random_distinct_path_ids
+from .paths import as_int_array, check_rng, random_distinct_path_ids
 
 try:  # numba is optional: the kernels below are written in its subset of Python.
     import numba
@@ -71,9 +75,9 @@ class PathScores:
     counts: np.ndarray
 
     def __post_init__(self) -> None:
-        ids = _as_int_array(self.path_ids, "path_ids")
+        ids = as_int_array(self.path_ids, "path_ids")
         scores = np.asarray(self.scores, dtype=np.float64)
-        counts = _as_int_array(self.counts, "counts")
+        counts = as_int_array(self.counts, "counts")
         if ids.ndim != 2:
             raise ValueError(f"path_ids must have shape (n_items, n_keep), got {ids.shape}")
         if scores.shape != ids.shape:
@@ -187,7 +191,7 @@ def with_held_paths(scores: PathScores, held: np.ndarray, held_scores: np.ndarra
     Returns:
         :class:`PathScores` with ``S + J`` slots per row, sorted as usual; counts unchanged.
     """
-    held = _as_int_array(held, "held")
+    held = as_int_array(held, "held")
     held_scores = np.asarray(held_scores, dtype=np.float64)
     if held.ndim != 2 or held.shape[0] != scores.n_items or held_scores.shape != held.shape:
         raise ValueError(
@@ -218,8 +222,8 @@ def with_held_paths(scores: PathScores, held: np.ndarray, held_scores: np.ndarra
 def _check_batch(
     items: np.ndarray, path_ids: np.ndarray, probs: np.ndarray, n_items: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    items = _as_int_array(items, "items")
-    path_ids = _as_int_array(path_ids, "path_ids")
+    items = as_int_array(items, "items")
+    path_ids = as_int_array(path_ids, "path_ids")
     probs = np.asarray(probs, dtype=np.float64)
     if items.ndim != 1:
         raise ValueError(f"items must be 1-D (N,), got shape {items.shape}")
@@ -510,6 +514,57 @@ def streaming_update(
     return PathScores(ids, scores, counts)
 
 
+class StreamingPathScores:
+    """The lists of :func:`streaming_update`, merged in place: one stream's running state.
+
+    :func:`streaming_update` leaves its input untouched, so it copies the ``(V, S)`` arrays on
+    every call; a stream that merges every chunk into one state (``training.stream``) would copy
+    them per chunk. This owns its arrays and runs the same compiled merge on them, so a sequence
+    of :meth:`merge` calls equals the same sequence of :func:`streaming_update` calls (tested).
+
+    Args:
+        n_items: ``V``.
+        n_keep: ``S``, paths kept per item.
+    """
+
+    def __init__(self, n_items: int, n_keep: int) -> None:
+        empty = PathScores.empty(n_items, n_keep)  # validates the sizes
+        self._ids = empty.path_ids  # (V, S) int64, -1 = empty slot
+        self._scores = empty.scores  # (V, S) float64
+        self._counts = empty.counts  # (V,) int64
+
+    @property
+    def n_items(self) -> int:
+        return self._ids.shape[0]
+
+    @property
+    def n_keep(self) -> int:
+        """``S``, the slots per item."""
+        return self._ids.shape[1]
+
+    def merge(
+        self, items: np.ndarray, path_ids: np.ndarray, probs: np.ndarray, decay: float = 0.999
+    ) -> None:
+        """Merge instances in place, by the rules of :func:`streaming_update`.
+
+        Args:
+            items: ``(N,)`` the item of each instance.
+            path_ids: ``(N, S')`` beam-search path ids of the instance's user, ``-1`` = padding.
+            probs: ``(N, S')`` their probabilities.
+            decay: ``η`` in ``(0, 1]``.
+        """
+        if not 0 < decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        items, path_ids, probs = _check_batch(items, path_ids, probs, self.n_items)
+        _streaming_kernel(
+            self._ids, self._scores, self._counts, items, path_ids, probs, float(decay)
+        )
+
+    def snapshot(self) -> PathScores:
+        """A copy of the current lists (later merges do not change it)."""
+        return PathScores(self._ids.copy(), self._scores.copy(), self._counts.copy())
+
+
 # --------------------------------------------------------------------------------------------
 # Greedy coordinate descent
 
@@ -529,7 +584,7 @@ def assignment_objective(
         penalty: ``α`` ≥ 0.
         power: exponent of ``f``.
     """
-    pi = _as_int_array(path_ids, "path_ids")
+    pi = as_int_array(path_ids, "path_ids")
     if pi.ndim != 2 or pi.shape[0] != scores.n_items:
         raise ValueError(f"path_ids must have shape ({scores.n_items}, J), got {pi.shape}")
     held = np.zeros(scores.n_items, dtype=np.float64)  # (V,) Σ_j s[v, π_j(v)]
@@ -583,11 +638,11 @@ def _plan(
         )
     n_items = scores.n_items
     paths_per_item = int(paths_per_item)
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     if previous is None:
         fallback = random_distinct_path_ids(n_items, paths_per_item, n_paths, rng)
     else:
-        fallback = _as_int_array(previous, "previous").copy()
+        fallback = as_int_array(previous, "previous").copy()
         if fallback.shape != (n_items, paths_per_item):
             raise ValueError(
                 f"previous must have shape ({n_items}, {paths_per_item}), got {fallback.shape}"
@@ -876,3 +931,277 @@ def assign_paths_reference(
     stats["largest_path_size"] = max((n for n in size.values()), default=0)
     out = np.array([paths[v] for v in range(n_items)], dtype=np.int64)
     return out.reshape(n_items, paths_per_item), stats
+
+
+class GreedySweep:
+    """The greedy step of :func:`assign_paths`, run on items in any order with sizes kept outside.
+
+    :func:`assign_paths` runs whole sweeps over all items and keeps the path sizes ``|c|``
+    itself. Sharded assignment (``training.distributed``) runs each sweep in blocks over one
+    process's items, summing the sizes over the processes before each block, so it needs the
+    step alone: :meth:`sweep` re-chooses the ``J`` paths of the given items, one after another,
+    on the compiled kernel of :func:`assign_paths` (same gains, ties and fallback filling).
+
+    Args:
+        scores: ``(V, S)`` candidates of the items this sweeps over; path ids index ``sizes``.
+        fallback: ``(V, J)`` distinct paths per item that fill the slots its candidates cannot
+            (as ``previous`` in :func:`assign_paths`).
+        penalty: ``α`` ≥ 0.
+        power: ``f(n) = n**power / power``.
+        max_path_size: the largest ``|c|`` expected (at most the number of items counted in the
+            sizes; default ``V``). ``f(n + 1) − f(n)`` is tabulated up to it; larger sizes are
+            computed as they occur (same values), so this only trades memory for speed.
+
+    Attributes:
+        active: ``(V,)`` bool, the items :func:`assign_paths` moves: ``N_v > 0`` and at least one
+            candidate. The others keep their paths (and count in ``|c|``) there.
+        paths_per_item: ``J``.
+    """
+
+    def __init__(
+        self,
+        scores: PathScores,
+        fallback: np.ndarray,
+        *,
+        penalty: float,
+        power: float = 4,
+        max_path_size: int | None = None,
+    ) -> None:
+        fallback = as_int_array(fallback, "fallback")
+        if fallback.ndim != 2 or fallback.shape[0] != scores.n_items or fallback.shape[1] < 1:
+            raise ValueError(
+                f"fallback must have shape ({scores.n_items}, J), got {fallback.shape}"
+            )
+        if fallback.size and fallback.min() < 0:
+            raise ValueError(f"fallback path ids must be >= 0, got {fallback.min()}")
+        rows = np.sort(fallback, axis=1)
+        if (rows[:, 1:] == rows[:, :-1]).any():
+            raise ValueError("fallback must hold distinct paths within each item")
+        if not (math.isfinite(penalty) and penalty >= 0):
+            raise ValueError(f"penalty must be finite and >= 0, got {penalty}")
+        if not (math.isfinite(power) and power >= 1):
+            raise ValueError(f"power must be >= 1 (f must be convex), got {power}")
+        max_path_size = scores.n_items if max_path_size is None else int(max_path_size)
+        if max_path_size < 0:
+            raise ValueError(f"max_path_size must be >= 0, got {max_path_size}")
+        self.paths_per_item = fallback.shape[1]
+        self.active = (scores.counts > 0) & (scores.path_ids >= 0).any(axis=1)
+        self._ids, self._scores = scores.path_ids, scores.scores
+        self._counts = scores.counts.astype(np.float64)
+        self._fallback = np.ascontiguousarray(fallback)
+        # sizes must hold a counter for every path id an item can take
+        self._n_ids = int(max(scores.path_ids.max(initial=-1), fallback.max(initial=-1))) + 1
+        self._penalty, self._power = float(penalty), float(power)
+        self._steps = _penalty_steps_kernel(min(max_path_size + 1, _MAX_PENALTY_TABLE), self._power)
+
+    def sweep(
+        self, order: np.ndarray, paths: np.ndarray, sizes: np.ndarray, *, release: bool
+    ) -> None:
+        """Re-choose the ``J`` paths of the items in ``order``, one after another, in place.
+
+        Each item's choice sees ``sizes`` as left by the items before it (Gauss–Seidel).
+
+        Args:
+            order: ``(n,)`` item indices (rows of ``scores``) in visiting order.
+            paths: ``(V, J)`` int64, every item's paths; rows in ``order`` are overwritten.
+            sizes: ``(P,)`` int64 items per path id, to count against each choice; updated
+                with each item's new paths.
+            release: whether the paths each item holds in ``paths`` are counted in ``sizes`` and
+                are taken out before it chooses (``False`` in the first sweep from an empty start:
+                the items' rows are then only overwritten).
+        """
+        for name, arr in (("paths", paths), ("sizes", sizes)):
+            if not (isinstance(arr, np.ndarray) and arr.dtype == np.int64 and arr.flags.writeable):
+                raise TypeError(f"{name} must be a writable int64 array (it is updated in place)")
+        if paths.shape != self._fallback.shape:
+            raise ValueError(f"paths must have shape {self._fallback.shape}, got {paths.shape}")
+        if sizes.ndim != 1 or sizes.shape[0] < self._n_ids:
+            raise ValueError(
+                f"sizes must have shape (P,) with P >= {self._n_ids}, got {sizes.shape}"
+            )
+        order = np.ascontiguousarray(as_int_array(order, "order"))
+        if order.ndim != 1:
+            raise ValueError(f"order must be 1-D, got shape {order.shape}")
+        if order.size and (order.min() < 0 or order.max() >= paths.shape[0]):
+            raise ValueError(f"order must hold item indices in [0, {paths.shape[0]})")
+        if release and order.size:
+            held = paths[order]
+            if held.min() < 0 or held.max() >= sizes.shape[0]:
+                raise ValueError("the released paths must be path ids in [0, len(sizes))")
+        _sweep_kernel(order, self._ids, self._scores, self._counts, self._fallback, paths, sizes,
+                      self._steps, self._penalty, self._power, bool(release))
+
+
+# --------------------------------------------------------------------------------------------
+# Placing new items against fixed ones
+
+
+def _check_placement(
+    scores: PathScores,
+    fixed: tuple[np.ndarray, np.ndarray] | None,
+    paths_per_item: int,
+    penalty: float,
+    n_sweeps: int,
+    power: float,
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``(J, candidates (n, S), fixed path ids (P,), fixed sizes (P,))``; the
+    candidates are ``scores.path_ids`` with ``-1`` in the slots scoring 0."""
+    if int(paths_per_item) != paths_per_item or paths_per_item < 1:
+        raise ValueError(f"paths_per_item must be an integer >= 1, got {paths_per_item!r}")
+    if not (math.isfinite(penalty) and penalty >= 0):
+        raise ValueError(f"penalty must be finite and >= 0, got {penalty}")
+    if int(n_sweeps) != n_sweeps or n_sweeps < 1:
+        raise ValueError(f"n_sweeps must be an integer >= 1, got {n_sweeps!r}")
+    if not (math.isfinite(power) and power >= 1):
+        raise ValueError(f"power must be >= 1 (f must be convex), got {power}")
+    if fixed is None:
+        fixed_ids, fixed_sizes = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    else:
+        fixed_ids = as_int_array(fixed[0], "fixed path ids")
+        fixed_sizes = as_int_array(fixed[1], "fixed sizes")
+        if fixed_ids.ndim != 1 or fixed_sizes.shape != fixed_ids.shape:
+            raise ValueError(
+                "fixed must be (path ids (P,), sizes (P,)), "
+                f"got shapes {fixed_ids.shape}, {fixed_sizes.shape}"
+            )
+        if fixed_ids.size and (fixed_ids.min() < 0 or fixed_sizes.min() < 0):
+            raise ValueError("fixed path ids and sizes must be >= 0")
+    j = int(paths_per_item)
+    # A slot with score 0 is no candidate: it would add nothing to the item's likelihood.
+    cand = np.where(scores.scores > 0, scores.path_ids, -1)
+    short = np.flatnonzero((cand >= 0).sum(axis=1) < j)
+    if short.size:
+        v = int(short[0])
+        n_scored = int((cand[v] >= 0).sum())
+        raise ValueError(f"item {v} has {n_scored} scored candidate paths, needs {j}")
+    return j, cand, fixed_ids, fixed_sizes
+
+
+def _place_steps(length: int, power: float) -> np.ndarray:
+    """``(length,)`` table of ``f(n + 1) − f(n)``, ``f(n) = n**power / power`` on Python ints.
+
+    Placement writes the difference this way (exact integer powers for an integral ``power``),
+    not as ``((n + 1)**p − n**p) / p`` like :func:`_penalty_steps_kernel`, so that it places new
+    items exactly as ``catalogue.place_items`` did before it moved here; the two forms can differ
+    in the last bit.
+    """
+    return np.array([(n + 1) ** power / power - n**power / power for n in range(length)],
+                    dtype=np.float64)
+
+
+def place_paths(
+    scores: PathScores,
+    fixed: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    paths_per_item: int,
+    penalty: float,
+    n_sweeps: int = 3,
+    power: float = 4,
+) -> np.ndarray:
+    """Path assignment for new items, the items already placed held fixed (adding items).
+
+    The coordinate step of :func:`assign_paths`, run over the new items only: each chooses its
+    ``J`` paths one at a time, the candidate with the largest
+    ``N_v·(log(acc + s[v,c]) − log acc) − α·(f(|c|+1) − f(|c|))`` (``acc`` = scores chosen so
+    far; ``N_v·log s[v,c]`` for the first; ties to the earlier candidate slot), where ``|c|``
+    counts the fixed items and the new items placed so far. Without the penalty new items would
+    crowd onto the paths every user's beam reaches, and be retrieved (and crowd results) for
+    everyone. The fixed items never move, so only their path sizes are needed.
+
+    Unlike :func:`assign_paths`: items are visited in row order in every sweep (no random
+    order); items with ``N_v = 0`` are placed too (by the penalty alone); candidate slots scoring
+    0 are ignored; and there is no fallback, so every item needs ``J`` scored candidates. Sweep 1
+    starts with no new item placed; from sweep 2 on each item releases its paths and chooses
+    again. Runs on the compiled kernel of :func:`assign_paths`; :func:`place_paths_reference` is
+    its plain-Python twin.
+
+    Args:
+        scores: ``n`` rows of candidates (``counts`` = ``N_v``); every row needs ≥ ``J``
+            candidates with a score > 0.
+        fixed: ``(path ids (P,), sizes (P,))``, items per path among the fixed items (repeated
+            ids add up), e.g. ``np.unique(old_path_ids, return_counts=True)`` or an index's
+            ``(occupied_paths, path_sizes())``; ``None``: no fixed items.
+        paths_per_item: ``J``.
+        penalty: ``α`` ≥ 0.
+        n_sweeps: ``T`` ≥ 1.
+        power: ``f(n) = n**power / power``.
+
+    Returns:
+        ``(n, J)`` int64 path ids, each row in the order chosen.
+
+    Raises:
+        ValueError: an item with fewer than ``J`` scored candidates, or invalid settings.
+    """
+    j, cand, fixed_ids, fixed_sizes = _check_placement(
+        scores, fixed, paths_per_item, penalty, n_sweeps, power
+    )
+    n = scores.n_items
+    # Local ids 0 .. P-1 over the candidate paths: only their sizes enter a gain.
+    local = np.unique(cand[cand >= 0])
+    cand_local = np.where(cand >= 0, np.searchsorted(local, cand), -1).astype(np.int64)
+    sizes = np.zeros(local.size, dtype=np.int64)
+    pos = np.searchsorted(local, fixed_ids)
+    hit = pos < local.size
+    hit[hit] = local[pos[hit]] == fixed_ids[hit]
+    np.add.at(sizes, pos[hit], fixed_sizes[hit])
+    # A path grows by at most one per new item listing it, so the table covers every size met
+    # and the kernel never computes a step its own way.
+    reach = sizes + np.bincount(cand_local[cand_local >= 0], minlength=local.size)
+    steps = _place_steps(int(reach.max(initial=0)) + 1, power)
+    assign = np.zeros((n, j), dtype=np.int64)
+    fallback = np.zeros((n, j), dtype=np.int64)  # never read: every item has J candidates
+    order = np.arange(n, dtype=np.int64)
+    counts = scores.counts.astype(np.float64)
+    for sweep in range(int(n_sweeps)):
+        _sweep_kernel(order, cand_local, scores.scores, counts, fallback, assign, sizes, steps,
+                      float(penalty), float(power), sweep > 0)
+    return local[assign].astype(np.int64).reshape(n, j)
+
+
+def place_paths_reference(
+    scores: PathScores,
+    fixed: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    paths_per_item: int,
+    penalty: float,
+    n_sweeps: int = 3,
+    power: float = 4,
+) -> np.ndarray:
+    """Plain-Python twin of :func:`place_paths` (dicts, explicit loops): same result; for tests."""
+    j, cand, fixed_ids, fixed_sizes = _check_placement(
+        scores, fixed, paths_per_item, penalty, n_sweeps, power
+    )
+    n = scores.n_items
+    candidates = [
+        [(int(c), float(s)) for c, s in zip(cand[v], scores.scores[v], strict=True) if c >= 0]
+        for v in range(n)
+    ]
+    counts = [float(x) for x in scores.counts]
+    size: dict[int, int] = defaultdict(int)
+    for c, k in zip(fixed_ids.tolist(), fixed_sizes.tolist(), strict=True):
+        size[c] += k
+
+    def f(k: int) -> float:
+        return k**power / power
+
+    paths: list[list[int]] = [[] for _ in range(n)]
+    for _sweep in range(int(n_sweeps)):
+        for v in range(n):
+            for c in paths[v]:  # empty in sweep 1
+                size[c] -= 1
+            chosen: list[int] = []
+            acc = 0.0
+            for _slot in range(j):
+                best, best_gain, best_score = -1, -math.inf, 0.0
+                for c, s in candidates[v]:
+                    if c in chosen:
+                        continue
+                    like = math.log(s) if acc == 0 else math.log(acc + s) - math.log(acc)
+                    gain = counts[v] * like - penalty * (f(size[c] + 1) - f(size[c]))
+                    if best < 0 or gain > best_gain:
+                        best, best_gain, best_score = c, gain, s
+                chosen.append(best)
+                acc += best_score
+                size[best] += 1
+            paths[v] = chosen
+    return np.array(paths, dtype=np.int64).reshape(n, j)

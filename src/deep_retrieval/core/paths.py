@@ -37,8 +37,11 @@ import numpy as np
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-def _as_int_array(values: np.ndarray, name: str) -> np.ndarray:
-    """``values`` as an int64 array; floats or other kinds are rejected rather than truncated."""
+def as_int_array(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` (any shape) as an int64 array, without a copy when it already is one.
+
+    Floats or other kinds are rejected rather than truncated; ``name`` labels the error.
+    """
     arr = np.asarray(values)
     if arr.dtype.kind not in "iu":
         if arr.size == 0:
@@ -50,11 +53,12 @@ def _as_int_array(values: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _check_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+def check_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+    """``rng`` itself when it is a generator (so the caller's stream advances), else a new one
+    seeded with it (``None``: fresh entropy)."""
     if isinstance(rng, np.random.Generator):
         return rng
     return np.random.default_rng(rng)
-
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -103,7 +107,7 @@ class PathCodec:
         Returns:
             ``(...,)`` int64 path ids.
         """
-        arr = _as_int_array(paths, "paths")
+        arr = as_int_array(paths, "paths")
         if arr.ndim == 0 or arr.shape[-1] != self.n_layers:
             raise ValueError(
                 f"paths must have a last axis of length n_layers={self.n_layers}, "
@@ -128,7 +132,7 @@ class PathCodec:
         Returns:
             ``(..., D)`` int64 paths.
         """
-        rest = _as_int_array(path_ids, "path_ids").copy()
+        rest = as_int_array(path_ids, "path_ids").copy()
         if rest.size and (rest.min() < 0 or rest.max() >= self.n_paths):
             raise ValueError(
                 f"path ids must lie in [0, n_paths={self.n_paths}), "
@@ -160,7 +164,7 @@ def random_distinct_path_ids(
             f"paths_per_item={paths_per_item} distinct paths need at least as many paths, "
             f"but there are only n_paths={n_paths}"
         )
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     out = np.empty((n_items, paths_per_item), dtype=np.int64)
     for j in range(paths_per_item):
         r = rng.integers(0, n_paths - j, size=n_items, dtype=np.int64)  # (V,)
@@ -198,7 +202,7 @@ class ItemPathMap:
     """
 
     def __init__(self, path_ids: np.ndarray, codec: PathCodec, *, excluded: np.ndarray | None = None) -> None:
-        ids = _as_int_array(path_ids, "path_ids")
+        ids = as_int_array(path_ids, "path_ids")
         if ids.ndim != 2 or ids.shape[1] < 1:
             raise ValueError(f"path_ids must have shape (n_items, paths_per_item), got {ids.shape}")
         if ids.size and (ids.min() < 0 or ids.max() >= codec.n_paths):
@@ -263,11 +267,11 @@ class ItemPathMap:
         """
         self = cls.__new__(cls)
         self.codec = codec
-        self.path_ids = _as_int_array(path_ids, "path_ids")
+        self.path_ids = as_int_array(path_ids, "path_ids")
         self.excluded = cls._check_excluded(excluded, len(self.path_ids))
-        self.occupied_paths = _as_int_array(occupied_paths, "occupied_paths")
-        self.path_indptr = _as_int_array(path_indptr, "path_indptr")
-        self.path_items = _as_int_array(path_items, "path_items")
+        self.occupied_paths = as_int_array(occupied_paths, "occupied_paths")
+        self.path_indptr = as_int_array(path_indptr, "path_indptr")
+        self.path_items = as_int_array(path_items, "path_items")
         n_indexed = int((~self.excluded).sum()) * self.path_ids.shape[1]
         problems = []
         if self.path_ids.ndim != 2:
@@ -291,7 +295,7 @@ class ItemPathMap:
     @classmethod
     def from_paths(cls, paths: np.ndarray, codec: PathCodec) -> ItemPathMap:
         """Build from ``(V, J, D)`` paths."""
-        arr = _as_int_array(paths, "paths")
+        arr = as_int_array(paths, "paths")
         if arr.ndim != 3:
             raise ValueError(
                 f"paths must have shape (n_items, paths_per_item, n_layers), got {arr.shape}"
@@ -323,7 +327,7 @@ class ItemPathMap:
         return self.codec.decode(self.path_ids)
 
     def _check_query(self, path_ids: np.ndarray, ndim: int) -> np.ndarray:
-        ids = _as_int_array(path_ids, "path_ids")
+        ids = as_int_array(path_ids, "path_ids")
         if ids.ndim != ndim:
             raise ValueError(f"path_ids must be {ndim}-D, got shape {ids.shape}")
         if ids.size and (ids.min() < -1 or ids.max() >= self.codec.n_paths):

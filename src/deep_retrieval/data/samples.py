@@ -21,6 +21,7 @@ arrays with a handful of vectorised numpy operations.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,7 +58,9 @@ class TrainingSamples:
         if history_len < 1:
             raise ValueError(f"history_len must be ≥ 1, got {history_len}")
         if max_samples_per_user is not None and max_samples_per_user < 1:
-            raise ValueError(f"max_samples_per_user must be ≥ 1 or None, got {max_samples_per_user}")
+            raise ValueError(
+                f"max_samples_per_user must be ≥ 1 or None, got {max_samples_per_user}"
+            )
         self.train = train
         self.history_len = history_len
         self.ordered = train.ordered
@@ -89,7 +92,9 @@ class TrainingSamples:
     def n_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
 
-    def epoch(self, batch_size: int, *, history_dropout: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(
+        self, batch_size: int, *, history_dropout: float = 0.0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One pass over the samples in a fresh random order.
 
         Args:
@@ -110,10 +115,7 @@ class TrainingSamples:
         for start in range(0, len(index), batch_size):
             take = index[start : start + batch_size]
             hist, target = self.batch(self._rows[take], self._pos[take])
-            if history_dropout > 0.0:
-                drop = self.rng.random(hist.shape) < history_dropout
-                hist[drop] = -1
-            yield hist, target
+            yield drop_history(hist, history_dropout, self.rng), target
 
     def in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every sample once, in storage order, without dropout or caps (for scoring passes).
@@ -132,7 +134,8 @@ class TrainingSamples:
 
         Instead of one ``(B, L)`` history matrix per batch, a batch is a few row *segments*,
         concatenated; the encoder embeds each item once and derives every position's history
-        from prefix sums (:meth:`~deep_retrieval.core.modules.encoder.UserEncoder.encode_positions`).
+        from prefix sums
+        (:meth:`~deep_retrieval.core.modules.encoder.UserEncoder.encode_positions`).
         Ordered rows are cut into segments of ``L`` target positions, each preceded by the
         ``≤ L`` items of context its first target needs (so every target's window lies inside its
         segment); unordered rows are one segment each, every item a target whose history is the
@@ -162,14 +165,15 @@ class TrainingSamples:
         batch_of = (np.cumsum(n_targets) - n_targets) // batch_size  # packs segments greedily
         bounds = np.concatenate([[0], np.flatnonzero(np.diff(batch_of)) + 1, [len(order)]])
         starts = self._starts
-        for b0, b1 in zip(bounds[:-1], bounds[1:]):
+        for b0, b1 in itertools.pairwise(bounds):
             take = order[b0:b1]
             lo, first, hi = seg_lo[take], seg_first[take], seg_hi[take]
             lengths = hi - lo
             offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
             local = np.arange(int(lengths.sum())) - offsets  # position inside the segment
             pos = np.repeat(lo, lengths) + local  # position inside the row
-            items = self.train.items[np.repeat(starts[seg_row[take]], lengths) + pos].astype(np.int64)
+            at = np.repeat(starts[seg_row[take]], lengths) + pos  # index into train.items
+            items = self.train.items[at].astype(np.int64)
             target = pos >= np.repeat(first, lengths)
             if history_dropout > 0.0:
                 # Dropped occurrences stay in the segment (they may be targets) but are masked.
@@ -237,3 +241,11 @@ class TrainingSamples:
             chosen = order[rank < self.max_samples_per_user]
             return self.rng.permutation(chosen)
         return self.rng.permutation(n)
+
+
+def drop_history(hist: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """History dropout, in place: each entry of ``hist`` ``(N, L)`` becomes ``-1`` (padding) with
+    probability ``p``; no draw at all when ``p == 0``. Returns ``hist``."""
+    if p > 0.0:
+        hist[rng.random(hist.shape) < p] = -1
+    return hist

@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from ..utils import atomic_write_text, resolve_device, seed_everything, versions
 from ..config import BenchmarkConfig, DRConfig, to_dict
 from ..data.types import Split
 from ..evaluation.evaluate import evaluate
+from ..utils import atomic_write_text, resolve_device, seed_everything, versions
 
 Progress = Callable[[str], None]
 
@@ -59,11 +59,14 @@ class _Fixed:
     """A fitted DR queried with a fixed beam and rerank setting (the recommend contract)."""
 
     def __init__(self, model: Any, beam_size: int | None, rerank: bool | None) -> None:
+        from ..index.retrieval import QueryStats
+
         self.model, self.beam_size, self.rerank = model, beam_size, rerank
+        self.stats = QueryStats()
 
     def recommend(self, histories, n, *, exclude=None):
         return self.model.recommend(histories, n, exclude=exclude, beam_size=self.beam_size,
-                                    rerank=self.rerank)
+                                    rerank=self.rerank, stats=self.stats)
 
 
 def run_ablations(
@@ -88,7 +91,7 @@ def run_ablations(
         ``fraction_scored``, ``beam_size``, ``largest_path_size``, ``occupied_paths``,
         ``fit_seconds`` and ``query_ms_p50``.
     """
-    from ..baselines import make_baseline
+    from ..baselines import SoftmaxRecommender, make_baseline
     from ..estimator import DeepRetrieval
 
     if k < 1:
@@ -104,7 +107,8 @@ def run_ablations(
     seed_everything(config.seed)
     say("fitting brute-force")
     t0 = time.perf_counter()
-    softmax = make_baseline("brute-force", config, device=device).fit(split.train, split.n_items)
+    brute_force = cast(SoftmaxRecommender, make_baseline("brute-force", config, device=device))
+    softmax = brute_force.fit(split.train, split.n_items)
     bf_seconds = time.perf_counter() - t0
     bf = run(softmax)
     reference = {metric: bf.metrics[metric], "fit_seconds": round(bf_seconds, 3),
@@ -130,10 +134,9 @@ def run_ablations(
 
     def row(ablation: str, value: Any, model: Any, seconds: float, beam: int | None,
             rerank: bool | None) -> None:
-        model.query_stats_ = {"queries": 0, "candidates": 0}
-        ev = run(_Fixed(model, beam, rerank))
-        stats = model.query_stats_
-        candidates = stats["candidates"] / max(stats["queries"], 1)
+        fixed = _Fixed(model, beam, rerank)
+        ev = run(fixed)
+        candidates = fixed.stats.candidates_per_query
         d = model.diagnostics()
         rows.append({
             "ablation": ablation,
@@ -231,8 +234,13 @@ def parse_grid(overrides: Sequence[str]) -> AblationGrid:
     def hidden(text: str) -> int | None:
         return None if text.strip().lower() == "none" else int(text)
 
-    fields = {"paths_per_item": int, "n_layers": int, "hidden_dim": hidden, "penalty": float,
-              "beam_size": int}
+    fields: dict[str, Callable[[str], Any]] = {
+        "paths_per_item": int,
+        "n_layers": int,
+        "hidden_dim": hidden,
+        "penalty": float,
+        "beam_size": int,
+    }
     values: dict[str, tuple] = {}
     for item in overrides:
         name, sep, text = item.partition("=")

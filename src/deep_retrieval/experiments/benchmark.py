@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..utils import atomic_write_text, resolve_device, seed_everything, versions
 from ..config import BenchmarkConfig, to_dict
 from ..data.types import Sequences, Split
 from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import evaluate_recommendations
+from ..utils import atomic_write_text, resolve_device, seed_everything, versions
 
 BASELINE_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
 
@@ -50,10 +50,35 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return out
 
 
-class _DRMethod:
-    """Benchmark adapter: fits DR, reusing the brute-force softmax model when configured."""
+class CountedRecommender:
+    """A fitted DR model whose queries are tallied
+    (:class:`~deep_retrieval.index.retrieval.QueryStats`) for the results' candidates-per-query
+    figures; the model itself is not changed."""
 
     name = "dr"
+
+    def __init__(self, model: Any) -> None:
+        from ..index.retrieval import QueryStats
+
+        self.model = model
+        self.stats = QueryStats()
+
+    def recommend(self, histories: Sequences, n: int, *, exclude: Sequences | None = None):
+        self.n_ = n
+        return self.model.recommend(histories, n, exclude=exclude, stats=self.stats)
+
+    def figures(self) -> dict[str, Any]:
+        """Extra figures for the benchmark's results.json."""
+        d = self.model.diagnostics(self.stats)
+        info = {"largest_path_size": d["largest_path_size"], "occupied_paths": d["occupied_paths"]}
+        if "candidates_per_query" in d:
+            info["candidates_per_query"] = round(d["candidates_per_query"], 1)
+            info["fraction_scored"] = round(d["fraction_scored"], 5)
+        return info
+
+
+class _DRMethod(CountedRecommender):
+    """Benchmark adapter: fits DR, reusing the brute-force softmax model when configured."""
 
     def __init__(self, config: BenchmarkConfig, softmax: Any, device: str) -> None:
         from ..estimator import DeepRetrieval
@@ -61,7 +86,7 @@ class _DRMethod:
         dr = config.dr
         if softmax is not None:  # the reranker's width must match the shared softmax model
             dr = replace(dr, train=replace(dr.train, embedding_dim=softmax.config.embedding_dim))
-        self.model = DeepRetrieval(dr, device=device)
+        super().__init__(DeepRetrieval(dr, device=device))
         self.softmax = softmax
 
     def fit(self, train: Sequences, n_items: int) -> _DRMethod:
@@ -69,12 +94,8 @@ class _DRMethod:
         self.model.fit(train, n_items, reranker=reranker)
         return self
 
-    def recommend(self, histories: Sequences, n: int, *, exclude: Sequences | None = None):
-        self.n_ = n
-        return self.model.recommend(histories, n, exclude=exclude)
-
-    def benchmark_info(self) -> dict[str, Any]:
-        info = self.model.benchmark_info()
+    def figures(self) -> dict[str, Any]:
+        info = super().figures()
         info["shared_reranker"] = self.softmax is not None
         info["beam_size"] = self.model.beam_size_for(self.n_)
         return info
@@ -100,7 +121,8 @@ def run_benchmark(
     dataset: str = "custom",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Fit and evaluate ``methods`` on ``split`` at every ``k``; write the outputs when ``out_dir`` is set.
+    """Fit and evaluate ``methods`` on ``split`` at every ``k``; write the outputs when ``out_dir``
+    is set.
 
     ANN methods search the item embeddings of the ``brute-force`` softmax model, which is trained
     once and shared (its training time is included in their ``fit_seconds``); so does ``dr`` when
@@ -116,7 +138,9 @@ def run_benchmark(
     say = progress or (lambda _msg: None)
     device = resolve_device(config.device)
     fit_order = list(methods)
-    needs_softmax = any(m.startswith("ann-") for m in methods) or ("dr" in methods and config.share_reranker)
+    needs_softmax = any(m.startswith("ann-") for m in methods) or (
+        "dr" in methods and config.share_reranker
+    )
     if needs_softmax and "brute-force" not in methods:
         fit_order.insert(0, "brute-force")  # ANN baselines need its embeddings
     elif "brute-force" in methods:
@@ -155,10 +179,13 @@ def run_benchmark(
             "query_ms_p50": round(ev.query_ms_p50, 4),
             "query_ms_p99": round(ev.query_ms_p99, 4),
         }
-        extra = getattr(model, "benchmark_info", None)
+        extra = getattr(model, "figures", None)
         if callable(extra):
             results[name].update(extra())
-        say(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items() if k.startswith("recall")))
+        say(
+            f"{name}: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items() if k.startswith("recall"))
+        )
 
     doc = {
         "dataset": dataset,
@@ -174,7 +201,9 @@ def run_benchmark(
     return doc
 
 
-def write_outputs(out_dir: Path, doc: dict[str, Any], split: Split, recommendations: dict[str, np.ndarray]) -> None:
+def write_outputs(
+    out_dir: Path, doc: dict[str, Any], split: Split, recommendations: dict[str, np.ndarray]
+) -> None:
     """Write results.json, truth.csv, recommendations/NAME.csv and results.md into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     truth: Sequences = split.test_truth
@@ -227,7 +256,8 @@ def results_markdown(doc: dict[str, Any]) -> str:
     for name, r in doc["methods"].items():
         if "candidates_per_query" in r:  # methods that score a subset of the items (DR)
             lines.append(
-                f"\n{name}: beam {r.get('beam_size', '-')}, {r['candidates_per_query']:,.0f} candidates"
+                f"\n{name}: beam {r.get('beam_size', '-')},"
+                f" {r['candidates_per_query']:,.0f} candidates"
                 f" per query ({100 * r['fraction_scored']:.2f} % of the items scored), largest path"
                 f" {r['largest_path_size']:,} items, {r['occupied_paths']:,} paths occupied."
             )
@@ -235,18 +265,24 @@ def results_markdown(doc: dict[str, Any]) -> str:
 
 
 def recompute_metrics(out_dir: str | Path, name: str, ks: Sequence[int]) -> dict[str, float]:
-    """Metrics of method ``name`` recomputed from ``truth.csv`` and ``recommendations/NAME.csv`` alone.
+    """Metrics of method ``name`` recomputed from ``truth.csv`` and ``recommendations/NAME.csv``
+    alone.
 
     An independent check of a benchmark directory: it uses the external ids in the CSV files and
     the metric definitions, nothing from the run itself.
     """
     out_dir = Path(out_dir)
     truth = pd.read_csv(out_dir / "truth.csv", dtype=str)
-    recs = pd.read_csv(out_dir / "recommendations" / f"{name}.csv", dtype={"user": str, "item": str})
+    recs = pd.read_csv(
+        out_dir / "recommendations" / f"{name}.csv", dtype={"user": str, "item": str}
+    )
     users = sorted(truth.user.unique())
     items = {v: i for i, v in enumerate(sorted(set(truth.item) | set(recs.item)))}
     row = {u: r for r, u in enumerate(users)}
     rec_mat = np.full((len(users), max(ks)), -1, dtype=np.int64)
-    rec_mat[recs.user.map(row).to_numpy(), recs["rank"].to_numpy() - 1] = recs.item.map(items).to_numpy()
+    ranked = recs.item.map(items).to_numpy()
+    rec_mat[recs.user.map(row).to_numpy(), recs["rank"].to_numpy() - 1] = ranked
     grouped = truth.groupby("user").item.apply(lambda s: [items[i] for i in s])
-    return evaluate_recommendations(rec_mat, Sequences.from_lists([grouped[u] for u in users]), list(ks))
+    return evaluate_recommendations(
+        rec_mat, Sequences.from_lists([grouped[u] for u in users]), list(ks)
+    )

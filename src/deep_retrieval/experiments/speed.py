@@ -92,7 +92,7 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 def overlap_at_k(ids: np.ndarray, exact: np.ndarray) -> float:
     """Mean ``|top_k ∩ exact_k| / k`` over rows (``ids``, ``exact``: ``(U, k)``, ``-1`` padded)."""
     k = exact.shape[1]
-    hits = [np.intersect1d(a[a >= 0], b[b >= 0]).size for a, b in zip(ids, exact)]
+    hits = [np.intersect1d(a[a >= 0], b[b >= 0]).size for a, b in zip(ids, exact, strict=True)]
     return float(np.mean(hits) / k)
 
 
@@ -111,20 +111,31 @@ def planted_softmax(corpus: Any, config: SpeedConfig) -> Any:
     vectors = torch.from_numpy(corpus.item_vectors)
     n_items, dim = vectors.shape
     rec = SoftmaxRecommender(
-        SoftmaxConfig(encoder="mean", embedding_dim=dim, normalize=False, temperature=config.temperature)
+        SoftmaxConfig(
+            encoder="mean", embedding_dim=dim, normalize=False, temperature=config.temperature
+        )
     )
     with torch.device("meta"):  # shapes only: every tensor is replaced below
-        model = SoftmaxModel(n_items, dim, "mean", bias=True, normalize=False, temperature=config.temperature)
+        model = SoftmaxModel(
+            n_items, dim, "mean", bias=True, normalize=False, temperature=config.temperature
+        )
     table = torch.cat([vectors, torch.zeros(1, dim)])  # + the padding row
     model.encoder.item_embedding.weight = torch.nn.Parameter(table, requires_grad=False)
     model.item_table.weight = torch.nn.Parameter(table[:n_items], requires_grad=False)
     model.item_bias = torch.nn.Parameter(torch.from_numpy(corpus.item_bias), requires_grad=False)
     model.eval()
-    rec.model_, rec.n_items_, rec.encoder_, rec.history_ordered_ = model, n_items, "mean", config.ordered
+    rec.model_, rec.n_items_, rec.encoder_, rec.history_ordered_ = (
+        model,
+        n_items,
+        "mean",
+        config.ordered,
+    )
     return rec
 
 
-def _time_single(fn: Callable[[Sequences], Any], histories: Sequences, n_single: int) -> tuple[float, float]:
+def _time_single(
+    fn: Callable[[Sequences], Any], histories: Sequences, n_single: int
+) -> tuple[float, float]:
     rows = [histories.rows(np.array([i])) for i in range(min(n_single, len(histories)))]
     fn(rows[0])  # warm-up (lazy caches, first-call allocation)
     times = []
@@ -135,7 +146,9 @@ def _time_single(fn: Callable[[Sequences], Any], histories: Sequences, n_single:
     return _percentiles(times)
 
 
-def _time_batched(fn: Callable[[Sequences], np.ndarray], histories: Sequences, batch: int) -> tuple[np.ndarray, float]:
+def _time_batched(
+    fn: Callable[[Sequences], np.ndarray], histories: Sequences, batch: int
+) -> tuple[np.ndarray, float]:
     out = []
     t0 = time.perf_counter()
     for s in range(0, len(histories), batch):
@@ -164,22 +177,34 @@ def run_speed(config: SpeedConfig, progress: Callable[[str], None] | None = None
     from ..baselines.ann import FaissHNSW, FaissIVF
     from ..data.corpus import make_corpus
     from ..estimator import DeepRetrieval
+    from ..index.retrieval import QueryStats
 
     say = progress or (lambda msg: None)
     c = config
     if c.n_items < 1_000 or c.k < 1 or c.n_test_users < 1:
-        raise ValueError(f"bench-speed needs n_items ≥ 1000, k ≥ 1, n_test_users ≥ 1; got {c.n_items}, {c.k}, {c.n_test_users}")
+        raise ValueError(
+            "bench-speed needs n_items ≥ 1000, k ≥ 1, n_test_users ≥ 1;"
+            f" got {c.n_items}, {c.k}, {c.n_test_users}"
+        )
     n_users = c.n_users or int(np.clip(c.n_items // 10, 20_000, 1_000_000))
     n_inter = int(round(n_users * c.interactions_per_user))
-    doc: dict[str, Any] = {"n_items": c.n_items, "n_users": n_users, "n_interactions": n_inter, "k": c.k,
-                           "config": dataclasses.asdict(c)}
+    doc: dict[str, Any] = {
+        "n_items": c.n_items,
+        "n_users": n_users,
+        "n_interactions": n_inter,
+        "k": c.k,
+        "config": dataclasses.asdict(c),
+    }
 
     t0 = time.perf_counter()
     corpus = make_corpus(n_users, c.n_items, n_inter, dim=c.dim, seed=c.seed)
     split: Split = corpus.split(c.n_test_users, seed=c.seed)
     train = Sequences(split.train.indptr, split.train.items, ordered=c.ordered)
     doc["corpus_seconds"] = round(time.perf_counter() - t0, 2)
-    say(f"corpus: {n_users:,} users, {c.n_items:,} items, {n_inter:,} interactions ({doc['corpus_seconds']} s)")
+    say(
+        f"corpus: {n_users:,} users, {c.n_items:,} items, {n_inter:,} interactions"
+        f" ({doc['corpus_seconds']} s)"
+    )
 
     dr_cfg = dataclasses.replace(c.dr, train=dataclasses.replace(c.dr.train, embedding_dim=c.dim))
     dr = DeepRetrieval(dr_cfg, device="cpu")
@@ -212,29 +237,41 @@ def run_speed(config: SpeedConfig, progress: Callable[[str], None] | None = None
     beam = dr.beam_size_for(c.k)
     dr_fn = lambda h: dr.recommend(h, c.k, beam_size=beam)[0]  # noqa: E731
     ids, qps = _time_batched(dr_fn, hist, c.batch_size)
-    dr.query_stats_ = {"queries": 0, "candidates": 0}
-    p50, p99 = _time_single(dr_fn, hist, c.n_single)
-    stats = dr.query_stats_
+    stats = QueryStats()
+    p50, p99 = _time_single(
+        lambda h: dr.recommend(h, c.k, beam_size=beam, stats=stats)[0], hist, c.n_single
+    )
     methods["dr"] = _figures(p50, p99, qps, ids, exact, truth, c.k)
-    methods["dr"].update(beam_size=beam, candidates_per_query=round(stats["candidates"] / max(stats["queries"], 1), 1))
+    methods["dr"].update(
+        beam_size=beam,
+        candidates_per_query=round(stats.candidates_per_query, 1),
+    )
     target = methods["dr"][f"recall@{c.k}_vs_exact"]
 
     say("exact-faiss")
     t0 = time.perf_counter()
     flat = _ExactFaiss(softmax)
     build = time.perf_counter() - t0
-    ids, qps = _time_batched(lambda h: flat.recommend(h, c.k), hist, c.batch_size)
-    p50, p99 = _time_single(lambda h: flat.recommend(h, c.k), hist, c.n_single)
-    methods["exact-faiss"] = {**_figures(p50, p99, qps, ids, exact, truth, c.k), "build_seconds": round(build, 2)}
+    # The lambdas run before the `del flat` below (ruff's F821 sees only the deletion).
+    ids, qps = _time_batched(lambda h: flat.recommend(h, c.k), hist, c.batch_size)  # noqa: F821
+    p50, p99 = _time_single(lambda h: flat.recommend(h, c.k), hist, c.n_single)  # noqa: F821
+    methods["exact-faiss"] = {
+        **_figures(p50, p99, qps, ids, exact, truth, c.k),
+        "build_seconds": round(build, 2),
+    }
     del flat
     gc.collect()
 
-    for name, cls, knob, values, cfg in (
+    # cfg as Any: dataclasses.replace(cfg, **{knob: v}) cannot be checked on a union of configs.
+    sweeps: tuple[tuple[str, type[FaissHNSW | FaissIVF], str, tuple[int, ...], Any], ...] = (
         ("hnsw", FaissHNSW, "ef_search", _HNSW_EF, c.hnsw),
         ("ivf", FaissIVF, "n_probe", _IVF_PROBES, c.ivf),
-    ):
+    )
+    for name, cls, knob, values, cfg in sweeps:
         if name == "hnsw" and c.n_items > c.hnsw_max_items:
-            methods[name] = {"skipped": f"n_items > hnsw_max_items = {c.hnsw_max_items:,} (build time)"}
+            methods[name] = {
+                "skipped": f"n_items > hnsw_max_items = {c.hnsw_max_items:,} (build time)"
+            }
             continue
         say(f"{name}: build")
         t0 = time.perf_counter()
@@ -265,7 +302,11 @@ def run_speed(config: SpeedConfig, progress: Callable[[str], None] | None = None
 
     doc["methods"] = methods
     exact_p50 = methods["exact-torch"]["query_ms_p50"]
-    doc["speedup_p50_vs_exact_torch"] = {m: round(exact_p50 / v["query_ms_p50"], 2) for m, v in methods.items() if "query_ms_p50" in v}
+    doc["speedup_p50_vs_exact_torch"] = {
+        m: round(exact_p50 / v["query_ms_p50"], 2)
+        for m, v in methods.items()
+        if "query_ms_p50" in v
+    }
     doc["peak_rss_mb"] = round(peak_rss_mb(), 1)
     doc["threads"] = torch.get_num_threads()
     return doc
@@ -282,14 +323,27 @@ def _softmax_of(dr: Any, c: SpeedConfig) -> Any:
 
     t = dr.config.train
     rec = SoftmaxRecommender(
-        SoftmaxConfig(encoder=dr.encoder_kind_, embedding_dim=t.embedding_dim, history_len=t.history_len,
-                      query_history_len=t.query_history_len, normalize=t.normalize, temperature=t.temperature)
+        SoftmaxConfig(
+            encoder=dr.encoder_kind_,
+            embedding_dim=t.embedding_dim,
+            history_len=t.history_len,
+            query_history_len=t.query_history_len,
+            normalize=t.normalize,
+            temperature=t.temperature,
+        )
     )
-    rec.model_, rec.n_items_, rec.encoder_, rec.history_ordered_ = dr.net_.reranker, c.n_items, dr.encoder_kind_, c.ordered
+    rec.model_, rec.n_items_, rec.encoder_, rec.history_ordered_ = (
+        dr.net_.reranker,
+        c.n_items,
+        dr.encoder_kind_,
+        c.ordered,
+    )
     return rec
 
 
-def _figures(p50: float, p99: float, qps: float, ids: np.ndarray, exact: np.ndarray, truth: Sequences, k: int) -> dict[str, Any]:
+def _figures(
+    p50: float, p99: float, qps: float, ids: np.ndarray, exact: np.ndarray, truth: Sequences, k: int
+) -> dict[str, Any]:
     return {
         "query_ms_p50": round(p50, 3),
         "query_ms_p99": round(p99, 3),
@@ -317,13 +371,24 @@ def _train_figures(dr: Any, train: Sequences) -> dict[str, Any]:
         "path_assignment_seconds_last": round(
             last.get("accumulation_seconds", 0.0) + last.get("assignment_seconds", 0.0), 2
         ),
-        "coordinate_descent_us_per_item": round(last.get("assignment_seconds", 0.0) / dr.n_items_ * 1e6, 3),
-        "score_accumulation_us_per_item": round(last.get("accumulation_seconds", 0.0) / dr.n_items_ * 1e6, 3),
+        "coordinate_descent_us_per_item": round(
+            last.get("assignment_seconds", 0.0) / dr.n_items_ * 1e6, 3
+        ),
+        "score_accumulation_us_per_item": round(
+            last.get("accumulation_seconds", 0.0) / dr.n_items_ * 1e6, 3
+        ),
     }
 
 
 def _epoch_line(e: dict[str, Any]) -> str:
-    keys = ("epoch", "network_seconds", "scoring_seconds", "accumulation_seconds", "assignment_seconds", "largest_path_size")
+    keys = (
+        "epoch",
+        "network_seconds",
+        "scoring_seconds",
+        "accumulation_seconds",
+        "assignment_seconds",
+        "largest_path_size",
+    )
     return "dr " + ", ".join(f"{k} {e[k]}" for k in keys if k in e)
 
 
@@ -333,28 +398,39 @@ def speed_markdown(docs: list[dict[str, Any]]) -> str:
     for d in docs:
         k = d["k"]
         lines += [
-            f"### {d['n_items']:,} items ({d['n_users']:,} users, {d['n_interactions']:,} interactions)",
+            f"### {d['n_items']:,} items ({d['n_users']:,} users,"
+            f" {d['n_interactions']:,} interactions)",
             "",
-            f"| method | p50 ms | p99 ms | queries/s (batched) | recall@{k} vs exact | truth recall@{k} | build s | × exact-torch (p50) |",
+            f"| method | p50 ms | p99 ms | queries/s (batched) | recall@{k} vs exact"
+            f" | truth recall@{k} | build s | × exact-torch (p50) |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, m in d["methods"].items():
             if "skipped" in m:
                 lines.append(f"| {name} | skipped: {m['skipped']} | | | | | | |")
                 continue
-            extra = "" if name != "dr" else f" (beam {m['beam_size']}, {m['candidates_per_query']:.0f} candidates)"
+            extra = (
+                ""
+                if name != "dr"
+                else f" (beam {m['beam_size']}, {m['candidates_per_query']:.0f} candidates)"
+            )
             lines.append(
-                f"| {name}{extra} | {m['query_ms_p50']:.3f} | {m['query_ms_p99']:.3f} | {m['batch_queries_per_second']:,.0f} |"
-                f" {m[f'recall@{k}_vs_exact']:.3f} | {m[f'truth_recall@{k}']:.3f} | {m.get('build_seconds', '')} |"
+                f"| {name}{extra} | {m['query_ms_p50']:.3f} | {m['query_ms_p99']:.3f}"
+                f" | {m['batch_queries_per_second']:,.0f} |"
+                f" {m[f'recall@{k}_vs_exact']:.3f} | {m[f'truth_recall@{k}']:.3f}"
+                f" | {m.get('build_seconds', '')} |"
                 f" {d['speedup_p50_vs_exact_torch'][name]:.1f} |"
             )
         t = d["train"]
         lines += [
             "",
-            f"Training (DR, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} of {t['samples_per_epoch']:,} samples):"
+            f"Training (DR, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}"
+            f" of {t['samples_per_epoch']:,} samples):"
             f" {t['interactions_per_second']:,.0f}"
-            f" samples/s; path assignment {d['path_assignment_seconds']} s (accumulation + coordinate descent,"
-            f" {t['coordinate_descent_us_per_item']} µs per item for the descent); largest path {d['dr']['largest_path_size']};"
+            f" samples/s; path assignment {d['path_assignment_seconds']} s"
+            " (accumulation + coordinate descent,"
+            f" {t['coordinate_descent_us_per_item']} µs per item for the descent);"
+            f" largest path {d['dr']['largest_path_size']};"
             f" peak RSS {d['peak_rss_mb']:,.0f} MiB.",
             "",
         ]
@@ -373,15 +449,32 @@ def plot_speed(docs: list[dict[str, Any]], path: Any) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     for name in METHODS:
-        pts = [(d["n_items"], d["methods"][name]["query_ms_p50"]) for d in docs if "query_ms_p50" in d["methods"].get(name, {})]
+        pts = [
+            (d["n_items"], d["methods"][name]["query_ms_p50"])
+            for d in docs
+            if "query_ms_p50" in d["methods"].get(name, {})
+        ]
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=name)
-    ax.set(xscale="log", yscale="log", xlabel="items", ylabel="single-query p50 (ms)", title="Retrieval latency")
+            ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="items",
+        ylabel="single-query p50 (ms)",
+        title="Retrieval latency",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax = axes[1]
-    ax.plot(sizes, [d["path_assignment_seconds"] for d in docs], marker="o", label="path assignment (s)")
-    ax.plot(sizes, [d["train"]["network_seconds_per_epoch"][-1] for d in docs], marker="o", label="network epoch (s)")
+    ax.plot(
+        sizes, [d["path_assignment_seconds"] for d in docs], marker="o", label="path assignment (s)"
+    )
+    ax.plot(
+        sizes,
+        [d["train"]["network_seconds_per_epoch"][-1] for d in docs],
+        marker="o",
+        label="network epoch (s)",
+    )
     ax.plot(sizes, [d["peak_rss_mb"] / 1024 for d in docs], marker="o", label="peak RSS (GiB)")
     ax.set(xscale="log", yscale="log", xlabel="items", title="Training cost")
     ax.grid(True, which="both", alpha=0.3)
@@ -391,4 +484,13 @@ def plot_speed(docs: list[dict[str, Any]], path: Any) -> None:
     plt.close(fig)
 
 
-__all__ = ["METHODS", "SpeedConfig", "run_speed", "speed_markdown", "plot_speed", "overlap_at_k", "truth_recall", "peak_rss_mb"]
+__all__ = [
+    "METHODS",
+    "SpeedConfig",
+    "overlap_at_k",
+    "peak_rss_mb",
+    "plot_speed",
+    "run_speed",
+    "speed_markdown",
+    "truth_recall",
+]

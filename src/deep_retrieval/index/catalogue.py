@@ -1,4 +1,4 @@
-"""Changing a fitted model's catalogue: the pieces behind ``DeepRetrieval.add_items``.
+"""Changing a fitted model's catalogue: :func:`add_items` and :func:`remove_items` over a state.
 
 A new item is placed by the same path-score machinery that training uses, run on *contexts*:
 user histories that stand for the people who would pick the item.
@@ -11,7 +11,7 @@ user histories that stand for the people who would pick the item.
 Beam search over each context's user vector gives ``S`` paths with probabilities, summed per item
 (:func:`context_path_scores`, as training accumulates path scores); the item's ``J`` paths are then
 chosen by the penalised greedy step of path assignment against the current path sizes
-(:func:`place_items`). Its reranker row and bias are fitted by maximum likelihood under the frozen
+(:func:`~deep_retrieval.core.assignment.place_paths`). Its reranker row and bias are fitted by maximum likelihood under the frozen
 softmax model (:func:`fit_item_vectors`). Shapes: ``N`` contexts, ``n`` new items, ``V`` existing
 items, ``F`` features.
 """
@@ -21,8 +21,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.assignment import PathScores
+from ..core.assignment import PathScores, place_paths
 from ..data.types import Sequences
+from .ids import item_index
+from .retrieval import beam, user_embeddings
+from .state import DRState
 
 
 def occurrence_contexts(
@@ -135,67 +138,6 @@ def context_path_scores_reference(
     return ids, out
 
 
-def place_items(
-    scores: PathScores,
-    path_sizes: dict[int, int],
-    *,
-    paths_per_item: int,
-    penalty: float,
-    power: float = 4,
-    n_sweeps: int = 3,
-) -> np.ndarray:
-    """Penalised greedy choice of ``J`` paths for new items, the existing items fixed.
-
-    The coordinate step of :func:`~deep_retrieval.core.assignment.assign_paths` restricted to the new
-    items: each chooses, one path at a time, the candidate with the largest
-    ``N_v·(log(acc + s[v,c]) − log acc) − α·(f(|c|+1) − f(|c|))`` (``acc`` = scores already
-    chosen; ``N_v·log s`` for the first), where ``|c|`` counts the existing items and the new
-    items placed so far. Items are visited in order; from sweep 2 on each item releases its paths
-    and chooses again. Without the penalty new items would crowd onto the paths every user's beam
-    reaches, and be retrieved (and crowd results) for everyone.
-
-    Args:
-        scores: ``n`` rows; every row needs ≥ ``J`` candidates.
-        path_sizes: items per path among the existing items; updated in place.
-
-    Returns:
-        ``(n, J)`` path ids.
-    """
-    j_max = paths_per_item
-    n = scores.n_items
-    out = np.full((n, j_max), -1, dtype=np.int64)
-
-    def f(size: int) -> float:
-        return size**power / power
-
-    for sweep in range(n_sweeps):
-        for v in range(n):
-            if sweep:
-                for c in out[v]:
-                    path_sizes[int(c)] -= 1
-            cand = [(int(c), float(sc)) for c, sc in zip(scores.path_ids[v], scores.scores[v]) if c >= 0 and sc > 0]
-            if len(cand) < j_max:
-                raise ValueError(f"item {v} has {len(cand)} scored candidate paths, needs {j_max}")
-            n_v = float(scores.counts[v])
-            acc, chosen = 0.0, []
-            for j in range(j_max):
-                best, best_gain = -1, -np.inf
-                for slot, (c, sc) in enumerate(cand):
-                    if c in chosen:
-                        continue
-                    like = np.log(sc) if acc == 0 else np.log(acc + sc) - np.log(acc)
-                    size = path_sizes.get(c, 0)
-                    gain = n_v * like - penalty * (f(size + 1) - f(size))
-                    if gain > best_gain:
-                        best, best_gain = slot, gain
-                c, sc = cand[best]
-                chosen.append(c)
-                acc += sc
-                path_sizes[c] = path_sizes.get(c, 0) + 1
-            out[v] = chosen
-    return out
-
-
 def fit_item_vectors(
     q_context: torch.Tensor,
     owner: torch.Tensor,
@@ -245,3 +187,200 @@ def fit_item_vectors(
             (loss / (len(owner) + background_weight * len(q_background))).backward()
             opt.step()
     return k.detach(), None if b is None else b.detach()
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogue edits over a fitted state
+
+
+def remove_items(state: DRState, items: np.ndarray) -> int:
+    """Take internal item ids out of the index: they are never retrieved or returned again
+    (their rows stay, so ids do not shift). Returns how many were newly removed."""
+    items = np.asarray(items, dtype=np.int64)
+    if len(items) and (items.min() < 0 or items.max() >= state.n_items):
+        raise ValueError(f"item ids must lie in [0, {state.n_items}), got {items.min()}..{items.max()}")
+    newly = int((~state.removed[items]).sum()) if len(items) else 0
+    state.removed = state.removed.copy()
+    state.removed[items] = True
+    state.set_paths(state.item_paths.path_ids)
+    return newly
+
+
+def _new_item_names(state: DRState, item_ids: list | np.ndarray | None, n_new: int | None) -> tuple[np.ndarray | None, int]:
+    """``(external ids of the new items or None, how many)``, refused when they clash."""
+    stored = state.item_ids
+    if item_ids is None:
+        if stored is not None:
+            raise ValueError("this model stores external item ids: pass item_ids for the new items")
+        return None, int(n_new or 0)
+    if stored is None:
+        raise ValueError("this model has no external item ids: pass n_new instead of item_ids")
+    names = np.asarray(item_ids)
+    known, _ = item_index(state, names)
+    if len(known):
+        raise ValueError(f"item ids already in the model: {', '.join(str(stored[i]) for i in known[:10])}")
+    if len({str(x) for x in names.tolist()}) != len(names):
+        raise ValueError("item_ids holds duplicates")
+    return names, len(names)
+
+
+def _contexts(
+    state: DRState, n: int, names: np.ndarray | None, interactions: Sequences | None,
+    features: np.ndarray | None, neighbours: Sequences | None, n_neighbours: int,
+) -> tuple[np.ndarray, Sequences, np.ndarray]:
+    """Every new item's contexts: ``(item of each context (N,), contexts (N rows), warm (n,))``."""
+    n_old = state.n_items
+    total = n_old + n
+    ctx_items, ctx_rows = np.zeros(0, np.int64), Sequences.from_lists([])
+    if interactions is not None:
+        if len(interactions.items) and (interactions.items.min() < 0 or interactions.items.max() >= total):
+            raise ValueError(f"interactions hold ids outside [0, {total})")
+        ctx_items, ctx_rows = occurrence_contexts(interactions, n_old, state.history_length())
+    warm = np.zeros(n, dtype=bool)
+    warm[ctx_items - n_old] = True
+    extra_items: list[int] = []
+    extra_rows: list[np.ndarray] = []
+    if neighbours is not None:
+        if len(neighbours) != n:
+            raise ValueError(f"neighbours must have one row per new item ({n}), got {len(neighbours)}")
+        if len(neighbours.items) and (neighbours.items.min() < 0 or neighbours.items.max() >= n_old):
+            raise ValueError(f"neighbours must be existing item ids in [0, {n_old})")
+        for i in np.flatnonzero(~warm & (neighbours.lengths > 0)):
+            extra_items.append(n_old + i)
+            extra_rows.append(neighbours.items[neighbours.indptr[i] : neighbours.indptr[i + 1]])
+    covered = warm.copy()
+    covered[np.array(extra_items, dtype=np.int64) - n_old] = True
+    if features is not None and (~covered).any():
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or len(features) != total:
+            raise ValueError(f"features must have shape (V + n = {total}, F), got {features.shape}")
+        todo = n_old + np.flatnonzero(~covered & np.isfinite(features[n_old:]).all(axis=1))
+        if len(todo):
+            nb = feature_neighbours(features, n_old, todo, n_neighbours)
+            extra_items.extend(todo.tolist())
+            extra_rows.extend(nb.items[nb.indptr[i] : nb.indptr[i + 1]] for i in range(len(nb)))
+            covered[todo - n_old] = True
+    if not covered.all():
+        missing = np.flatnonzero(~covered)[:10]
+        shown = [str(names[i]) if names is not None else str(n_old + i) for i in missing]
+        raise ValueError(
+            f"{int((~covered).sum())} new item(s) have no interactions with existing items, no"
+            f" features and no neighbours, so nothing says where to put them: {', '.join(shown)}"
+        )
+    if extra_items:
+        ctx_items = np.concatenate([ctx_items, np.array(extra_items, dtype=np.int64)])
+        ctx_rows = Sequences(
+            np.r_[ctx_rows.indptr, ctx_rows.indptr[-1] + np.cumsum([len(r) for r in extra_rows])],
+            np.concatenate([ctx_rows.items, *extra_rows]).astype(np.int64),
+            ctx_rows.ordered,
+        )
+    return ctx_items, ctx_rows, warm
+
+
+@torch.no_grad()
+def add_items(
+    state: DRState,
+    item_ids: list | np.ndarray | None = None,
+    *,
+    n_new: int | None = None,
+    interactions: Sequences | None = None,
+    features: np.ndarray | None = None,
+    neighbours: Sequences | None = None,
+    n_neighbours: int = 20,
+) -> np.ndarray:
+    """Add items to a fitted state without retraining; returns their internal ids ``V .. V+n-1``.
+
+    Each new item gets ``J`` paths, a reranker vector, a bias and an input embedding from its
+    contexts: the histories of the users who picked it in ``interactions`` (warm items) or else
+    its neighbours, from ``features`` or given in ``neighbours`` (cold items, flagged ``cold``).
+    Its paths come from the contexts' beam-search path scores under the size penalty
+    (:func:`~deep_retrieval.core.assignment.place_paths`); its input embedding is the mean over the contexts' items; its reranker
+    row and bias are fitted by maximum likelihood against a background of users
+    (:func:`fit_item_vectors`). See :meth:`DeepRetrieval.add_items` for the arguments.
+    """
+    names, n = _new_item_names(state, item_ids, n_new)
+    if n < 1:
+        raise ValueError("add_items needs at least one new item")
+    n_old = state.n_items
+    ctx_items, ctx_rows, warm = _contexts(state, n, names, interactions, features, neighbours, n_neighbours)
+
+    # Path scores of every context, summed per item, then the penalised choice of J paths
+    # against the current path sizes (as in training's path assignment).
+    a, J = state.config.assignment, state.item_paths.paths_per_item
+    u = user_embeddings(state, ctx_rows)
+    # S ≥ J distinct beam paths per context, so every item has J candidates.
+    path_ids, log_probs = beam(state, u, min(max(a.n_candidates, J), state.codec.n_paths))
+    scores = context_path_scores(
+        ctx_items - n_old, path_ids, np.exp(log_probs.astype(np.float64)), n, state.codec.n_paths, a.n_candidates
+    )
+    index = state.item_paths
+    paths = place_paths(scores, (index.occupied_paths, index.path_sizes()), paths_per_item=J,
+                        penalty=a.penalty, power=a.power, n_sweeps=a.n_sweeps)
+
+    # Input embedding: the mean over the contexts' items; reranker row and bias: fitted by
+    # maximum likelihood, starting from the same means.
+    head = state.net.reranker
+    ctx_owner = np.repeat(ctx_items - n_old, ctx_rows.lengths)
+    per_item = np.maximum(np.bincount(ctx_owner, minlength=n), 1).astype(np.float64)[:, None]
+
+    def context_mean(table: np.ndarray) -> np.ndarray:
+        out = np.zeros((n, table.shape[1]))
+        np.add.at(out, ctx_owner, table[ctx_rows.items])
+        return out / per_item
+
+    inputs = context_mean(head.encoder.item_embedding.weight.detach().cpu().numpy())
+    keys, bias = _fit_new_item_vectors(
+        state, u, ctx_items - n_old, context_mean(head.item_table.weight.detach().cpu().numpy()),
+        ctx_rows, ctx_owner, per_item,
+    )
+    head.append_items(inputs, keys, bias)
+
+    occurrences = np.zeros(n, np.int64)
+    if interactions is not None:
+        occurrences = np.bincount(interactions.items[interactions.items >= n_old] - n_old, minlength=n)
+    state.item_counts = np.r_[state.item_counts, occurrences]
+    state.cold = np.r_[state.cold, ~warm]
+    state.removed = np.r_[state.removed, np.zeros(n, bool)]
+    if names is not None and state.item_ids is not None:
+        state.item_ids = np.concatenate([state.item_ids.astype(str), names.astype(str)])
+    state.set_paths(np.vstack([index.path_ids, paths]))
+    return np.arange(n_old, n_old + n, dtype=np.int64)
+
+
+def _fit_new_item_vectors(
+    state: DRState, u: torch.Tensor, owner: np.ndarray, keys0: np.ndarray, ctx_rows: Sequences,
+    ctx_owner: np.ndarray, per_item: np.ndarray, n_background: int = 2000,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reranker rows of new items: :func:`fit_item_vectors` from the contexts' users ``u``
+    against a background of stored user histories (else the contexts)."""
+    head = state.net.reranker
+    rng = np.random.default_rng(state.config.seed)
+    pool = state.user_histories if state.user_histories is not None else ctx_rows
+    pool = pool.rows(np.sort(rng.choice(len(pool), size=min(n_background, len(pool)), replace=False)))
+    keys_old = head.keys()  # (V, E), normalised when the head normalises
+    bias_old = head.item_bias
+
+    def query_and_log_z(users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = head.query(users).float()
+        log_z = torch.cat([
+            torch.logsumexp(q[s : s + 1024] @ keys_old.T + (bias_old if bias_old is not None else 0), dim=1)
+            for s in range(0, len(q), 1024)
+        ])
+        return q, log_z
+
+    q_ctx, z_ctx = query_and_log_z(u)
+    q_bg, z_bg = query_and_log_z(user_embeddings(state, pool))
+    b0 = None
+    if bias_old is not None:
+        b = bias_old.detach().cpu().numpy()
+        b0 = torch.as_tensor(
+            np.bincount(ctx_owner, weights=b[ctx_rows.items], minlength=len(per_item)) / per_item[:, 0],
+            dtype=torch.float32,
+        )
+    weight = float(state.item_counts.sum()) / max(len(q_bg), 1)
+    k, b_new = fit_item_vectors(
+        q_ctx.cpu(), torch.as_tensor(owner), q_bg.cpu(), z_ctx.cpu(), z_bg.cpu(),
+        torch.as_tensor(keys0, dtype=torch.float32), b0,
+        background_weight=weight, normalize=head.normalize,
+    )
+    return k.numpy(), None if b_new is None else b_new.numpy()

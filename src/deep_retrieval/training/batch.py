@@ -25,157 +25,58 @@ Choices the paper leaves open (measured; see the README):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from .. import distributed
-from ..core.assignment import PathScoreAccumulator, PathScores, assign_paths, with_held_paths
+from ..config import to_dict
+from ..core.assignment import PathScoreAccumulator, PathScores, with_held_paths
 from ..data.samples import TrainingSamples
 from ..data.types import Sequences
-from ..core.modules.encoder import UserEncoder
-from ..core.modules.softmax import popularity_sampling_probs
-from ..core.paths import ItemPathMap
-
-if TYPE_CHECKING:
-    from ..estimator import DeepRetrieval
+from ..index.retrieval import history_matrix
+from ..index.state import DRState
+from . import distributed
+from .checkpoint import capture_rng, fault_point, latest_checkpoint, load_checkpoint, save_checkpoint
+from .step import (
+    epoch_entry,
+    make_optimizer,
+    negative_sampling_probs,
+    network_step,
+    reassign_paths,
+    sample_batches,
+    score_instances,
+)
 
 log = logging.getLogger("deep_retrieval")
 
 
-def user_batches(
-    encoder: UserEncoder,
-    samples: TrainingSamples,
-    batch_size: int,
-    *,
-    history_dropout: float,
-    causal: bool,
-    grad: bool,
-    device: torch.device,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of ``(user vectors (N, E), targets (N,))`` training batches.
-
-    ``causal`` (mean encoder only) embeds each row segment once and reads every position's
-    history off prefix sums (:meth:`TrainingSamples.causal_epoch`); otherwise each sample's
-    ``(L,)`` history is gathered and encoded on its own (:meth:`TrainingSamples.epoch`, the
-    reference). ``grad=False`` encodes without autograd (frozen encoder).
-    """
-    # Grad mode is switched around each encoding only: a generator that yields inside
-    # ``set_grad_enabled`` would leave it switched while the caller computes its loss.
-    if causal:
-        for items, lengths, target, keep in samples.causal_epoch(batch_size, history_dropout=history_dropout):
-            items_t = torch.as_tensor(items, device=device)
-            mask = torch.as_tensor(target, device=device)
-            with torch.set_grad_enabled(grad):
-                u = encoder.encode_positions(
-                    items_t,
-                    torch.as_tensor(lengths, device=device),
-                    samples.history_len,
-                    ordered=samples.ordered,
-                    keep=None if keep is None else torch.as_tensor(keep, device=device),
-                )[mask]
-            yield u, items_t[mask]
-    else:
-        for hist, target in samples.epoch(batch_size, history_dropout=history_dropout):
-            with torch.set_grad_enabled(grad):
-                u = encoder(torch.as_tensor(hist, device=device))
-            yield u, torch.as_tensor(target, device=device)
-
-
-def batch_loss(
-    model: DeepRetrieval,
-    u: torch.Tensor,
-    target: torch.Tensor,
-    item_paths: torch.Tensor,
-    joint: bool,
-    sampling_probs: torch.Tensor | None,
-) -> tuple[float, float]:
-    """The network step's loss on one batch, back-propagated: the multi-path likelihood of the
-    targets' paths plus, when ``joint``, the reranker's sampled softmax. Returns the two loss
-    values; raises ``FloatingPointError`` when the loss is not finite (the network diverged).
-
-    Args:
-        u: ``(N, E)`` user vectors; ``target``: ``(N,)`` items; ``item_paths``: ``(V, J, D)``.
-    """
-    t, net = model.config.train, model.net_
-    structure_loss = net.structure.path_loss(u, item_paths[target]).mean()
-    loss, softmax_value = structure_loss, 0.0
-    if joint:
-        softmax_loss = net.reranker.sampled_softmax_loss(u, target, t.n_negatives, sampling_probs=sampling_probs)
-        loss = loss + t.softmax_weight * softmax_loss
-        softmax_value = float(softmax_loss.detach())
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"the training loss became {float(loss.detach())}: the network diverged; lower train.lr"
-            " (or structure_lr), or check the data for extreme values"
-        )
-    loss.backward()
-    return float(structure_loss.detach()), softmax_value
-
-
 def network_epoch(
-    model: DeepRetrieval,
-    samples: TrainingSamples,
-    optimizer: torch.optim.Optimizer,
-    *,
-    joint: bool,
+    state: DRState, samples: TrainingSamples, optimizer: torch.optim.Optimizer, *, joint: bool,
     fault: str | None = None,
 ) -> dict[str, float]:
-    """One pass over ``samples``; returns mean structure and softmax losses. ``fault`` names the
-    crash-test point hit after the pass's first batch (see :func:`~deep_retrieval.training.checkpoint.fault_point`)."""
-    t = model.config.train
-    net, device = model.net_, model.device_
-    item_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
-    net.train()
-    net.reranker.requires_grad_(joint)
-    sampling_probs = None
-    if joint and t.negative_sampling == "popularity":
-        counts = torch.from_numpy(np.bincount(samples.train.items, minlength=model.n_items_))
-        sampling_probs = popularity_sampling_probs(counts).to(device)
-    sums = {"structure_loss": 0.0, "softmax_loss": 0.0}
-    n_batches = 0
-    encoder = net.reranker.encoder
-    ctx = distributed.current()
+    """One pass of the network step over every training sample; returns the mean structure and
+    softmax losses."""
+    t = state.config.train
+    encoder = state.net.reranker.encoder
     # N processes step together on N per-process batches: keep the global batch size.
-    batch_size = max(1, -(-t.batch_size // ctx.world))
-    batches = iter(user_batches(
+    batch_size = max(1, -(-t.batch_size // distributed.current().world))
+    batches = sample_batches(
         encoder, samples, batch_size, history_dropout=t.history_dropout,
-        causal=t.causal and encoder.kind == "mean", grad=joint, device=device,
-    ))
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-    while True:
-        batch = next(batches, None)
-        # Distributed: keep stepping together until every process is out of batches.
-        if batch is None and not (ctx.active and distributed.any_process(False)):
-            break
-        if ctx.active and batch is not None:
-            distributed.any_process(True)
-        optimizer.zero_grad(set_to_none=True)
-        if batch is not None:
-            u, target_t = batch
-            structure_loss, softmax_loss = batch_loss(model, u, target_t, item_paths, joint, sampling_probs)
-            sums["structure_loss"] += structure_loss
-            sums["softmax_loss"] += softmax_loss
-            n_batches += 1
-        if ctx.active:
-            distributed.average_gradients(params, contributing=batch is not None)
-        optimizer.step()
-        if fault is not None and n_batches == 1:
-            from .checkpoint import fault_point
-
-            fault_point(fault)  # mid-epoch
-    net.reranker.requires_grad_(True)
-    net.eval()
-    return {k: v / max(n_batches, 1) for k, v in sums.items()}
+        causal=t.causal and encoder.kind == "mean", grad=joint, device=state.device,
+    )
+    probs = negative_sampling_probs(state, np.bincount(samples.train.items, minlength=state.n_items), joint)
+    structure, softmax, n = network_step(state, optimizer, batches, joint=joint, sampling_probs=probs, fault=fault)
+    return {"structure_loss": structure / max(n, 1), "softmax_loss": softmax / max(n, 1)}
 
 
 def _scoring_batches(
-    model: DeepRetrieval, train: Sequences, samples: TrainingSamples, batch_size: int
+    state: DRState, train: Sequences, samples: TrainingSamples, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(history (N, L), item of each history row)`` batches that path scores are accumulated over.
 
@@ -187,14 +88,15 @@ def _scoring_batches(
     else:
         for start in range(0, len(train), batch_size):
             rows = np.arange(start, min(start + batch_size, len(train)))
-            yield model._history_matrix(train.rows(rows)), rows
+            yield history_matrix(state, train.rows(rows)), rows
 
 
 @torch.no_grad()
 def score_paths(
-    model: DeepRetrieval, train: Sequences, samples: TrainingSamples, timings: dict[str, float] | None = None
+    state: DRState, train: Sequences, samples: TrainingSamples, timings: dict[str, float] | None = None
 ) -> PathScores:
-    """Top-``S`` path scores per item from beam search over the training samples' users.
+    """Top-``S`` path scores per item from beam search over the training samples' users, with
+    each item's held paths scored exactly (:func:`~deep_retrieval.core.assignment.with_held_paths`).
 
     ``timings``, when given, receives ``accumulation_seconds``: the time spent merging
     ``(item, path, p)`` triples into the per-item top-``S`` (the rest is the network's beam search).
@@ -202,33 +104,26 @@ def score_paths(
     items, and the result holds this process's item range only (:mod:`deep_retrieval.training.distributed`).
     """
     ctx = distributed.current()
-    a = model.config.assignment
-    n_items = model.n_items_
-    net, device = model.net_, model.device_
-    net.eval()
+    a = state.config.assignment
+    state.net.eval()
     # Distributed: every process scores its own users and accumulates the items it owns.
-    bounds = distributed.item_bounds(n_items, ctx.world)
+    bounds = distributed.item_bounds(state.n_items, ctx.world)
     lo, hi = int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
     acc = PathScoreAccumulator(hi - lo, a.n_candidates)
     outgoing: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     spent = 0.0
 
-    held = model.item_paths_.path_ids  # (V, J)
-    held_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
+    held = state.item_paths.path_ids  # (V, J)
     held_scores = np.zeros(held.shape, dtype=np.float64)  # exact s[v, π_j(v)]
-    for hist, key in _scoring_batches(model, train, samples, 1024):
-        u = net.user_embedding(torch.as_tensor(hist, device=device))
-        path_ids, log_probs = model._beam(u, a.n_candidates)  # (N, S)
-        probs = np.exp(log_probs.astype(np.float64))
+    for hist, key in _scoring_batches(state, train, samples, 1024):
+        u = state.net.user_embedding(torch.as_tensor(hist, device=state.device))
         if train.ordered:
-            items, user = key, u
+            items, rows = key, None
         else:
             sub = train.rows(key)
-            local = sub.row_ids()
-            items, path_ids, probs = sub.items, path_ids[local], probs[local]
-            user = u[torch.as_tensor(local, device=device)]
-        exact = net.structure.log_prob(user, held_paths[torch.as_tensor(items, device=device)])
-        np.add.at(held_scores, items, np.exp(exact.double().cpu().numpy()))
+            items, rows = sub.items, sub.row_ids()
+        path_ids, probs, held_probs = score_instances(state, u, items, rows)
+        np.add.at(held_scores, items, held_probs)
         t0 = time.perf_counter()
         if ctx.active:
             outgoing.append((items, path_ids, probs))
@@ -239,7 +134,7 @@ def score_paths(
     if ctx.active:
         width = a.n_candidates
         parts = outgoing or [(np.zeros(0, np.int64), np.zeros((0, width), np.int64), np.zeros((0, width)))]
-        items, path_ids, probs = distributed.route_rows(*(np.concatenate(x) for x in zip(*parts)), bounds)
+        items, path_ids, probs = distributed.route_rows(*(np.concatenate(x) for x in zip(*parts, strict=True)), bounds)
         acc.add(items - lo, path_ids, probs)
         held_scores = distributed.all_reduce_numpy(held_scores)
     out = with_held_paths(acc.result(), held[lo:hi], held_scores[lo:hi])
@@ -248,37 +143,16 @@ def score_paths(
     return out
 
 
-def reassign_paths(model: DeepRetrieval, scores: PathScores, seed: int) -> tuple[dict[str, Any], float]:
-    """Path assignment from ``scores`` with the model's settings, starting from its current paths;
-    installs the new item → path map. Returns ``(assign_paths stats, share of items moved)``."""
-    s, a = model.config.structure, model.config.assignment
-    ctx = distributed.current()
-    settings = dict(paths_per_item=s.paths_per_item, penalty=a.penalty, n_paths=model.codec_.n_paths,
-                    n_sweeps=a.n_sweeps, power=a.power)
-    if ctx.active:
-        lo = int(distributed.item_bounds(model.n_items_, ctx.world)[ctx.rank])
-        new_ids, stats = distributed.assign_paths_sharded(scores, lo, model.item_paths_.path_ids, seed=seed, **settings)
-    else:
-        new_ids, stats = assign_paths(scores, previous=model.item_paths_.path_ids, rng=seed, **settings)
-    moved = float((np.sort(new_ids, 1) != np.sort(model.item_paths_.path_ids, 1)).any(1).mean())
-    model.item_paths_ = ItemPathMap(new_ids, model.codec_, excluded=getattr(model, "removed_", None))
-    return stats, moved
-
-
-def _fingerprint(model: DeepRetrieval, train: Sequences, frozen_reranker: bool, world: int) -> dict[str, Any]:
+def _fingerprint(state: DRState, train: Sequences, frozen_reranker: bool, world: int) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the config and the training data."""
-    import hashlib
-
-    from ..config import to_dict
-
     digest = hashlib.sha256(np.ascontiguousarray(train.indptr).tobytes())
     digest.update(np.ascontiguousarray(train.items).tobytes())
-    return {"config": to_dict(model.config), "n_items": int(model.n_items_), "data_sha256": digest.hexdigest(),
+    return {"config": to_dict(state.config), "n_items": int(state.n_items), "data_sha256": digest.hexdigest(),
             "frozen_reranker": frozen_reranker, "processes": world}
 
 
-def fit_deep_retrieval(
-    model: DeepRetrieval,
+def fit_state(
+    state: DRState,
     train: Sequences,
     *,
     frozen_reranker: bool = False,
@@ -286,43 +160,32 @@ def fit_deep_retrieval(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
 ) -> None:
-    """Run the alternating schedule on ``model`` (its ``net_``/``codec_`` already built).
+    """Run the alternating schedule on a new ``state`` (from :func:`~deep_retrieval.index.state.build_state`).
 
     With ``checkpoint_dir``, a checkpoint is written after every network step that a path
     assignment follows, and after every epoch (:mod:`deep_retrieval.training.checkpoint`); with
     ``resume``, the fit continues from the newest valid one there and ends exactly where an
     uninterrupted fit with the same seed ends.
     """
-    from .checkpoint import capture_rng, fault_point, latest_checkpoint, load_checkpoint, save_checkpoint
-
-    cfg = model.config
-    t, s = cfg.train, cfg.structure
-    rng = np.random.default_rng(cfg.seed)
-    model.item_paths_ = ItemPathMap.random(model.n_items_, model.codec_, s.paths_per_item, rng)
+    cfg = state.config
+    t = cfg.train
     ctx = distributed.current()
-    fingerprint = _fingerprint(model, train, frozen_reranker, ctx.world) if checkpoint_dir is not None else {}
+    fingerprint = _fingerprint(state, train, frozen_reranker, ctx.world) if checkpoint_dir is not None else {}
     if ctx.active:
         # Data parallel: this process trains on every world-th row, from rank 0's weights, and
         # draws its own negatives and shuffles.
         train = train.rows(np.arange(ctx.rank, len(train), ctx.world))
-        distributed.broadcast_parameters(model.net_)
+        distributed.broadcast_parameters(state.net)
         torch.manual_seed(cfg.seed + 7919 * ctx.rank)
     samples = TrainingSamples(train, t.history_len, seed=cfg.seed + ctx.rank)
-    structure_params = list(model.net_.structure.parameters())
-    optimizer = torch.optim.Adam(
-        [
-            {"params": model.net_.reranker.parameters(), "lr": t.lr},
-            {"params": structure_params, "lr": t.structure_lr or t.lr},
-        ],
-        weight_decay=t.weight_decay,
-    )
+    optimizer = make_optimizer(state)
     start, pending = 0, None
     if resume:
         if checkpoint_dir is None:
             raise ValueError("resume needs a checkpoint directory")
         found = latest_checkpoint(checkpoint_dir)
         if found is not None:
-            doc = load_checkpoint(found, model=model, optimizer=optimizer, sampler_rng=samples.rng,
+            doc = load_checkpoint(found, state=state, optimizer=optimizer, sampler_rng=samples.rng,
                                   fingerprint=fingerprint, rank=ctx.rank)
             start = doc["epoch"] + (1 if doc["phase"] == "epoch" else 0)
             pending = doc["pending"] if doc["phase"] == "network" else None
@@ -334,7 +197,7 @@ def fit_deep_retrieval(
         # Weights, optimiser and paths are the same on every process; random states are not.
         rng_states = distributed.gather_objects(capture_rng(samples.rng))
         if ctx.rank == 0:
-            save_checkpoint(checkpoint_dir, epoch=epoch, phase=phase, model=model, optimizer=optimizer,
+            save_checkpoint(checkpoint_dir, epoch=epoch, phase=phase, state=state, optimizer=optimizer,
                             rng=rng_states, fingerprint=fingerprint, pending=entry)
         distributed.barrier()
 
@@ -345,7 +208,7 @@ def fit_deep_retrieval(
         else:
             joint = not frozen_reranker and epoch < t.joint_epochs
             t0 = time.perf_counter()
-            losses = network_epoch(model, samples, optimizer, joint=joint, fault=f"network-{epoch}")
+            losses = network_epoch(state, samples, optimizer, joint=joint, fault=f"network-{epoch}")
             entry = {
                 "event": "epoch",
                 "epoch": epoch + 1,
@@ -358,20 +221,17 @@ def fit_deep_retrieval(
         if assign:
             t1 = time.perf_counter()
             timings: dict[str, float] = {}
-            scores = score_paths(model, train, samples, timings)
+            scores = score_paths(state, train, samples, timings)
             fault_point(f"assignment-{epoch}")
             t2 = time.perf_counter()
-            stats, changed = reassign_paths(model, scores, cfg.seed + epoch)
+            stats, moved = reassign_paths(state, scores, cfg.seed + epoch)
             entry.update(
                 scoring_seconds=round(t2 - t1 - timings["accumulation_seconds"], 2),
                 accumulation_seconds=round(timings["accumulation_seconds"], 2),
                 assignment_seconds=round(time.perf_counter() - t2, 2),
-                objective=[round(float(o), 3) for o in stats["objective"]],
-                largest_path_size=int(stats["largest_path_size"]),
-                occupied_paths=int(len(model.item_paths_.path_sizes())),
-                items_moved=round(changed, 4),
+                **epoch_entry(stats, state, moved),
             )
-        model.history_.append(entry)
+        state.history.append(entry)
         checkpoint(epoch, "epoch")
         if on_event is not None:
             on_event(entry)

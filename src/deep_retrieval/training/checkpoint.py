@@ -20,12 +20,15 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..utils import atomic_write_text, check_files, write_directory
+
+if TYPE_CHECKING:
+    from ..index.state import DRState
 
 log = logging.getLogger("deep_retrieval")
 
@@ -57,7 +60,7 @@ def save_checkpoint(
     *,
     epoch: int,
     phase: str,
-    model: Any,
+    state: DRState,
     optimizer: torch.optim.Optimizer,
     rng: list[dict[str, Any]],
     fingerprint: dict[str, Any],
@@ -74,7 +77,7 @@ def save_checkpoint(
     name = f"ckpt-{epoch:04d}-{phase}"
 
     def fill(tmp: Path) -> dict[str, Any]:
-        tensors = {f"net.{k}": v.detach().cpu().contiguous().clone() for k, v in model.net_.state_dict().items()}
+        tensors = {f"net.{k}": v.detach().cpu().contiguous().clone() for k, v in state.net.state_dict().items()}
         opt = optimizer.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
         for pid, entry in opt["state"].items():
@@ -83,23 +86,23 @@ def save_checkpoint(
                     tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous().clone()
                 else:
                     scalars.setdefault(str(pid), {})[key] = value
-        for rank, state in enumerate(rng):
-            tensors[f"rng.torch.{rank}"] = state["torch"]
-            if state.get("cuda") is not None:
-                tensors[f"rng.cuda.{rank}"] = state["cuda"]
+        for rank, states in enumerate(rng):
+            tensors[f"rng.torch.{rank}"] = states["torch"]
+            if states.get("cuda") is not None:
+                tensors[f"rng.cuda.{rank}"] = states["cuda"]
         save_file(tensors, tmp / "state.safetensors")
         fault_point(f"checkpoint-write-{name}")  # half written: only the temporary directory exists
-        np.save(tmp / "item_paths.npy", model.item_paths_.path_ids, allow_pickle=False)
+        np.save(tmp / "item_paths.npy", state.item_paths.path_ids, allow_pickle=False)
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "epoch": epoch,
             "phase": phase,
-            "history": model.history_,
+            "history": state.history,
             "pending": pending,
             "fingerprint": fingerprint,
             "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
-            "rng": [{k: v for k, v in state.items() if k not in ("torch", "cuda")} for state in rng],
+            "rng": [{k: v for k, v in states.items() if k not in ("torch", "cuda")} for states in rng],
         }
 
     out = write_directory(folder / name, fill, manifest="state.json")
@@ -142,7 +145,7 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 def load_checkpoint(
     path: str | os.PathLike,
     *,
-    model: Any,
+    state: DRState,
     optimizer: torch.optim.Optimizer,
     sampler_rng: np.random.Generator,
     fingerprint: dict[str, Any],
@@ -155,8 +158,6 @@ def load_checkpoint(
     """
     from safetensors.torch import load_file
 
-    from ..core.paths import ItemPathMap
-
     path = Path(path)
     doc = json.loads((path / "state.json").read_text())
     if doc["fingerprint"] != fingerprint:
@@ -165,15 +166,15 @@ def load_checkpoint(
             " same settings, or write to a fresh --out"
         )
     tensors = load_file(path / "state.safetensors")
-    model.net_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    state: dict[int, dict[str, Any]] = {}
+    state.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("opt."):
             _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
+            opt_state.setdefault(int(pid), {})[name] = value
     for pid, scalars in doc["optimizer"]["scalars"].items():
-        state.setdefault(int(pid), {}).update(scalars)
-    optimizer.load_state_dict({"state": state, "param_groups": doc["optimizer"]["param_groups"]})
+        opt_state.setdefault(int(pid), {}).update(scalars)
+    optimizer.load_state_dict({"state": opt_state, "param_groups": doc["optimizer"]["param_groups"]})
     torch.set_rng_state(tensors[f"rng.torch.{rank}"])
     if f"rng.cuda.{rank}" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"])
@@ -182,6 +183,6 @@ def load_checkpoint(
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
     random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
     sampler_rng.bit_generator.state = rng["sampler"]
-    model.item_paths_ = ItemPathMap(np.load(path / "item_paths.npy", allow_pickle=False), model.codec_)
-    model.history_ = doc["history"]
+    state.set_paths(np.load(path / "item_paths.npy", allow_pickle=False))
+    state.history = doc["history"]
     return doc

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import assignment as _assignment
-from ..core.assignment import PathScores
+from ..core.assignment import GreedySweep, PathScores, assignment_objective
 
 
 @dataclass(frozen=True)
@@ -193,12 +192,12 @@ def assign_paths_sharded(
     rank, world = dist.get_rank(), dist.get_world_size()
     n_own = scores.n_items
     prev_own = np.ascontiguousarray(previous[lo : lo + n_own], dtype=np.int64)
-    active = (scores.counts > 0) & (scores.path_ids >= 0).any(axis=1)
+    # A path can hold every item of every process, hence max_path_size = V, not n_own.
+    greedy = GreedySweep(scores, prev_own, penalty=penalty, power=power, max_path_size=len(previous))
+    active = greedy.active
     visit = np.flatnonzero(active)
     rng = np.random.default_rng([seed, rank])
     assign = prev_own.copy()
-    counts = scores.counts.astype(np.float64)
-    steps = _assignment._penalty_steps_kernel(min(len(previous) + 1, _assignment._MAX_PENALTY_TABLE), float(power))
     # Sweep 1 starts from the items nobody places (the paper's empty start) and adds items as
     # they are placed; later sweeps start from every item's paths. Each sweep runs in `rounds`
     # blocks with the sizes summed over the processes before each block: with one block per
@@ -210,11 +209,10 @@ def assign_paths_sharded(
         order = rng.permutation(visit).astype(np.int64)
         for block in np.array_split(order, rounds):
             sizes = all_reduce_numpy(np.bincount(assign[counted].ravel(), minlength=n_paths).astype(np.int64))
-            _assignment._sweep_kernel(block, scores.path_ids, scores.scores, counts, prev_own, assign, sizes,
-                                      steps, float(penalty), float(power), sweep > 0)
+            greedy.sweep(block, assign, sizes, release=sweep > 0)
             counted[block] = True
         global_sizes = all_reduce_numpy(np.bincount(assign.ravel(), minlength=n_paths).astype(np.float64))
-        like = _assignment.assignment_objective(scores, assign, 0.0, power)
+        like = assignment_objective(scores, assign, 0.0, power)
         like = float(all_reduce_numpy(np.array([like]))[0])
         objective.append(like - penalty * float((global_sizes**power / power).sum()))
     # Gather the full table: ranges differ by at most one item, so pad to the widest.

@@ -51,22 +51,26 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
 
-from .. import assignment as _assignment
-from ..utils import atomic_write_text, resolve_device, seed_everything
-from ..core.assignment import PathScores
-from ..config import DRConfig, StreamConfig
+from ..config import StreamConfig
+from ..core.assignment import StreamingPathScores
 from ..data.types import Interactions, Sequences
-from ..core.modules.softmax import popularity_sampling_probs
-from ..core.paths import ItemPathMap, PathCodec
-from .batch import batch_loss, reassign_paths
-
-if TYPE_CHECKING:
-    from ..estimator import DeepRetrieval
+from ..index.bundle import save_bundle
+from ..index.retrieval import calibrate_beam
+from ..index.state import DRState
+from ..utils import atomic_write_text
+from .step import (
+    array_batches,
+    epoch_entry,
+    make_optimizer,
+    negative_sampling_probs,
+    network_step,
+    reassign_paths,
+    score_instances,
+)
 
 log = logging.getLogger("deep_retrieval.training.stream")
 
@@ -268,32 +272,6 @@ class _Histories:
 # Training
 
 
-def _build(model: DeepRetrieval, n_items: int, device: str) -> None:
-    """Set up an unfitted model as :meth:`DeepRetrieval.fit` does (time-ordered rows)."""
-    from ..estimator import DRNet, _check_config
-
-    cfg = model.config
-    _check_config(cfg)
-    seed_everything(cfg.seed)
-    model.device_ = resolve_device(model.device if device == "auto" else device)
-    model.n_items_ = int(n_items)
-    model.ordered_ = True
-    encoder = cfg.train.encoder
-    model.encoder_kind_ = "gru" if encoder == "auto" else encoder
-    s = cfg.structure
-    model.codec_ = PathCodec(s.n_layers, s.n_nodes)
-    model.net_ = DRNet(n_items, cfg, model.encoder_kind_).to(model.device_)
-    model.item_counts_ = np.zeros(n_items, dtype=np.int64)
-    model.history_ = []
-    rng = np.random.default_rng(cfg.seed)
-    # Paths start uniformly random (paper §1.1), J distinct per item, as in batch training.
-    model.item_paths_ = ItemPathMap.random(n_items, model.codec_, s.paths_per_item, rng)
-    model.cold_ = np.zeros(n_items, dtype=bool)
-    model.removed_ = np.zeros(n_items, dtype=bool)
-    model.item_ids_ = None
-    model.user_ids_, model.user_histories_ = None, None
-
-
 class _ReplayBuffer:
     """The most recent ``capacity`` samples, ``(history (L,), target)``, in a ring."""
 
@@ -318,72 +296,22 @@ class _ReplayBuffer:
         return self.hist[pick], self.target[pick]
 
 
-def _network_step(
-    model: DeepRetrieval,
-    optimizer: torch.optim.Optimizer,
-    hist: np.ndarray,
-    target: np.ndarray,
-    *,
-    joint: bool,
-    sampling_probs: torch.Tensor | None,
-    rng: np.random.Generator,
-) -> tuple[float, float, int]:
-    """One shuffled pass of mini-batches over ``(hist (N, L), target (N,))``, paths fixed.
-
-    The per-batch loss of :func:`~deep_retrieval.training.batch.network_epoch`:
-    ``−log Σ_j p(π_j(y)|x)`` (+ ``w·`` sampled softmax when ``joint``). Returns the summed
-    structure and softmax losses and the number of batches.
-    """
-    t = model.config.train
-    net, device = model.net_, model.device_
-    item_paths = torch.as_tensor(model.item_paths_.paths, device=device)  # (V, J, D)
-    encoder = net.reranker.encoder
-    net.train()
-    net.reranker.requires_grad_(joint)
-    s_loss = x_loss = 0.0
-    n_batches = 0
-    perm = rng.permutation(len(target))
-    for lo in range(0, len(perm), t.batch_size):
-        take = perm[lo : lo + t.batch_size]
-        h = hist[take].copy()
-        if t.history_dropout > 0:
-            h[rng.random(h.shape) < t.history_dropout] = -1
-        target_t = torch.as_tensor(target[take], device=device)
-        with torch.set_grad_enabled(joint):
-            u = encoder(torch.as_tensor(h, device=device))
-        optimizer.zero_grad(set_to_none=True)
-        structure_loss, softmax_loss = batch_loss(model, u, target_t, item_paths, joint, sampling_probs)
-        optimizer.step()
-        s_loss += structure_loss
-        x_loss += softmax_loss
-        n_batches += 1
-    net.reranker.requires_grad_(True)
-    net.eval()
-    return s_loss, x_loss, n_batches
-
-
-@torch.no_grad()
-def _instance_paths(
-    model: DeepRetrieval, hist: np.ndarray, items: np.ndarray, held: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _instance_paths(state: DRState, hist: np.ndarray, items: np.ndarray, held: bool) -> tuple[np.ndarray, np.ndarray]:
     """Each instance's scored paths: ``(path ids (N, S[+J]), probabilities (N, S[+J]))``, ``-1`` / 0 padded.
 
     The beam's ``S`` paths for the instance's user; with ``held``, also its item's ``J`` current
     paths with their exact ``p(π_j(v) | x)`` (dropped where the beam lists the path already: the
     merge sums a path repeated in one list, and the beam's probability is the exact one).
     """
-    net, device = model.net_, model.device_
-    S = model.config.assignment.n_candidates
+    import torch
+
     ids, probs = [], []
     for lo in range(0, len(items), 1024):
-        u = net.user_embedding(torch.as_tensor(hist[lo : lo + 1024], device=device))
-        path_ids, log_probs = model._beam(u, S)  # (n, S') with S' = min(S, K^D)
-        p = np.exp(log_probs.astype(np.float64))
+        u = state.net.user_embedding(torch.as_tensor(hist[lo : lo + 1024], device=state.device))
+        v = items[lo : lo + 1024]
+        path_ids, p, own_p = score_instances(state, u, v)
         if held:
-            v = items[lo : lo + 1024]
-            own = model.item_paths_.path_ids[v]  # (n, J)
-            own_lp = net.structure.log_prob(u, torch.as_tensor(model.item_paths_.paths[v], device=device))
-            own_p = np.exp(own_lp.double().cpu().numpy())
+            own = state.item_paths.path_ids[v]  # (n, J)
             dup = (own[:, :, None] == path_ids[:, None, :]).any(axis=2)  # (n, J)
             path_ids = np.concatenate([path_ids, np.where(dup, -1, own)], axis=1)
             p = np.concatenate([p, np.where(dup, 0.0, own_p)], axis=1)
@@ -392,113 +320,52 @@ def _instance_paths(
     return np.concatenate(ids), np.concatenate(probs)
 
 
-class _Scores:
-    """The per-item decayed top lists, updated in place (``PathScores`` is immutable and
-    :func:`~deep_retrieval.core.assignment.streaming_update` copies the ``(V, S)`` arrays on every call;
-    this runs the same compiled merge on arrays it owns)."""
-
-    def __init__(self, n_items: int, n_keep: int) -> None:
-        empty = PathScores.empty(n_items, n_keep)
-        self.ids, self.scores, self.counts = empty.path_ids.copy(), empty.scores.copy(), empty.counts.copy()
-
-    def merge(self, items: np.ndarray, path_ids: np.ndarray, probs: np.ndarray, decay: float) -> None:
-        items, path_ids, probs = _assignment._check_batch(items, path_ids, probs, len(self.ids))
-        _assignment._streaming_kernel(self.ids, self.scores, self.counts, items, path_ids, probs, float(decay))
-
-    def snapshot(self) -> PathScores:
-        return PathScores(self.ids.copy(), self.scores.copy(), self.counts.copy())
-
-
 def _prune_bundles(root: Path, keep: int) -> None:
     bundles = sorted(p for p in root.iterdir() if p.is_dir() and _BUNDLE.match(p.name))
     for old in bundles[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def stream_train(
-    model: DeepRetrieval | DRConfig | None,
-    events: Iterable[Any] | Interactions | str | os.PathLike,
-    n_items: int | None = None,
-    config: StreamConfig = StreamConfig(),
-    *,
-    item_ids: np.ndarray | None = None,
-    device: str = "auto",
-    on_event: Callable[[dict[str, Any]], None] | None = None,
-) -> DeepRetrieval:
-    """Train a Deep Retrieval model in one pass over time-ordered events.
-
-    Args:
-        model: a :class:`~deep_retrieval.estimator.DeepRetrieval` (unfitted: built from its config;
-            fitted: its network and paths continue to learn, with fresh path scores and user
-            histories), a :class:`DRConfig`, or ``None`` (defaults).
-        events: an iterable of :class:`StreamChunk` / ``(users (N,), items (N,)[, timestamps (N,)])``
-            batches in time order, items as internal ids; or an :class:`Interactions` / rating file,
-            streamed with :func:`time_ordered_chunks` (which needs timestamps).
-        n_items: ``V``; default ``len(item_ids)`` (or the fitted model's).
-        config: :class:`StreamConfig`.
-        item_ids: ``(V,)`` external id of each internal item: maps an :class:`Interactions`
-            source's items and is stored in saved bundles.
-        device: used when the model is built here (``"auto"``: the model's own setting).
-        on_event: called with a dict per chunk (``{"event": "chunk", …}``), per path assignment
-            (``"assignment"``) and per bundle (``"bundle"``).
-
-    Returns:
-        The fitted model (``recommend``, ``save`` and ``load`` work on it). ``model.history_``
-        holds one entry per path assignment; ``model.path_scores_`` the merged per-item lists
-        (:class:`PathScores`, ``counts`` = samples per item) the last assignment used.
-
-    Raises:
-        ValueError: events out of time order (a timestamp lower than an earlier one), items
-            outside ``[0, n_items)``, an empty stream, or a source without timestamps.
-    """
-    from ..estimator import DeepRetrieval
-
-    if model is None or isinstance(model, DRConfig):
-        model = DeepRetrieval(model, device=device)
-    fitted = hasattr(model, "net_")
-    if n_items is None:
-        if item_ids is not None:
-            n_items = len(item_ids)
-        elif fitted:
-            n_items = model.n_items_
-        else:
-            raise ValueError("stream_train needs n_items (or item_ids) for an unfitted model")
-    if item_ids is not None and len(item_ids) != n_items:
-        raise ValueError(f"item_ids has {len(item_ids)} entries, n_items is {n_items}")
+def as_chunks(
+    events: Iterable[Any] | Interactions | str | os.PathLike, chunk_size: int, item_ids: np.ndarray | None
+) -> Iterator[StreamChunk]:
+    """The events of :func:`stream_state` as chunks: caller batches re-cut, or a log streamed in
+    time order with :func:`time_ordered_chunks` (which needs ``item_ids``)."""
     if isinstance(events, (Interactions, str, os.PathLike)):
         if item_ids is None:
             raise ValueError("streaming an Interactions log needs item_ids (e.g. stream_vocabulary(log))")
-        events = time_ordered_chunks(events, config.chunk_size, item_ids=item_ids)
-    if fitted:
-        if model.n_items_ != n_items:
-            raise ValueError(f"the model has {model.n_items_} items, the stream {n_items}")
-        model.__dict__.pop("_rerank_cache", None)
-        model.__dict__.pop("_compiled_structure", None)
-    else:
-        _build(model, n_items, device)
-    if item_ids is not None:
-        model.item_ids_ = np.asarray(item_ids)
+        events = time_ordered_chunks(events, chunk_size, item_ids=item_ids)
+    return _as_chunks(events, chunk_size)
 
-    cfg = model.config
+
+def stream_state(
+    state: DRState,
+    chunks: Iterable[StreamChunk],
+    config: StreamConfig = StreamConfig(),
+    *,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> DRState:
+    """Train ``state`` in one pass over time-ordered chunks (see the module docstring).
+
+    Per chunk: samples from the per-user histories, the network step (``passes`` times, with
+    replay), path scores merged with decay ``η``; every ``reassign_every`` interactions, path
+    assignment; every ``bundle_every``, a bundle. ``state.history`` receives one entry per path
+    assignment, ``state.path_scores`` the merged per-item lists the last assignment used.
+
+    Raises:
+        ValueError: events out of time order, items outside ``[0, V)``, or no event with a history.
+    """
+    cfg = state.config
     t, a, s = cfg.train, cfg.assignment, cfg.structure
+    n_items = state.n_items
     rng = np.random.default_rng(cfg.seed)
     histories = _Histories(t.history_len)
     replay = _ReplayBuffer(config.replay_buffer if config.replay else 0, t.history_len)
-    n_keep = a.n_candidates + (s.paths_per_item if config.held_paths else 0)
-    scores = _Scores(n_items, n_keep)
-    optimizer = torch.optim.Adam(
-        [
-            {"params": model.net_.reranker.parameters(), "lr": t.lr},
-            {"params": list(model.net_.structure.parameters()), "lr": t.structure_lr or t.lr},
-        ],
-        weight_decay=t.weight_decay,
-    )
+    scores = StreamingPathScores(n_items, a.n_candidates + (s.paths_per_item if config.held_paths else 0))
+    optimizer = make_optimizer(state)
     joint = config.train_reranker
     bundle_root = Path(config.bundle_dir) if config.bundle_dir is not None else None
-
-    def calib_rng() -> np.random.Generator:
-        # Its own generator: writing bundles must not change the training draws.
-        return np.random.default_rng(cfg.seed)
+    state.changed()
 
     seen = 0  # interactions consumed
     n_samples = 0  # of which had a history (trained on)
@@ -508,15 +375,17 @@ def stream_train(
     since: dict[str, float] = {"structure_loss": 0.0, "softmax_loss": 0.0, "batches": 0, "network_seconds": 0.0,
                                "scoring_seconds": 0.0}
     assigned_at = 0
-    t_start = time.perf_counter()
+
+    def emit(entry: dict[str, Any]) -> None:
+        if on_event is not None:
+            on_event(entry)
 
     def assign() -> None:
         nonlocal assigned_at
         t0 = time.perf_counter()
-        state = scores.snapshot()
-        stats, moved = reassign_paths(model, state, cfg.seed + len(model.history_))
-        model.path_scores_ = state
-        model.__dict__.pop("_compiled_structure", None)
+        merged = scores.snapshot()
+        stats, moved = reassign_paths(state, merged, cfg.seed + len(state.history))
+        state.path_scores = merged
         b = max(since["batches"], 1)
         entry: dict[str, Any] = {
             "event": "assignment",
@@ -527,34 +396,33 @@ def stream_train(
             "network_seconds": round(since["network_seconds"], 2),
             "scoring_seconds": round(since["scoring_seconds"], 2),
             "assignment_seconds": round(time.perf_counter() - t0, 2),
-            "objective": [round(float(o), 3) for o in stats["objective"]],
-            "largest_path_size": int(stats["largest_path_size"]),
-            "occupied_paths": int(len(model.item_paths_.path_sizes())),
-            "items_moved": round(moved, 4),
+            **epoch_entry(stats, state, moved),
         }
         for k in since:
             since[k] = 0.0
         assigned_at = seen
-        model.history_.append(entry)
+        state.history.append(entry)
         log.debug("streaming path assignment: %s", entry)
-        if on_event is not None:
-            on_event(entry)
+        emit(entry)
+
+    def calibrate() -> None:
+        # Its own generator: writing bundles must not change the training draws.
+        sample = histories.sequences(config.calibration_users, np.random.default_rng(cfg.seed))
+        state.beam_calibration = calibrate_beam(state, sample)
 
     def bundle() -> None:
         assert bundle_root is not None
-        model.beam_calibration_ = model._calibrate_beam(histories.sequences(config.calibration_users, calib_rng()))
-        path = model.save(
-            bundle_root / f"bundle-{seen:012d}",
+        calibrate()
+        path = save_bundle(
+            state, bundle_root / f"bundle-{seen:012d}",
             training={"stream": {**asdict(config), "interactions": seen, "samples": n_samples}},
         )
         atomic_write_text(bundle_root / "LATEST", path.name + "\n")
         _prune_bundles(bundle_root, config.keep_bundles)
-        entry = {"event": "bundle", "interactions": seen, "path": str(path)}
         log.info("streaming bundle written: %s", path)
-        if on_event is not None:
-            on_event(entry)
+        emit({"event": "bundle", "interactions": seen, "path": str(path)})
 
-    for chunk in _as_chunks(events, config.chunk_size):
+    for chunk in chunks:
         if len(chunk) == 0:
             continue
         items = chunk.items
@@ -570,7 +438,7 @@ def stream_train(
                 )
             last_time = int(ts[-1])
         hist = histories.advance(histories.rows_of(chunk.users), items)  # (N, L)
-        np.add.at(model.item_counts_, items, 1)
+        np.add.at(state.item_counts, items, 1)
         seen += len(chunk)
         # A user's first event has nothing before it: no sample (as TrainingSamples' skip_first).
         has_history = (hist >= 0).any(axis=1)
@@ -578,30 +446,27 @@ def stream_train(
         n_samples += len(items)
         if len(items):
             t0 = time.perf_counter()
-            probs = None
-            if joint and t.negative_sampling == "popularity":
-                probs = popularity_sampling_probs(torch.from_numpy(model.item_counts_)).to(model.device_)
+            probs = negative_sampling_probs(state, state.item_counts, joint)
             for _ in range(config.passes):
                 h, y = hist, items
                 if config.replay and replay.size:
                     rh, ry = replay.draw(config.replay, rng)
                     h, y = np.concatenate([hist, rh]), np.concatenate([items, ry])
-                sl, xl, nb = _network_step(model, optimizer, h, y, joint=joint, sampling_probs=probs, rng=rng)
+                batches = array_batches(state.net.reranker.encoder, h, y, t.batch_size,
+                                        history_dropout=t.history_dropout, rng=rng, grad=joint, device=state.device)
+                sl, xl, nb = network_step(state, optimizer, batches, joint=joint, sampling_probs=probs)
                 since["structure_loss"] += sl
                 since["softmax_loss"] += xl
                 since["batches"] += nb
             replay.add(hist, items)
-            model.__dict__.pop("_rerank_cache", None)
-            model.__dict__.pop("_compiled_structure", None)
             t1 = time.perf_counter()
             # Score the chunk's instances with the network that has just learned from them, as a
             # batch epoch scores after its network pass.
-            path_ids, path_probs = _instance_paths(model, hist, items, config.held_paths)
+            path_ids, path_probs = _instance_paths(state, hist, items, config.held_paths)
             scores.merge(items, path_ids, path_probs, config.decay)
             since["network_seconds"] += t1 - t0
             since["scoring_seconds"] += time.perf_counter() - t1
-        if on_event is not None:
-            on_event({"event": "chunk", "interactions": seen, "samples": n_samples, "chunk_samples": int(len(items))})
+        emit({"event": "chunk", "interactions": seen, "samples": n_samples, "chunk_samples": int(len(items))})
         if seen >= next_assign:
             assign()
             next_assign = seen + config.reassign_every
@@ -613,10 +478,8 @@ def stream_train(
         raise ValueError("the stream held no event with a history before it: nothing to train on")
     if config.final_assignment and assigned_at < seen:
         assign()
-    model.beam_calibration_ = model._calibrate_beam(histories.sequences(config.calibration_users, calib_rng()))
-    model.__dict__.pop("_rerank_cache", None)
-    model.__dict__.pop("_compiled_structure", None)
-    model.stream_seconds_ = time.perf_counter() - t_start
+    calibrate()
+    state.changed()
     if bundle_root is not None and not (bundle_root / f"bundle-{seen:012d}").exists():
         bundle()
-    return model
+    return state

@@ -1,0 +1,193 @@
+"""The model bundle: a directory that holds one :class:`~deep_retrieval.index.state.DRState`.
+
+Files: ``manifest.json`` (format version, config, sizes, history, versions, and the byte size
+and SHA-256 of every other file), ``weights.safetensors``, ``item_paths.npy`` ``(V, J)`` path ids,
+the inverted index ``occupied_paths.npy`` / ``path_indptr.npy`` / ``path_items.npy``,
+``item_flags.npy`` ``(V,)`` (1 = cold, 2 = removed), ``item_counts.npy``, ``beam_calibration.npy``;
+when known, ``item_ids.npy`` (external ids) and the known users' histories ``user_ids.npy`` /
+``user_indptr.npy`` / ``user_items.npy``. No pickle. Written into a temporary directory beside
+the target, flushed, then renamed over it (:func:`~deep_retrieval.utils.write_directory`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, DRConfig, _from_mapping, to_dict
+from ..core.modules.softmax import SoftmaxModel
+from ..core.paths import ItemPathMap, PathCodec
+from ..data.types import Sequences
+from ..utils import check_files, versions, write_directory
+from .state import FLAG_COLD, FLAG_REMOVED, DRState, build_state
+
+FORMAT = "deep-retrieval-model"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+def reranker_options(head: SoftmaxModel) -> dict[str, Any]:
+    """The constructor options that rebuild ``head`` (saved in the manifest)."""
+    return {
+        "bias": head.item_bias is not None,
+        "project": head.encoder.proj is not None,
+        "normalize": head.normalize,
+        "temperature": head.temperature,
+    }
+
+
+def save_bundle(
+    state: DRState, path: str | os.PathLike, *, item_ids: np.ndarray | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``state`` into directory ``path``, atomically; ``item_ids`` / ``training`` override
+    the state's. Returns the path."""
+    from safetensors.torch import save_file
+
+    if state.beam_calibration is None:
+        raise ValueError("the model has no beam calibration yet: fit it before saving")
+    calibration = state.beam_calibration
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        tensors, storages = {}, set()
+        for k, v in state.net.state_dict().items():
+            v = v.detach().cpu().contiguous()
+            # safetensors refuses tensors that share memory (tied tables, e.g. an encoder
+            # and item table that are one matrix): store each such tensor on its own.
+            ptr = v.untyped_storage().data_ptr()
+            tensors[k] = v.clone() if ptr in storages else v
+            storages.add(ptr)
+        save_file(tensors, tmp / "weights.safetensors")
+        index = state.item_paths
+        arrays = {
+            "item_paths": index.path_ids,
+            "occupied_paths": index.occupied_paths,
+            "path_indptr": index.path_indptr,
+            "path_items": index.path_items,
+            "item_flags": state.item_flags(),
+            "item_counts": state.item_counts,
+            "beam_calibration": np.stack(calibration).astype(np.float64),
+        }
+        ids = item_ids if item_ids is not None else state.item_ids
+        if ids is not None:
+            ids = np.asarray(ids)
+            arrays["item_ids"] = ids.astype(str) if ids.dtype == object else ids
+        if state.user_histories is not None:
+            arrays["user_ids"] = state.user_ids
+            arrays["user_indptr"] = state.user_histories.indptr
+            arrays["user_items"] = state.user_histories.items
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": to_dict(state.config),
+            "n_items": state.n_items,
+            "ordered": state.ordered,
+            "encoder": state.encoder_kind,
+            "reranker": reranker_options(state.net.reranker),
+            "history": state.history,
+            "training": training if training is not None else state.training,
+            "versions": versions(),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    path = Path(path)
+    write_directory(path, fill)
+    return path
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The bundle's manifest, refused unless it is a readable version of this format."""
+    manifest_file = path / "manifest.json"
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{path} is not a saved Deep Retrieval model (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{manifest_file} is corrupt: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ValueError(f"{path} holds {fmt!r}, not a {FORMAT}")
+    version = manifest.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(
+            f"{path} has model format version {version}; this deep-retrieval reads versions"
+            f" {', '.join(map(str, READABLE_VERSIONS))}: upgrade the package or retrain"
+        )
+    return manifest
+
+
+def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu", verify: bool = True) -> DRState:
+    """Read a bundle written by :func:`save_bundle`.
+
+    Refuses, with a message that names the file and what is wrong: a directory without a
+    manifest, another format, an unknown format version, a missing or truncated file (size
+    against the manifest) and, with ``verify`` (default), a file whose SHA-256 differs
+    (about 1 s per GB). Bundles of format version 1 (no checksums, no index) still load.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    check_files(path, manifest.get("files"), verify=verify)
+    try:
+        config = _from_mapping(DRConfig, manifest["config"])
+    except ConfigError as exc:
+        raise ValueError(f"{path / 'manifest.json'}: stored config does not fit this version: {exc}") from exc
+    n_items = int(manifest["n_items"])
+    s = config.structure
+    codec = PathCodec(s.n_layers, s.n_nodes)
+
+    def array(name: str, required: bool = True) -> np.ndarray | None:
+        file = path / f"{name}.npy"
+        if not required and not file.exists():
+            return None
+        return np.load(file, allow_pickle=False)
+
+    try:
+        weights = load_file(path / "weights.safetensors")
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"weights.safetensors holds NaN or inf in {', '.join(bad[:5])}: the model diverged"
+                             " before it was saved; retrain it (a lower train.lr helps)")
+        item_paths = array("item_paths")
+        calib = array("beam_calibration")
+        flags = array("item_flags", required=False)
+        flags = np.zeros(n_items, np.uint8) if flags is None else flags
+        if item_paths.shape[0] != n_items or flags.shape != (n_items,):
+            raise ValueError(f"item arrays do not have n_items = {n_items} rows")
+        removed = (flags & FLAG_REMOVED) != 0
+        if (path / "path_items.npy").exists():
+            index = ItemPathMap.from_index(
+                item_paths, codec, array("occupied_paths"), array("path_indptr"), array("path_items"),
+                excluded=removed,
+            )
+        else:
+            index = ItemPathMap(item_paths, codec, excluded=removed)
+        state = build_state(
+            config, n_items, ordered=bool(manifest["ordered"]), encoder=manifest["encoder"],
+            reranker_options=manifest.get("reranker", {}), item_paths=index,
+            item_counts=array("item_counts"), item_ids=array("item_ids", required=False),
+        )
+        state.net.load_state_dict(weights)
+        state.cold = (flags & FLAG_COLD) != 0
+        state.removed = removed
+        user_ids = array("user_ids", required=False)
+        if user_ids is not None:
+            state.set_known_users(user_ids, Sequences(array("user_indptr"), array("user_items"), state.ordered))
+    except (SafetensorError, RuntimeError, ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path} is incomplete or corrupt ({exc}); re-save or retrain the model") from exc
+    state.net = state.net.to(device).eval()
+    state.device = device
+    state.history = manifest.get("history", [])
+    state.training = manifest.get("training")
+    state.beam_calibration = (calib[0].astype(np.int64), calib[1])
+    return state

@@ -1,0 +1,245 @@
+"""The pieces every training loop shares (batch :mod:`.batch`, streaming :mod:`.stream`, and
+torchrun through both): the network step, path scoring of training instances, and path
+assignment from the scores.
+
+- *Network step*: gradient descent with the item → path map fixed, on
+  ``−log Σ_j p(π_j(y) | x) − w·log p_softmax(y | x)`` (the reranker's term only when ``joint``).
+- *Path scoring*: for each instance ``(user x, item v)``, the beam's ``S`` paths with
+  ``p(c | x)`` and the exact probabilities of ``v``'s ``J`` current paths.
+- *Path assignment*: penalised greedy coordinate descent over the scores
+  (:func:`~deep_retrieval.core.assignment.assign_paths`, sharded under torchrun).
+
+Shapes: ``N`` instances, ``L`` history length, ``E`` embedding width, ``V`` items, ``S`` beam
+paths per instance, ``J`` paths per item, ``D`` layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.assignment import PathScores, assign_paths
+from ..core.modules.encoder import UserEncoder
+from ..core.modules.softmax import popularity_sampling_probs
+from ..data.samples import TrainingSamples, drop_history
+from ..index.retrieval import beam
+from ..index.state import DRState
+from . import distributed
+
+
+def make_optimizer(state: DRState) -> torch.optim.Optimizer:
+    """Adam over the reranker (with the shared encoder) at ``lr`` and the structure network at
+    ``structure_lr`` (default ``lr``)."""
+    t = state.config.train
+    return torch.optim.Adam(
+        [
+            {"params": state.net.reranker.parameters(), "lr": t.lr},
+            {"params": list(state.net.structure.parameters()), "lr": t.structure_lr or t.lr},
+        ],
+        weight_decay=t.weight_decay,
+    )
+
+
+def negative_sampling_probs(state: DRState, counts: np.ndarray, joint: bool) -> torch.Tensor | None:
+    """``(V,)`` the reranker's negative-sampling distribution from item ``counts``, or ``None``
+    (uniform negatives, or no reranker term)."""
+    if not joint or state.config.train.negative_sampling != "popularity":
+        return None
+    return popularity_sampling_probs(torch.from_numpy(np.asarray(counts))).to(state.device)
+
+
+def sample_batches(
+    encoder: UserEncoder,
+    samples: TrainingSamples,
+    batch_size: int,
+    *,
+    history_dropout: float,
+    causal: bool,
+    grad: bool,
+    device: torch.device | str,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of ``(user vectors (N, E), targets (N,))`` training batches from ``samples``.
+
+    ``causal`` (mean encoder only) embeds each row segment once and reads every position's
+    history off prefix sums (:meth:`TrainingSamples.causal_epoch`); otherwise each sample's
+    ``(L,)`` history is gathered and encoded on its own (:meth:`TrainingSamples.epoch`, the
+    reference). ``grad=False`` encodes without autograd (frozen encoder).
+    """
+    # Grad mode is switched around each encoding only: a generator that yields inside
+    # ``set_grad_enabled`` would leave it switched while the caller computes its loss.
+    if causal:
+        for items, lengths, target, keep in samples.causal_epoch(batch_size, history_dropout=history_dropout):
+            items_t = torch.as_tensor(items, device=device)
+            mask = torch.as_tensor(target, device=device)
+            with torch.set_grad_enabled(grad):
+                u = encoder.encode_positions(
+                    items_t,
+                    torch.as_tensor(lengths, device=device),
+                    samples.history_len,
+                    ordered=samples.ordered,
+                    keep=None if keep is None else torch.as_tensor(keep, device=device),
+                )[mask]
+            yield u, items_t[mask]
+    else:
+        for hist, target in samples.epoch(batch_size, history_dropout=history_dropout):
+            with torch.set_grad_enabled(grad):
+                u = encoder(torch.as_tensor(hist, device=device))
+            yield u, torch.as_tensor(target, device=device)
+
+
+def array_batches(
+    encoder: UserEncoder,
+    hist: np.ndarray,
+    target: np.ndarray,
+    batch_size: int,
+    *,
+    history_dropout: float,
+    rng: np.random.Generator,
+    grad: bool,
+    device: torch.device | str,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One shuffled pass of ``(user vectors (n, E), targets (n,))`` batches over given
+    ``(hist (N, L), target (N,))`` samples (streaming's chunks)."""
+    perm = rng.permutation(len(target))
+    for lo in range(0, len(perm), batch_size):
+        take = perm[lo : lo + batch_size]
+        h = drop_history(hist[take].copy(), history_dropout, rng)
+        with torch.set_grad_enabled(grad):
+            u = encoder(torch.as_tensor(h, device=device))
+        yield u, torch.as_tensor(target[take], device=device)
+
+
+def batch_loss(
+    state: DRState,
+    u: torch.Tensor,
+    target: torch.Tensor,
+    item_paths: torch.Tensor,
+    joint: bool,
+    sampling_probs: torch.Tensor | None,
+) -> tuple[float, float]:
+    """The network step's loss on one batch, back-propagated: the multi-path likelihood of the
+    targets' paths plus, when ``joint``, the reranker's sampled softmax. Returns the two loss
+    values; raises ``FloatingPointError`` when the loss is not finite (the network diverged).
+
+    Args:
+        u: ``(N, E)`` user vectors; ``target``: ``(N,)`` items; ``item_paths``: ``(V, J, D)``.
+    """
+    t, net = state.config.train, state.net
+    structure_loss = net.structure.path_loss(u, item_paths[target]).mean()
+    loss, softmax_value = structure_loss, 0.0
+    if joint:
+        softmax_loss = net.reranker.sampled_softmax_loss(u, target, t.n_negatives, sampling_probs=sampling_probs)
+        loss = loss + t.softmax_weight * softmax_loss
+        softmax_value = float(softmax_loss.detach())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the training loss became {float(loss.detach())}: the network diverged; lower train.lr"
+            " (or structure_lr), or check the data for extreme values"
+        )
+    loss.backward()
+    return float(structure_loss.detach()), softmax_value
+
+
+def network_step(
+    state: DRState,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    joint: bool,
+    sampling_probs: torch.Tensor | None,
+    fault: str | None = None,
+) -> tuple[float, float, int]:
+    """One network step over ``batches`` of ``(user vectors, targets)``, the paths fixed;
+    ``joint=False`` freezes the reranker and the shared encoder. Returns the summed structure and
+    softmax losses and the number of batches.
+
+    Under ``torch.distributed`` the processes step together: one that runs out of batches keeps
+    joining the gradient all-reduce with zeros until every process is done. ``fault`` names the
+    crash-test point hit after the first batch (see :func:`~deep_retrieval.training.checkpoint.fault_point`).
+    """
+    net = state.net
+    item_paths = torch.as_tensor(state.item_paths.paths, device=state.device)  # (V, J, D)
+    net.train()
+    net.reranker.requires_grad_(joint)
+    ctx = distributed.current()
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    structure_sum = softmax_sum = 0.0
+    n_batches = 0
+    it = iter(batches)
+    while True:
+        batch = next(it, None)
+        if batch is None and not (ctx.active and distributed.any_process(False)):
+            break
+        if ctx.active and batch is not None:
+            distributed.any_process(True)
+        optimizer.zero_grad(set_to_none=True)
+        if batch is not None:
+            structure_loss, softmax_loss = batch_loss(state, *batch, item_paths, joint, sampling_probs)
+            structure_sum += structure_loss
+            softmax_sum += softmax_loss
+            n_batches += 1
+        if ctx.active:
+            distributed.average_gradients(params, contributing=batch is not None)
+        optimizer.step()
+        if fault is not None and n_batches == 1:
+            from .checkpoint import fault_point
+
+            fault_point(fault)  # mid-epoch
+    net.reranker.requires_grad_(True)
+    net.eval()
+    state.changed()
+    return structure_sum, softmax_sum, n_batches
+
+
+@torch.no_grad()
+def score_instances(
+    state: DRState, u: torch.Tensor, items: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Path scores of training instances: ``(beam path ids (N, S'), p(c | x) (N, S'),
+    p(π_j(v) | x) of each instance's item's held paths (N, J))``, probabilities as float64.
+
+    Args:
+        u: user vectors, one per instance, or one per row of ``rows``.
+        items: ``(N,)`` the instances' items.
+        rows: ``(N,)`` the row of ``u`` of each instance, when instances share a user (the beam
+            is searched once per user).
+    """
+    path_ids, log_probs = beam(state, u, state.config.assignment.n_candidates)  # S' = min(S, K^D)
+    probs = np.exp(log_probs.astype(np.float64))
+    if rows is not None:
+        path_ids, probs = path_ids[rows], probs[rows]
+        u = u[torch.as_tensor(rows, device=u.device)]
+    held = torch.as_tensor(state.codec.decode(state.item_paths.path_ids[items]), device=u.device)  # (N, J, D)
+    held_probs = np.exp(state.net.structure.log_prob(u, held).double().cpu().numpy())
+    return path_ids, probs, held_probs
+
+
+def reassign_paths(state: DRState, scores: PathScores, seed: int) -> tuple[dict[str, Any], float]:
+    """Path assignment from ``scores`` with the state's settings, starting from its current
+    paths; installs the new item → path map. Returns ``(assign_paths stats, share of items moved)``."""
+    s, a = state.config.structure, state.config.assignment
+    ctx = distributed.current()
+    settings = dict(paths_per_item=s.paths_per_item, penalty=a.penalty, n_paths=state.codec.n_paths,
+                    n_sweeps=a.n_sweeps, power=a.power)
+    old = state.item_paths.path_ids
+    if ctx.active:
+        lo = int(distributed.item_bounds(state.n_items, ctx.world)[ctx.rank])
+        new_ids, stats = distributed.assign_paths_sharded(scores, lo, old, seed=seed, **settings)
+    else:
+        new_ids, stats = assign_paths(scores, previous=old, rng=seed, **settings)
+    moved = float((np.sort(new_ids, 1) != np.sort(old, 1)).any(1).mean())
+    state.set_paths(new_ids)
+    return stats, moved
+
+
+def epoch_entry(stats: dict[str, Any], state: DRState, moved: float) -> dict[str, Any]:
+    """The log figures of one path assignment."""
+    return {
+        "objective": [round(float(o), 3) for o in stats["objective"]],
+        "largest_path_size": int(stats["largest_path_size"]),
+        "occupied_paths": int(len(state.item_paths.path_sizes())),
+        "items_moved": round(moved, 4),
+    }
