@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first, pinned to the CPU wheel this machine type carries; the package itself accepts a wide range.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo lint test test-slow clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/deep-retrieval benchmark --dataset movielens-latest-small --k 10 --out runs/movielens-latest-small
 
-test: $(VENV)/.installed
+# Lint and type check (settings in pyproject.toml); `make test` runs them first, and so does CI.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest -q
 
 test-slow: $(VENV)/.installed

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from deep_retrieval import BenchmarkConfig, DeepRetrieval, Sequences, load_dataset, make_split
-from deep_retrieval._utils import atomic_write_text, versions
+from deep_retrieval.utils import atomic_write_text, versions
 
 
 def remap(seq: Sequences, table: np.ndarray, drop: bool = False) -> Sequences:
@@ -99,17 +99,33 @@ def main() -> None:
     table = np.empty(split.n_items, np.int64)
     table[order] = np.arange(split.n_items)
     n_old = split.n_items - len(held)
-    split = split.__class__(**{**split.__dict__, "item_ids": split.item_ids[order],
-                               "train": remap(split.train, table), "test_history": remap(split.test_history, table),
-                               "test_truth": remap(split.test_truth, table)})
+    split = split.__class__(
+        **{
+            **split.__dict__,
+            "item_ids": split.item_ids[order],
+            "train": remap(split.train, table),
+            "test_history": remap(split.test_history, table),
+            "test_truth": remap(split.test_truth, table),
+        }
+    )
     new_ids = np.arange(n_old, split.n_items)
     ks = [10, 100]
     rows = {}
     t0 = time.perf_counter()
     full = DeepRetrieval(config.dr, device="cpu").fit(split.train, split.n_items)
-    rows["trained with every item"] = {**measure(full, split, new_ids, ks), "seconds": round(time.perf_counter() - t0, 1)}
+    rows["trained with every item"] = {
+        **measure(full, split, new_ids, ks),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     t0 = time.perf_counter()
-    base = DeepRetrieval(config.dr, device="cpu").fit(remap(split.train, np.where(np.arange(split.n_items) < n_old, np.arange(split.n_items), -1), drop=True), n_old)
+    base = DeepRetrieval(config.dr, device="cpu").fit(
+        remap(
+            split.train,
+            np.where(np.arange(split.n_items) < n_old, np.arange(split.n_items), -1),
+            drop=True,
+        ),
+        n_old,
+    )
     fit_s = time.perf_counter() - t0
     rows["held out, not added"] = {**measure(base, split, new_ids, ks), "seconds": round(fit_s, 1)}
     import copy
@@ -117,21 +133,49 @@ def main() -> None:
     warm = copy.deepcopy(base)
     t0 = time.perf_counter()
     warm.add_items(n_new=len(held), interactions=split.train)
-    rows["added from interactions (warm)"] = {**measure(warm, split, new_ids, ks), "seconds": round(time.perf_counter() - t0, 2)}
+    rows["added from interactions (warm)"] = {
+        **measure(warm, split, new_ids, ks),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     cold = copy.deepcopy(base)
     t0 = time.perf_counter()
-    cold.add_items(n_new=len(held), neighbours=co_occurrence_neighbours(split.train, new_ids, n_old, 20))
-    rows["added from 20 co-occurrence neighbours (cold)"] = {**measure(cold, split, new_ids, ks), "seconds": round(time.perf_counter() - t0, 2)}
-    doc = {"dataset": args.dataset, "n_new": int(len(held)), "n_items": int(split.n_items), "rows": rows,
-           "command": "benchmarks/new_items.py", "versions": versions()}
+    cold.add_items(
+        n_new=len(held), neighbours=co_occurrence_neighbours(split.train, new_ids, n_old, 20)
+    )
+    rows["added from 20 co-occurrence neighbours (cold)"] = {
+        **measure(cold, split, new_ids, ks),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    doc = {
+        "dataset": args.dataset,
+        "n_new": int(len(held)),
+        "n_items": int(split.n_items),
+        "rows": rows,
+        "command": "benchmarks/new_items.py",
+        "versions": versions(),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "results.json", json.dumps(doc, indent=2) + "\n")
-    cols = ["retrieved"] + [f"recall@{k} (new items)" for k in ks] + [f"recall@{k} (all)" for k in ks] + ["seconds"]
-    lines = [f"{len(held)} items with 5–50 training interactions held out of {args.dataset} "
-             f"({split.n_items:,} items); {rows['trained with every item']['pairs']} test (user, held-out item) pairs.",
-             "", "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    cols = (
+        ["retrieved"]
+        + [f"recall@{k} (new items)" for k in ks]
+        + [f"recall@{k} (all)" for k in ks]
+        + ["seconds"]
+    )
+    lines = [
+        f"{len(held)} items with 5–50 training interactions held out of {args.dataset}"
+        f" ({split.n_items:,} items); {rows['trained with every item']['pairs']} test (user,"
+        " held-out item) pairs.",
+        "",
+        "| model | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.4f}" if c != "seconds" else f"{r[c]}" for c in cols) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{r[c]:.4f}" if c != "seconds" else f"{r[c]}" for c in cols)
+            + " |"
+        )
     atomic_write_text(args.out / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from deep_retrieval.benchmark import recompute_metrics
+from deep_retrieval.experiments.benchmark import recompute_metrics
 
 
 def main(out_dir: str) -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from deep_retrieval import DeepRetrieval, ProtocolConfig, load_dataset, make_split
-from deep_retrieval.training import distributed
 from deep_retrieval.data.samples import TrainingSamples
+from deep_retrieval.training import distributed
 from deep_retrieval.training.batch import score_paths
 from deep_retrieval.training.step import reassign_paths
 

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2``: checks the collectives
-of deep_retrieval.training.distributed against their single-process twins; rank 0 writes a JSON report."""
+of deep_retrieval.training.distributed against their single-process twins; rank 0 writes a JSON
+report."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ import sys
 import numpy as np
 import torch.distributed as dist
 
+from deep_retrieval.core.assignment import (
+    PathScoreAccumulator,
+    PathScores,
+    assign_paths,
+    assignment_objective,
+)
 from deep_retrieval.training import distributed
-from deep_retrieval.core.assignment import PathScoreAccumulator, PathScores, assign_paths, assignment_objective
 
 
 def planted_scores(n_items: int, n_paths: int, n_keep: int, rng: np.random.Generator) -> PathScores:
@@ -22,7 +28,8 @@ def planted_scores(n_items: int, n_paths: int, n_keep: int, rng: np.random.Gener
         c = rng.integers(40)
         pool = np.unique(np.r_[cluster_paths[c], rng.choice(n_paths, 8)])[:n_keep]
         ids[v, : len(pool)] = pool
-        scores[v, : len(pool)] = np.sort(rng.dirichlet(np.ones(len(pool))) * rng.integers(1, 50))[::-1]
+        weights = rng.dirichlet(np.ones(len(pool))) * rng.integers(1, 50)
+        scores[v, : len(pool)] = np.sort(weights)[::-1]
     return PathScores(ids, scores, rng.integers(1, 60, n_items))
 
 
@@ -47,23 +54,30 @@ def main(out: str) -> None:
     whole = PathScoreAccumulator(n_items, n_keep)
     whole.add(items, path_ids, probs)
     ref = whole.result()
-    report["routing_equal"] = bool(distributed.all_reduce_numpy(np.array([
-        int(np.array_equal(routed.path_ids, ref.path_ids[lo:hi]) and np.allclose(routed.scores, ref.scores[lo:hi])
-            and np.array_equal(routed.counts, ref.counts[lo:hi]))]), "sum")[0] == ctx.world)
+    routed_equal = (np.array_equal(routed.path_ids, ref.path_ids[lo:hi])
+                    and np.allclose(routed.scores, ref.scores[lo:hi])
+                    and np.array_equal(routed.counts, ref.counts[lo:hi]))
+    n_equal = distributed.all_reduce_numpy(np.array([int(routed_equal)]), "sum")[0]
+    report["routing_equal"] = bool(n_equal == ctx.world)
 
     # Sharded coordinate descent against the single-process one on the same scores.
     scores = planted_scores(n_items, n_paths, n_keep, rng)
     previous = np.stack([rng.choice(n_paths, j, replace=False) for _ in range(n_items)])
-    settings = dict(paths_per_item=j, penalty=penalty, n_paths=n_paths, n_sweeps=3)
-    single, stats = assign_paths(scores, previous=previous, rng=0, **settings)
+    settings = {"paths_per_item": j, "penalty": penalty, "n_paths": n_paths, "n_sweeps": 3}
+    single, _ = assign_paths(scores, previous=previous, rng=0, **settings)
     own = PathScores(scores.path_ids[lo:hi], scores.scores[lo:hi], scores.counts[lo:hi])
-    sharded, sharded_stats = distributed.assign_paths_sharded(own, int(lo), previous, seed=0, **settings)
+    sharded, sharded_stats = distributed.assign_paths_sharded(
+        own, int(lo), previous, seed=0, **settings
+    )
     report["single_objective"] = assignment_objective(scores, single, penalty)
     report["sharded_objective"] = assignment_objective(scores, sharded, penalty)
     report["sharded_objective_reported"] = sharded_stats["objective"][-1]
-    report["same_table_everywhere"] = bool(distributed.all_reduce_numpy(sharded.astype(np.int64), "max").tolist()
-                                           == sharded.tolist())
-    report["distinct_paths"] = bool((np.sort(sharded, 1)[:, 1:] != np.sort(sharded, 1)[:, :-1]).all())
+    report["same_table_everywhere"] = bool(
+        distributed.all_reduce_numpy(sharded.astype(np.int64), "max").tolist() == sharded.tolist()
+    )
+    report["distinct_paths"] = bool(
+        (np.sort(sharded, 1)[:, 1:] != np.sort(sharded, 1)[:, :-1]).all()
+    )
     report["largest_single"] = int(np.bincount(single.ravel()).max())
     report["largest_sharded"] = int(np.bincount(sharded.ravel()).max())
     if ctx.rank == 0:

@@ -40,8 +40,10 @@ def _random_batch(
 
 def _dict_scores(items, path_ids, probs, n_items, n_keep) -> tuple[list[list], Counter]:
     total: dict[tuple[int, int], float] = defaultdict(float)
-    for v, row_ids, row_probs in zip(items.tolist(), path_ids.tolist(), probs.tolist()):
-        for c, p in zip(row_ids, row_probs):
+    for v, row_ids, row_probs in zip(
+        items.tolist(), path_ids.tolist(), probs.tolist(), strict=True
+    ):
+        for c, p in zip(row_ids, row_probs, strict=True):
             if c >= 0:
                 total[v, c] += p
     rows: list[list] = [[] for _ in range(n_items)]
@@ -58,7 +60,7 @@ def test_accumulate_matches_dict_reference(n_keep: int, seed: int) -> None:
     rows, counts = _dict_scores(items, path_ids, probs, 22, n_keep)
     assert scores.path_ids.shape == (22, n_keep)
     for v in range(22):
-        got = [(c, s) for c, s in zip(scores.path_ids[v], scores.scores[v]) if c >= 0]
+        got = [(c, s) for c, s in zip(scores.path_ids[v], scores.scores[v], strict=True) if c >= 0]
         assert [c for c, _ in got] == [c for _, c in rows[v]]
         np.testing.assert_allclose([s for _, s in got], [-s for s, _ in rows[v]])
         assert (scores.path_ids[v, len(got):] == -1).all()
@@ -143,7 +145,7 @@ def test_streaming_path_scores_equal_repeated_streaming_update(
     inplace = StreamingPathScores(20, 4)
     assert (inplace.n_items, inplace.n_keep) == (20, 4)
     snapshots = []
-    for lo, decay in zip(range(0, 400, 90), [0.9, 1.0, 0.5, 0.999, 0.75]):
+    for lo, decay in zip(range(0, 400, 90), [0.9, 1.0, 0.5, 0.999, 0.75], strict=True):
         chunk = (items[lo : lo + 90], path_ids[lo : lo + 90], probs[lo : lo + 90])
         state = streaming_update(state, *chunk, decay=decay)
         inplace.merge(*chunk, decay=decay)
@@ -217,8 +219,8 @@ def test_fast_equals_reference(
     previous = None
     if with_previous:
         previous = random_distinct_path_ids(scores.n_items, paths_per_item, 30, rng=100 + seed)
-    kwargs = dict(paths_per_item=paths_per_item, penalty=penalty, n_paths=30, n_sweeps=3,
-                  previous=previous, rng=seed, power=4)
+    kwargs = {"paths_per_item": paths_per_item, "penalty": penalty, "n_paths": 30, "n_sweeps": 3,
+              "previous": previous, "rng": seed, "power": 4}
     _check_same(assign_paths(scores, **kwargs), assign_paths_reference(scores, **kwargs))
 
 
@@ -227,7 +229,8 @@ def test_fast_equals_reference_remapped_ids_and_power_2() -> None:
     scores = _random_scores(7)
     spread = PathScores(np.where(scores.path_ids >= 0, scores.path_ids * 33_333_331, -1),
                         scores.scores, scores.counts)
-    kwargs = dict(paths_per_item=3, penalty=0.05, n_paths=10**9, n_sweeps=4, rng=3, power=2)
+    kwargs = {"paths_per_item": 3, "penalty": 0.05, "n_paths": 10**9, "n_sweeps": 4, "rng": 3,
+              "power": 2}
     _check_same(assign_paths(spread, **kwargs), assign_paths_reference(spread, **kwargs))
 
 
@@ -235,7 +238,7 @@ def test_python_kernel_equals_reference(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(assignment, "_sweep_kernel", assignment._sweep_kernel_py)
     monkeypatch.setattr(assignment, "_penalty_steps_kernel", assignment._penalty_steps_kernel_py)
     scores = _random_scores(8, n_items=60)
-    kwargs = dict(paths_per_item=2, penalty=0.01, n_paths=30, rng=0)
+    kwargs = {"paths_per_item": 2, "penalty": 0.01, "n_paths": 30, "rng": 0}
     _check_same(assign_paths(scores, **kwargs), assign_paths_reference(scores, **kwargs))
 
 
@@ -256,7 +259,7 @@ def test_large_penalty_lowers_largest_path() -> None:
                            3 + np.arange(n_items * 3).reshape(n_items, 3)])
     vals = np.tile([1.0, 0.9, 0.8, 0.3, 0.2, 0.1], (n_items, 1))
     scores = PathScores(ids, vals, np.full(n_items, 5))
-    kwargs = dict(paths_per_item=2, n_paths=1000, rng=0)
+    kwargs = {"paths_per_item": 2, "n_paths": 1000, "rng": 0}
     free, free_stats = assign_paths(scores, penalty=0.0, **kwargs)
     tight, tight_stats = assign_paths(scores, penalty=1e-4, **kwargs)
     assert free_stats["largest_path_size"] == n_items
@@ -284,7 +287,9 @@ def test_with_held_paths_equals_a_flat_reranking() -> None:
     """The row-wise sorts against the flat reference (_top_per_item over every slot), with ties."""
     rng = np.random.default_rng(7)
     n_items, s, j = 50, 6, 3
-    base = accumulate_path_scores(*_random_batch(8, n=200, n_items=n_items, width=4, n_paths=15), n_items, s)
+    base = accumulate_path_scores(
+        *_random_batch(8, n=200, n_items=n_items, width=4, n_paths=15), n_items, s
+    )
     held = np.stack([rng.choice(15, size=j, replace=False) for _ in range(n_items)])
     held_scores = rng.integers(0, 3, size=held.shape) / 4.0  # ties with each other and with zeros
     out = with_held_paths(base, held, held_scores)
@@ -298,7 +303,9 @@ def test_with_held_paths_equals_a_flat_reranking() -> None:
 
 
 @pytest.mark.parametrize("n_buckets", [1, 3, 7])
-def test_accumulator_over_chunks_equals_one_batch(n_buckets: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_accumulator_over_chunks_equals_one_batch(
+    n_buckets: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Chunked, bucketed accumulation is the batch form exactly (no per-chunk top-S cut)."""
     items, path_ids, probs = _random_batch(9, n=600, n_items=40, width=6, n_paths=30)
     whole = accumulate_path_scores(items, path_ids, probs, n_items=40, n_keep=4)
@@ -330,8 +337,8 @@ def test_held_paths_prevent_collapse_onto_shared_candidates() -> None:
     vals = np.tile(np.linspace(1.0, 0.5, n_shared), (n_items, 1))
     shared = PathScores(ids, vals, np.full(n_items, 3))
     held = n_shared + np.arange(n_items * 2).reshape(n_items, 2)  # each item's own paths
-    kwargs = dict(paths_per_item=2, penalty=3e-5, n_paths=n_shared + held.size, rng=0,
-                  previous=held)
+    kwargs = {"paths_per_item": 2, "penalty": 3e-5, "n_paths": n_shared + held.size, "rng": 0,
+              "previous": held}
     _, crowded = assign_paths(shared, **kwargs)
     _, spread = assign_paths(with_held_paths(shared, held, np.full(held.shape, 0.1)), **kwargs)
     assert crowded["largest_path_size"] >= n_items * 2 // n_shared  # observed 134
@@ -342,7 +349,7 @@ def test_held_paths_prevent_collapse_onto_shared_candidates() -> None:
 
 def test_paths_distinct_and_deterministic() -> None:
     scores = _random_scores(11)
-    kwargs = dict(paths_per_item=3, penalty=0.01, n_paths=30, n_sweeps=3)
+    kwargs = {"paths_per_item": 3, "penalty": 0.01, "n_paths": 30, "n_sweeps": 3}
     a, stats_a = assign_paths(scores, rng=5, **kwargs)
     b, stats_b = assign_paths(scores, rng=5, **kwargs)
     np.testing.assert_array_equal(a, b)
@@ -428,7 +435,7 @@ def test_greedy_sweep_in_blocks_equals_assign_paths() -> None:
     (one process: the sizes the kernel leaves are the next block's)."""
     scores = _random_scores(13)
     previous = random_distinct_path_ids(scores.n_items, 3, 30, rng=4)
-    kwargs = dict(paths_per_item=3, penalty=0.01, n_paths=30, n_sweeps=3, power=4)
+    kwargs = {"paths_per_item": 3, "penalty": 0.01, "n_paths": 30, "n_sweeps": 3, "power": 4}
     ref, stats = assign_paths(scores, previous=previous, rng=9, **kwargs)
     greedy = GreedySweep(scores, previous, penalty=0.01, power=4)
     assert greedy.paths_per_item == 3 and int(greedy.active.sum()) == stats["n_active_items"]
@@ -488,7 +495,9 @@ def test_place_paths_equals_the_reference_at_every_power(seed: int, power: float
     catalogue.place_items, and was checked equal to it bit for bit before it went)."""
     scores, old, kwargs = _placement_case(seed, power)
     fixed = np.unique(old, return_counts=True)
-    np.testing.assert_array_equal(place_paths(scores, fixed, **kwargs), place_paths_reference(scores, fixed, **kwargs))
+    np.testing.assert_array_equal(
+        place_paths(scores, fixed, **kwargs), place_paths_reference(scores, fixed, **kwargs)
+    )
 
 
 @pytest.mark.parametrize("python_kernel", [False, True])

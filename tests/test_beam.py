@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from deep_retrieval.beam import all_paths, beam_search, enumerate_paths
-from deep_retrieval.modules.structure import StructureNet
+from deep_retrieval.core.beam import all_paths, beam_search, enumerate_paths
+from deep_retrieval.core.modules.structure import StructureNet
 
 
 def _net(n_layers: int, n_nodes: int, hidden_dim: int | None = None, seed: int = 0) -> StructureNet:
@@ -140,14 +140,20 @@ def test_unordered_beam_holds_the_same_paths(beam_size: int) -> None:
         a = {tuple(p) for p in ordered.paths[r].tolist()}
         b = {tuple(p) for p in loose.paths[r].tolist()}
         assert a == b
-        torch.testing.assert_close(loose.log_probs[r].sort().values, ordered.log_probs[r].sort().values)
+        torch.testing.assert_close(
+            loose.log_probs[r].sort().values, ordered.log_probs[r].sort().values
+        )
 
 
-@pytest.mark.parametrize(("n_layers", "n_nodes", "hidden_dim"), [(1, 6, None), (2, 5, 7), (3, 4, None), (3, 6, 9)])
+@pytest.mark.parametrize(
+    ("n_layers", "n_nodes", "hidden_dim"), [(1, 6, None), (2, 5, 7), (3, 4, None), (3, 6, 9)]
+)
 @pytest.mark.parametrize("beam_size", [1, 3, 50])
-def test_compiled_structure_matches_the_torch_beam(n_layers, n_nodes, hidden_dim, beam_size) -> None:
+def test_compiled_structure_matches_the_torch_beam(
+    n_layers, n_nodes, hidden_dim, beam_size
+) -> None:
     """The numpy serving twin against :func:`beam_search`: same paths, same log-probabilities."""
-    from deep_retrieval.beam import CompiledStructure
+    from deep_retrieval.core.beam import CompiledStructure
 
     torch.manual_seed(3)
     net = StructureNet(6, n_layers, n_nodes, node_dim=3, hidden_dim=hidden_dim)
@@ -157,8 +163,11 @@ def test_compiled_structure_matches_the_torch_beam(n_layers, n_nodes, hidden_dim
     paths, lp = CompiledStructure(net).beam_search(u.numpy(), beam_size)
     assert paths.shape == tuple(ref.paths.shape) and paths.dtype == np.int64
     for r in range(7):
-        got = sorted(zip(lp[r].tolist(), map(tuple, paths[r].tolist())), reverse=True)
-        want = sorted(zip(ref.log_probs[r].tolist(), map(tuple, ref.paths[r].tolist())), reverse=True)
+        got = sorted(zip(lp[r].tolist(), map(tuple, paths[r].tolist()), strict=True), reverse=True)
+        want = sorted(
+            zip(ref.log_probs[r].tolist(), map(tuple, ref.paths[r].tolist()), strict=True),
+            reverse=True,
+        )
         assert [p for _, p in got] == [p for _, p in want]
         np.testing.assert_allclose([s for s, _ in got], [s for s, _ in want], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="input_dim"):

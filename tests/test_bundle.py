@@ -8,21 +8,19 @@ import os
 
 import numpy as np
 import pytest
+from test_model import TINY
 
-from deep_retrieval.core.assignment import PathScores, assign_paths
-from deep_retrieval.index.catalogue import (
-    context_path_scores,
-    context_path_scores_reference,
-    occurrence_contexts,
-)
 from deep_retrieval.config import DRConfig, ProtocolConfig, load_config
 from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Sequences
 from deep_retrieval.estimator import DeepRetrieval
 from deep_retrieval.index.bundle import FORMAT_VERSION
-
-from test_model import TINY
+from deep_retrieval.index.catalogue import (
+    context_path_scores,
+    context_path_scores_reference,
+    occurrence_contexts,
+)
 
 N_NEW = 16
 
@@ -31,7 +29,9 @@ N_NEW = 16
 def planted():
     """Planted clusters; the last N_NEW items are kept out of training, to be added later."""
     data = make_clustered(n_users=500, n_items=160, n_clusters=8, interactions_per_user=24, seed=0)
-    split = paper_split(data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=100, min_rating=0))
+    split = paper_split(
+        data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=100, min_rating=0)
+    )
     cluster = data.item_cluster[split.item_ids.astype(int)]  # per internal id
     n_old = split.n_items - N_NEW
     old_train = _without_new(split.train, n_old)
@@ -52,7 +52,9 @@ def model(planted):
     return copy.deepcopy(planted[2])
 
 
-def _cluster_queries(cluster: np.ndarray, n_old: int, c: int, n_queries: int, seed: int) -> Sequences:
+def _cluster_queries(
+    cluster: np.ndarray, n_old: int, c: int, n_queries: int, seed: int
+) -> Sequences:
     pool = np.flatnonzero((cluster == c) & (np.arange(len(cluster)) < n_old))
     rng = np.random.default_rng(seed)
     return Sequences.from_lists([rng.choice(pool, 8, replace=False) for _ in range(n_queries)])
@@ -67,13 +69,18 @@ def test_bundle_round_trip_keeps_index_flags_and_users(model, planted, tmp_path)
     assert manifest["format_version"] == FORMAT_VERSION
     listed = set(manifest["files"])
     assert listed == {p.name for p in out.iterdir()} - {"manifest.json"}
-    assert {"path_items.npy", "path_indptr.npy", "occupied_paths.npy", "item_flags.npy", "user_ids.npy"} <= listed
+    assert {"path_items.npy", "path_indptr.npy", "occupied_paths.npy", "item_flags.npy",
+            "user_ids.npy"} <= listed
     assert not any(p.suffix == ".pkl" for p in out.iterdir())
     loaded = DeepRetrieval.load(out, device="cpu")
     for name in ("path_ids", "occupied_paths", "path_indptr", "path_items"):
-        np.testing.assert_array_equal(getattr(loaded.item_paths_, name), getattr(model.item_paths_, name))
+        np.testing.assert_array_equal(
+            getattr(loaded.item_paths_, name), getattr(model.item_paths_, name)
+        )
     np.testing.assert_array_equal(loaded.removed_, model.removed_)
-    np.testing.assert_array_equal(loaded.user_history(split.train_user_ids[7]), model.user_history(split.train_user_ids[7]))
+    np.testing.assert_array_equal(
+        loaded.user_history(split.train_user_ids[7]), model.user_history(split.train_user_ids[7])
+    )
     a = model.recommend(queries, 10)
     b = loaded.recommend(queries, 10)
     np.testing.assert_array_equal(a[0], b[0])
@@ -141,7 +148,8 @@ def test_format_version_1_bundles_still_load(model, planted, tmp_path):
     manifest["format_version"] = 1
     del manifest["files"]
     (out / "manifest.json").write_text(json.dumps(manifest))
-    for name in ("occupied_paths", "path_indptr", "path_items", "item_flags", "user_ids", "user_indptr", "user_items"):
+    for name in ("occupied_paths", "path_indptr", "path_items", "item_flags", "user_ids",
+                 "user_indptr", "user_items"):
         (out / f"{name}.npy").unlink()
     loaded = DeepRetrieval.load(out, device="cpu")
     np.testing.assert_array_equal(loaded.recommend(queries, 10)[0], model.recommend(queries, 10)[0])
@@ -164,7 +172,9 @@ def test_context_path_scores_equal_the_reference_loop():
 def test_occurrence_contexts_take_the_items_before_else_the_row():
     rows = Sequences.from_lists([[0, 1, 9, 2], [8, 3], [9, 8]], ordered=True)  # new items: 8, 9
     items, ctx = occurrence_contexts(rows, n_old=5, history_len=10)
-    got = [(int(v), ctx.items[ctx.indptr[i] : ctx.indptr[i + 1]].tolist()) for i, v in enumerate(items)]
+    got = [
+        (int(v), ctx.items[ctx.indptr[i] : ctx.indptr[i + 1]].tolist()) for i, v in enumerate(items)
+    ]
     # row 2 holds no existing item: no context
     assert got == [(9, [0, 1]), (8, [3])]
 
@@ -191,10 +201,14 @@ def test_added_items_are_retrieved_for_users_of_their_neighbours(model, planted,
     if source == "interactions":
         new = model.add_items(new_ids, interactions=split.train)
     elif source == "features":
-        features = np.eye(8)[cluster] + 0.3 * np.random.default_rng(0).normal(size=(len(cluster), 8))
+        noise = np.random.default_rng(0).normal(size=(len(cluster), 8))
+        features = np.eye(8)[cluster] + 0.3 * noise
         new = model.add_items(new_ids, features=features)
     else:
-        nb = [np.flatnonzero((cluster == cluster[v]) & (np.arange(len(cluster)) < n_old))[:5] for v in range(n_old, len(cluster))]
+        nb = [
+            np.flatnonzero((cluster == cluster[v]) & (np.arange(len(cluster)) < n_old))[:5]
+            for v in range(n_old, len(cluster))
+        ]
         new = model.add_items(new_ids, neighbours=Sequences.from_lists(nb))
     assert model.n_items_ == len(cluster)
     assert model.cold_[new].all() == (source != "interactions")
@@ -202,7 +216,9 @@ def test_added_items_are_retrieved_for_users_of_their_neighbours(model, planted,
     for v in new:
         queries = _cluster_queries(cluster, n_old, cluster[v], 10, int(v))
         cand = model.retrieve(queries, n=10)
-        retrieved += [v in cand.items[cand.indptr[i] : cand.indptr[i + 1]] for i in range(len(queries))]
+        retrieved += [
+            v in cand.items[cand.indptr[i] : cand.indptr[i + 1]] for i in range(len(queries))
+        ]
         ids, _ = model.recommend(queries, 10)
         top_new.append(np.mean([v in row for row in ids]))
         same = np.flatnonzero((cluster == cluster[v]) & (np.arange(len(cluster)) < n_old))
@@ -251,6 +267,8 @@ def test_nan_weights_and_a_diverging_fit_give_clear_errors(model, planted, tmp_p
     with pytest.raises(ValueError, match="NaN or inf"):
         DeepRetrieval.load(out, device="cpu")
     split = planted[0]
-    cfg = load_config(DRConfig, overrides=TINY + ["train.lr=1e30", "train.epochs=1", "train.joint_epochs=1"])
+    cfg = load_config(
+        DRConfig, overrides=[*TINY, "train.lr=1e30", "train.epochs=1", "train.joint_epochs=1"]
+    )
     with pytest.raises(FloatingPointError, match="diverged"):
         DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items)

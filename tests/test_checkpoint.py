@@ -12,14 +12,13 @@ import sys
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from test_model import TINY as TINY_DR
 
-from deep_retrieval.checkpoint import latest_checkpoint
 from deep_retrieval.config import DRConfig, ProtocolConfig, load_config
 from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
-from deep_retrieval.model import DeepRetrieval
-
-from test_model import TINY as TINY_DR
+from deep_retrieval.estimator import DeepRetrieval
+from deep_retrieval.training.checkpoint import latest_checkpoint
 
 TINY = [
     "dr.structure.n_layers=2",
@@ -33,17 +32,21 @@ TINY = [
 
 
 def _train(out, *, crash: str | None = None, resume: bool = False) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "deep_retrieval", "-q", "train", "--dataset", "movielens-latest-small",
-           "--out", str(out), "--set", *TINY]
+    cmd = [sys.executable, "-m", "deep_retrieval", "-q", "train",
+           "--dataset", "movielens-latest-small", "--out", str(out), "--set", *TINY]
     env = {k: v for k, v in os.environ.items() if k != "DEEP_RETRIEVAL_CRASH_AT"}
     if crash:
         env["DEEP_RETRIEVAL_CRASH_AT"] = crash
-    return subprocess.run(cmd + (["--resume"] if resume else []), env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        cmd + (["--resume"] if resume else []), env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _result(out) -> tuple[dict, np.ndarray, list]:
     manifest = json.loads((out / "manifest.json").read_text())
-    history = [{k: v for k, v in e.items() if not k.endswith("_seconds")} for e in manifest["history"]]
+    history = [
+        {k: v for k, v in e.items() if not k.endswith("_seconds")} for e in manifest["history"]
+    ]
     return load_file(out / "weights.safetensors"), np.load(out / "item_paths.npy"), history
 
 
@@ -75,22 +78,26 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, reference
     for k in weights:
         np.testing.assert_array_equal(weights[k], ref_weights[k], err_msg=k)
     assert history == ref_history
-    assert (out / "checkpoints" / "LATEST").read_text().strip() == "ckpt-0002-epoch"  # kept through the final save
+    # kept through the final save
+    assert (out / "checkpoints" / "LATEST").read_text().strip() == "ckpt-0002-epoch"
 
 
 def test_resume_refuses_checkpoints_of_other_settings(tmp_path):
     out = tmp_path / "model"
     assert _train(out, crash="network-1").returncode == -signal.SIGKILL
     other = subprocess.run(
-        [sys.executable, "-m", "deep_retrieval", "-q", "train", "--dataset", "movielens-latest-small", "--out", str(out),
+        [sys.executable, "-m", "deep_retrieval", "-q", "train",
+         "--dataset", "movielens-latest-small", "--out", str(out),
          "--resume", "--set", *TINY, "dr.seed=7"], capture_output=True, text=True, timeout=600)
     assert other.returncode == 2 and "another config or data set" in other.stderr
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     data = make_clustered(n_users=200, n_items=80, n_clusters=4, interactions_per_user=12, seed=0)
-    split = paper_split(data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=20, min_rating=0))
-    cfg = load_config(DRConfig, overrides=TINY_DR + ["train.epochs=2", "train.joint_epochs=1"])
+    split = paper_split(
+        data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=20, min_rating=0)
+    )
+    cfg = load_config(DRConfig, overrides=[*TINY_DR, "train.epochs=2", "train.joint_epochs=1"])
     folder = tmp_path / "ckpt"
     model = DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items, checkpoint_dir=folder)
     kept = sorted(p.name for p in folder.iterdir() if p.name.startswith("ckpt-"))
@@ -105,6 +112,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     (out / "checkpoints").mkdir()
     (out / "checkpoints" / "LATEST").write_text("x\n")
     model.save(out)
-    assert (out / "path_sizes.png").read_bytes() == b"png" and (out / "checkpoints" / "LATEST").exists()
+    assert (out / "path_sizes.png").read_bytes() == b"png"
+    assert (out / "checkpoints" / "LATEST").exists()
     with pytest.raises(ValueError, match="resume needs"):
         DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items, resume=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deep_retrieval.benchmark import recompute_metrics
 from deep_retrieval.cli import main
+from deep_retrieval.experiments.benchmark import recompute_metrics
 
 TINY_DR = [
     "dr.structure.n_layers=2",
@@ -25,28 +25,56 @@ TINY_DR = [
 def test_benchmark_writes_every_output_and_metrics_recompute(tmp_path, capsys):
     out = tmp_path / "bench"
     code = main([
-        "-q", "benchmark", "--dataset", "movielens-latest-small", "--methods", "most-popular,item-cf",
-        "--k", "5,10", "--out", str(out),
+        "-q", "benchmark", "--dataset", "movielens-latest-small",
+        "--methods", "most-popular,item-cf", "--k", "5,10", "--out", str(out),
     ])
     assert code == 0
     doc = json.loads((out / "results.json").read_text())
-    assert doc["dataset"] == "movielens-latest-small" and doc["protocol"] == "paper" and doc["k"] == [5, 10]
-    assert set(doc["data"]) == {"n_users", "n_items", "n_interactions", "n_train_users", "n_test_users"}
+    assert doc["dataset"] == "movielens-latest-small" and doc["protocol"] == "paper"
+    assert doc["k"] == [5, 10]
+    assert set(doc["data"]) == {
+        "n_users", "n_items", "n_interactions", "n_train_users", "n_test_users"
+    }
     for name in ("most-popular", "item-cf"):
         r = doc["methods"][name]
         assert {"metrics", "fit_seconds", "query_ms_p50", "query_ms_p99"} <= set(r)
-        assert set(r["metrics"]) == {f"{m}@{k}" for m in ("precision", "recall", "f1", "ndcg", "hit_rate") for k in (5, 10)}
+        assert set(r["metrics"]) == {
+            f"{m}@{k}" for m in ("precision", "recall", "f1", "ndcg", "hit_rate") for k in (5, 10)
+        }
         again = recompute_metrics(out, name, [5, 10])
         for key, value in r["metrics"].items():
             assert again[key] == pytest.approx(value, abs=1e-12), key
-    assert (out / "results.md").read_text().count("|") > 10
+    # results.md: the data line, then one table row per method with the figures of results.json.
+    md = (out / "results.md").read_text().splitlines()
+    d = doc["data"]
+    assert md[0] == "# movielens-latest-small — paper protocol"
+    assert md[2] == (
+        f"{d['n_users']:,} users, {d['n_items']:,} items, {d['n_interactions']:,} interactions; "
+        f"{d['n_train_users']:,} training users, {d['n_test_users']:,} test users."
+    )
+    metric_names = ("precision", "recall", "f1", "ndcg", "hit_rate")
+    metric_cols = [f"{m}@{k}" for k in (5, 10) for m in metric_names]
+    header = ["method", *metric_cols, "fit s", "query ms p50", "query ms p99"]
+    table = [
+        [c.strip() for c in ln.strip().strip("|").split("|")] for ln in md if ln.startswith("|")
+    ]
+    assert table[0] == header and table[1] == ["---"] * len(header)
+    assert [row[0] for row in table[2:]] == ["most-popular", "item-cf"]
+    for row in table[2:]:
+        r = doc["methods"][row[0]]
+        assert row[1:] == [
+            *(f"{r['metrics'][col]:.4f}" for col in metric_cols),
+            f"{r['fit_seconds']:.1f}", f"{r['query_ms_p50']:.2f}", f"{r['query_ms_p99']:.2f}",
+        ]
     assert "item-cf" in capsys.readouterr().out
 
 
 def test_bad_input_gives_one_line_errors(tmp_path, capsys):
-    assert main(["benchmark", "--dataset", "movielens-latest-small", "--methods", "nope", "--out", str(tmp_path)]) == 2
+    assert main(["benchmark", "--dataset", "movielens-latest-small", "--methods", "nope",
+                 "--out", str(tmp_path)]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
-    assert main(["benchmark", "--dataset", "movielens-latest-small", "--set", "softmax.epoch=1", "--out", str(tmp_path)]) == 2
+    assert main(["benchmark", "--dataset", "movielens-latest-small", "--set", "softmax.epoch=1",
+                 "--out", str(tmp_path)]) == 2
     assert "valid keys" in capsys.readouterr().err
     assert main(["benchmark", "--dataset", "no-such-set", "--out", str(tmp_path)]) == 2
     assert "movielens-latest-small" in capsys.readouterr().err
@@ -76,14 +104,19 @@ def test_fixed_split_files_and_ratings_file(tmp_path):
     assert doc["protocol"] == "fixed-split" and doc["data"]["n_test_users"] == 60
     # train items are excluded from rankings under the fixed-split protocol
     recs = pd.read_csv(out / "recommendations" / "most-popular.csv")
-    seen = {(int(line.split()[0]), int(i)) for line in train.read_text().splitlines() for i in line.split()[1:]}
-    assert not any((u, i) in seen for u, i in zip(recs.user, recs.item))
+    seen = {
+        (int(line.split()[0]), int(i))
+        for line in train.read_text().splitlines()
+        for i in line.split()[1:]
+    }
+    assert not any((u, i) in seen for u, i in zip(recs.user, recs.item, strict=True))
 
 
 def test_train_recommend_evaluate_inspect(tmp_path, capsys):
     model_dir = tmp_path / "model"
     sets = ["--set", *TINY_DR]
-    assert main(["-q", "train", "--dataset", "movielens-latest-small", "--out", str(model_dir), *sets]) == 0
+    assert main(["-q", "train", "--dataset", "movielens-latest-small", "--out", str(model_dir),
+                 *sets]) == 0
     assert (model_dir / "manifest.json").exists() and (model_dir / "weights.safetensors").exists()
     capsys.readouterr()
     assert main(["recommend", str(model_dir), "--history", "1,50,260,999999999", "-n", "5"]) == 0
@@ -92,8 +125,8 @@ def test_train_recommend_evaluate_inspect(tmp_path, capsys):
     assert lines[0].split("\t") == ["rank", "item", "score"] and len(lines) == 6
     assert "999999999" in captured.err  # unknown id reported, not fatal
     report = tmp_path / "eval.json"
-    assert main(["-q", "evaluate", str(model_dir), "--dataset", "movielens-latest-small", "--k", "10",
-                 "--json", str(report)]) == 0
+    assert main(["-q", "evaluate", str(model_dir), "--dataset", "movielens-latest-small",
+                 "--k", "10", "--json", str(report)]) == 0
     metrics = json.loads(report.read_text())["metrics"]
     assert 0 < metrics["recall@10"] <= 1
     assert main(["inspect", str(model_dir)]) == 0
@@ -102,12 +135,17 @@ def test_train_recommend_evaluate_inspect(tmp_path, capsys):
 
     # Catalogue changes on the saved bundle: a warm item (watched by known users), a cold one
     # from features, a cold one from a neighbour list; then removals.
-    (tmp_path / "new.csv").write_text("userId,movieId,rating,timestamp\n1,900001,5,2000000000\n2,900001,4,2000000001\n")
-    (tmp_path / "features.csv").write_text("item,f1,f2\n1,1.0,0.0\n50,0.9,0.1\n260,0.0,1.0\n900002,0.95,0.05\n")
+    (tmp_path / "new.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,900001,5,2000000000\n2,900001,4,2000000001\n"
+    )
+    (tmp_path / "features.csv").write_text(
+        "item,f1,f2\n1,1.0,0.0\n50,0.9,0.1\n260,0.0,1.0\n900002,0.95,0.05\n"
+    )
     (tmp_path / "neighbours.csv").write_text("900003,1,50,260\n")
     capsys.readouterr()
     assert main(["add-items", str(model_dir), "--interactions", str(tmp_path / "new.csv"),
-                 "--features", str(tmp_path / "features.csv"), "--neighbours", str(tmp_path / "neighbours.csv")]) == 0
+                 "--features", str(tmp_path / "features.csv"),
+                 "--neighbours", str(tmp_path / "neighbours.csv")]) == 0
     assert "added 3 item(s) (1 from interactions, 2 cold)" in capsys.readouterr().out
     assert main(["recommend", str(model_dir), "--history", "900001,900002,900003", "-n", "5"]) == 0
     assert "unknown" not in capsys.readouterr().err  # the added items are known ids now
@@ -117,12 +155,15 @@ def test_train_recommend_evaluate_inspect(tmp_path, capsys):
     ranked = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()[1:]]
     assert len(ranked) == 500 and "900003" not in ranked and "1" not in ranked
     assert main(["remove-items", str(model_dir), "--items", "nope"]) == 2
-    assert main(["add-items", str(model_dir), "--neighbours", str(tmp_path / "neighbours.csv")]) == 2
+    assert main(["add-items", str(model_dir),
+                 "--neighbours", str(tmp_path / "neighbours.csv")]) == 2
     assert "nothing to add" in capsys.readouterr().err
 
 
 def test_module_entry_point():
-    done = subprocess.run([sys.executable, "-m", "deep_retrieval", "--version"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "deep_retrieval", "--version"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "deep-retrieval" in done.stdout
 
 
@@ -131,13 +172,13 @@ def test_ablate_writes_one_row_per_setting(tmp_path, capsys):
     sets = ["--set", *TINY_DR, "softmax.epochs=1", "softmax.embedding_dim=16"]
     grid = ["--grid", "paths_per_item=1,3", "n_layers=2", "hidden_dim=256", "penalty=1e-4,1e-2",
             "beam_size=1,4"]
-    assert main(["-q", "ablate", "--dataset", "movielens-latest-small", "--k", "10", "--out", str(out),
-                 *grid, *sets]) == 0
+    assert main(["-q", "ablate", "--dataset", "movielens-latest-small", "--k", "10",
+                 "--out", str(out), *grid, *sets]) == 0
     doc = json.loads((out / "ablations.json").read_text())
     got = [(r["ablation"], r["value"]) for r in doc["rows"]]
-    assert got == [("paths_per_item", 1), ("paths_per_item", 3), ("n_layers", 2), ("hidden_dim", 256),
-                   ("penalty", 1e-4), ("penalty", 1e-2), ("beam_size", 1), ("beam_size", 4),
-                   ("rerank", True), ("rerank", False)]
+    assert got == [("paths_per_item", 1), ("paths_per_item", 3), ("n_layers", 2),
+                   ("hidden_dim", 256), ("penalty", 1e-4), ("penalty", 1e-2), ("beam_size", 1),
+                   ("beam_size", 4), ("rerank", True), ("rerank", False)]
     bf = doc["brute_force"]["recall@10"]
     for r in doc["rows"]:
         assert r["recall_ratio"] == pytest.approx(r["recall@10"] / bf, abs=1e-3)
@@ -145,28 +186,34 @@ def test_ablate_writes_one_row_per_setting(tmp_path, capsys):
     beams = {r["value"]: r for r in doc["rows"] if r["ablation"] == "beam_size"}
     assert beams[4]["candidates_per_query"] > beams[1]["candidates_per_query"]
     # the configured fit (J=3, D=2, 256 hidden, α=1e-4 with TINY_DR) is reused, not fitted again
-    same = [r["fit_seconds"] for r in doc["rows"] if (r["ablation"], r["value"]) in
-            {("paths_per_item", 3), ("n_layers", 2), ("hidden_dim", 256), ("penalty", 1e-4), ("rerank", True)}]
+    configured = {("paths_per_item", 3), ("n_layers", 2), ("hidden_dim", 256), ("penalty", 1e-4),
+                  ("rerank", True)}
+    same = [r["fit_seconds"] for r in doc["rows"] if (r["ablation"], r["value"]) in configured]
     assert len(set(same)) == 1
-    assert "## Penalty α" in (out / "ablations.md").read_text() and "## Penalty α" in capsys.readouterr().out
-    assert main(["ablate", "--dataset", "movielens-latest-small", "--out", str(out), "--grid", "alpha=1"]) == 2
+    assert "## Penalty α" in (out / "ablations.md").read_text()
+    assert "## Penalty α" in capsys.readouterr().out
+    assert main(["ablate", "--dataset", "movielens-latest-small", "--out", str(out),
+                 "--grid", "alpha=1"]) == 2
     assert "paths_per_item" in capsys.readouterr().err
 
 
 def test_stream_writes_bundles_beside_the_final_model(tmp_path, capsys):
     out = tmp_path / "streamed"
-    sets = ["--set", "dr.structure.n_layers=2", "dr.structure.n_nodes=16", "dr.train.embedding_dim=16"]
-    assert main(["-q", "stream", "--dataset", "movielens-latest-small", "--out", str(out), "--bundle-every", "20000", *sets]) == 0
+    sets = ["--set", "dr.structure.n_layers=2", "dr.structure.n_nodes=16",
+            "dr.train.embedding_dim=16"]
+    assert main(["-q", "stream", "--dataset", "movielens-latest-small", "--out", str(out),
+                 "--bundle-every", "20000", *sets]) == 0
     assert "saved" in capsys.readouterr().out
     bundles = tmp_path / "streamed-bundles"
     latest = (bundles / "LATEST").read_text().strip()
-    assert (bundles / latest / "manifest.json").exists() and len(list(bundles.glob("bundle-*"))) <= 3
+    assert (bundles / latest / "manifest.json").exists()
+    assert len(list(bundles.glob("bundle-*"))) <= 3
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["streamed"] is True
     assert main(["recommend", str(out), "--history", "1,50,260", "-n", "5"]) == 0
     # A log without time order cannot be streamed.
     (tmp_path / "train.txt").write_text("0 1 2 3\n1 2 3 4\n")
     (tmp_path / "test.txt").write_text("0 4\n1 1\n")
-    assert main(["-q", "stream", "--train-file", str(tmp_path / "train.txt"), "--test-file", str(tmp_path / "test.txt"),
-                 "--out", str(tmp_path / "g")]) == 2
+    assert main(["-q", "stream", "--train-file", str(tmp_path / "train.txt"),
+                 "--test-file", str(tmp_path / "test.txt"), "--out", str(tmp_path / "g")]) == 2
     assert "without a time order" in capsys.readouterr().err

@@ -16,7 +16,9 @@ def test_shape_and_determinism() -> None:
     assert a.item_vectors.shape == (1_000, 8) and a.item_vectors.dtype == np.float32
     np.testing.assert_array_equal(a.sequences.items, b.sequences.items)
     np.testing.assert_array_equal(a.item_vectors, b.item_vectors)
-    assert not np.array_equal(a.sequences.items, make_corpus(300, 1_000, 6_000, dim=8, seed=4).sequences.items)
+    assert not np.array_equal(
+        a.sequences.items, make_corpus(300, 1_000, 6_000, dim=8, seed=4).sequences.items
+    )
 
 
 def test_popularity_is_a_power_law_and_users_stay_in_their_clusters() -> None:

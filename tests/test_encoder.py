@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deep_retrieval.modules.encoder import UserEncoder
-from deep_retrieval.modules.softmax import SoftmaxModel
+from deep_retrieval.core.modules.encoder import UserEncoder
+from deep_retrieval.core.modules.softmax import SoftmaxModel
 
 KINDS = [("gru", False), ("mean", False), ("mean", True)]
 
@@ -27,8 +27,12 @@ def test_padding_does_not_change_the_output(kind: str, project: bool) -> None:
     with torch.no_grad():
         outs = [enc(torch.tensor([_right_aligned(items, w)])) for w in (4, 5, 9, 30)]
         # A row with padding next to a longer row (different batch composition).
-        batch = enc(torch.tensor([_right_aligned(items, 9), _right_aligned([2, 4, 6, 8, 10, 11, 13, 15, 17], 9)]))
-    for out in outs[1:] + [batch[:1]]:
+        batch = enc(
+            torch.tensor(
+                [_right_aligned(items, 9), _right_aligned([2, 4, 6, 8, 10, 11, 13, 15, 17], 9)]
+            )
+        )
+    for out in [*outs[1:], batch[:1]]:
         torch.testing.assert_close(out, outs[0], rtol=1e-5, atol=1e-6)
 
 
@@ -85,14 +89,17 @@ def test_sampled_softmax_matches_full_softmax_with_all_items() -> None:
     # Many uniform negatives with the log-Q correction approach the exact loss.
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        sampled = torch.stack([model.sampled_softmax_loss(u, targets, 29, generator=gen) for _ in range(200)])
+        sampled = torch.stack(
+            [model.sampled_softmax_loss(u, targets, 29, generator=gen) for _ in range(200)]
+        )
     assert abs(float(sampled.mean()) - float(full.detach())) < 0.15
 
 
 @pytest.mark.parametrize("ordered", [True, False])
 @pytest.mark.parametrize("project", [False, True])
 def test_encode_positions_equals_one_forward_per_position(ordered: bool, project: bool) -> None:
-    """The causal pass (prefix sums) against the reference: each position's history encoded alone."""
+    """The causal pass (prefix sums) against the reference: each position's history encoded
+    alone."""
     enc = _encoder("mean", project)
     torch.manual_seed(1)
     lengths = torch.tensor([1, 6, 3, 9])
@@ -105,7 +112,11 @@ def test_encode_positions_equals_one_forward_per_position(ordered: bool, project
         for n in lengths.tolist():
             for q in range(n):
                 i = start + q
-                window = range(max(start, i - L), i) if ordered else [j for j in range(start, start + n) if j != i]
+                window = (
+                    range(max(start, i - L), i)
+                    if ordered
+                    else [j for j in range(start, start + n) if j != i]
+                )
                 kept = [int(items[j]) for j in window if k is None or k[i % 3, j]]
                 want.append(enc(torch.tensor([_right_aligned(kept, 10)]))[0])
             start += n

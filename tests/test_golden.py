@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deep_retrieval import DeepRetrieval, DRConfig, ProtocolConfig, load_config, load_dataset, paper_split
+from deep_retrieval import (
+    DeepRetrieval,
+    DRConfig,
+    ProtocolConfig,
+    load_config,
+    load_dataset,
+    paper_split,
+)
 from deep_retrieval.baselines import SoftmaxRecommender
 from deep_retrieval.config import SoftmaxConfig
 from deep_retrieval.data.synthetic import make_clustered
@@ -39,7 +46,8 @@ DR_SETTINGS = [
 N = 20
 N_QUERIES = 40
 # Manifest fields that describe the model (not when or with which library versions it was saved).
-MANIFEST_FIELDS = ("format", "format_version", "config", "n_items", "ordered", "encoder", "reranker")
+MANIFEST_FIELDS = ("format", "format_version", "config", "n_items", "ordered", "encoder",
+                   "reranker")
 
 
 def _check(name: str, doc: dict) -> None:
@@ -51,7 +59,9 @@ def _check(name: str, doc: dict) -> None:
     assert sorted(doc) == sorted(want)
     for key, value in want.items():
         if key.endswith("scores"):
-            np.testing.assert_allclose(np.asarray(doc[key], float), np.asarray(value, float), rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                np.asarray(doc[key], float), np.asarray(value, float), rtol=1e-4, atol=1e-4
+            )
         else:
             assert doc[key] == value, key
 
@@ -107,7 +117,9 @@ def _sha(arr: np.ndarray) -> str:
 
 def _tiny_bundle_inputs():
     data = make_clustered(n_users=300, n_items=120, n_clusters=6, interactions_per_user=20, seed=3)
-    split = paper_split(data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=50, min_rating=0))
+    split = paper_split(
+        data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=50, min_rating=0)
+    )
     return split
 
 
@@ -123,4 +135,7 @@ def test_bundle_saved_before_the_redesign_still_loads(tmp_path):
         model.save(bundle)
     loaded = DeepRetrieval.load(bundle, device="cpu")
     ids, scores = loaded.recommend(split.test_history, 10, exclude=split.test_history)
-    _check("bundle-v2-recommendations", {**_recs(ids, scores), "user_7": loaded.user_history(7).tolist()})
+    _check(
+        "bundle-v2-recommendations",
+        {**_recs(ids, scores), "user_7": loaded.user_history(7).tolist()},
+    )

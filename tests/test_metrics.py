@@ -14,7 +14,8 @@ def test_hand_computed_example():
     truth = Sequences.from_lists([[1, 2, 3], [5]])
     m = per_user_metrics(recs, truth, [2, 4])
     np.testing.assert_allclose(m["precision@2"], [0.5, 0.0])
-    np.testing.assert_allclose(m["precision@4"], [0.5, 0.0])  # padding counts as a miss, divisor stays k
+    # Padding counts as a miss, the divisor stays k.
+    np.testing.assert_allclose(m["precision@4"], [0.5, 0.0])
     np.testing.assert_allclose(m["recall@2"], [1 / 3, 0.0])
     np.testing.assert_allclose(m["recall@4"], [2 / 3, 0.0])
     # F per user: 2PR/(P+R) with P=.5, R=2/3 -> 4/7

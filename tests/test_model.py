@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from deep_retrieval.baselines.base import topk_from_scores
 from deep_retrieval.config import ConfigError, DRConfig, ProtocolConfig, load_config
+from deep_retrieval.core.contract import topk_from_scores
 from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Sequences
+from deep_retrieval.estimator import DeepRetrieval
 from deep_retrieval.evaluation.metrics import evaluate_recommendations
-from deep_retrieval.model import DeepRetrieval
+from deep_retrieval.index.retrieval import QueryStats
 
 TINY = [
     "structure.n_layers=2",
@@ -34,7 +35,9 @@ TINY = [
 @pytest.fixture(scope="module")
 def planted():
     data = make_clustered(n_users=500, n_items=160, n_clusters=8, interactions_per_user=24, seed=0)
-    split = paper_split(data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=100, min_rating=0))
+    split = paper_split(
+        data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=100, min_rating=0)
+    )
     return data, split
 
 
@@ -76,34 +79,31 @@ def test_planted_clusters_share_paths(model, planted):
 
 def test_planted_recall_close_to_brute_force(model, planted):
     _, split = planted
-    dr, _ = model.recommend(split.test_history, 10)
+    stats = QueryStats()
+    dr, _ = model.recommend(split.test_history, 10, stats=stats)
     bf = _brute_force(model, split.test_history, 10)
     r_dr = evaluate_recommendations(dr, split.test_truth, [10])["recall@10"]
     r_bf = evaluate_recommendations(bf, split.test_truth, [10])["recall@10"]
     assert r_dr >= 0.95 * r_bf, (r_dr, r_bf)  # observed equal (0.571 vs 0.571)
-    assert model.diagnostics()["candidates_per_query"] < split.n_items
+    assert stats.queries == len(split.test_history)
+    assert 0 < model.diagnostics(stats)["candidates_per_query"] < split.n_items
+    assert "candidates_per_query" not in model.diagnostics()  # recommend left the model as it was
 
 
-def test_contract_shapes_padding_exclude_batch(model, planted):
+def test_explicit_beam_pads_past_the_catalogue(model, planted):
+    """The shared recommend contract (shapes, order, padding, exclude, batching, bad input) is
+    checked for DR with every baseline in test_contract.py; here only the explicit ``beam_size``."""
     _, split = planted
     hist = split.test_history.rows(np.arange(5))
-    ids, scores = model.recommend(hist, 7)
-    assert ids.shape == (5, 7) and ids.dtype == np.int64 and scores.dtype == np.float32
-    assert np.all(np.diff(scores, axis=1) <= 0)
-    for r in range(5):
-        assert len(set(ids[r][ids[r] >= 0])) == (ids[r] >= 0).sum()
-    one, _ = model.recommend(hist.rows(np.array([3])), 7)
-    np.testing.assert_array_equal(one[0], ids[3])
-    excl = Sequences.from_lists([list(ids[r, :3]) for r in range(5)])
-    ids2, _ = model.recommend(hist, 7, exclude=excl)
-    for r in range(5):
-        assert not set(ids2[r]) & set(ids[r, :3])
     big, big_scores = model.recommend(hist, 500, beam_size=64)  # n > V: padded
-    assert big.shape == (5, 500) and (big[:, -1] == -1).all() and np.isneginf(big_scores[:, -1]).all()
+    assert (
+        big.shape == (5, 500) and (big[:, -1] == -1).all() and np.isneginf(big_scores[:, -1]).all()
+    )
 
 
 def test_full_beam_equals_brute_force(model, planted):
-    """With a beam over every path all items are candidates, so DR == brute force on its reranker."""
+    """With a beam over every path all items are candidates,
+    so DR == brute force on its reranker."""
     _, split = planted
     n_paths = model.codec_.n_paths
     ids, _ = model.recommend(split.test_history, 10, beam_size=n_paths)
@@ -114,7 +114,9 @@ def test_without_rerank_and_retrieve(model, planted):
     _, split = planted
     cand = model.retrieve(split.test_history.rows(np.arange(3)), beam_size=4)
     assert cand.beam_size == 4 and len(cand.counts) == 3
-    ids, scores = model.recommend(split.test_history.rows(np.arange(3)), 5, beam_size=4, rerank=False)
+    ids, scores = model.recommend(
+        split.test_history.rows(np.arange(3)), 5, beam_size=4, rerank=False
+    )
     for r in range(3):
         row = cand.items[cand.indptr[r] : cand.indptr[r + 1]]
         assert set(ids[r][ids[r] >= 0]) <= set(row)
@@ -154,14 +156,14 @@ def test_load_rejects_bad_bundles(model, tmp_path):
 def test_unfitted_and_bad_config():
     with pytest.raises(ValueError, match="not fitted"):
         DeepRetrieval().recommend(Sequences.from_lists([[1]]), 3)
-    bad = load_config(DRConfig, overrides=["assignment.n_candidates=1"])
+    # Refused where the setting is made, before any model is built.
     with pytest.raises(ConfigError, match="n_candidates"):
-        DeepRetrieval(bad).fit(Sequences.from_lists([[0, 1, 2]]), 3)
+        load_config(DRConfig, overrides=["assignment.n_candidates=1"])
 
 
 def test_seeded_runs_repeat(planted):
     _, split = planted
-    cfg = load_config(DRConfig, overrides=TINY + ["train.epochs=2", "train.joint_epochs=1"])
+    cfg = load_config(DRConfig, overrides=[*TINY, "train.epochs=2", "train.joint_epochs=1"])
     a = DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items)
     b = DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items)
     np.testing.assert_array_equal(a.item_paths_.path_ids, b.item_paths_.path_ids)
@@ -170,7 +172,7 @@ def test_seeded_runs_repeat(planted):
 def test_segment_topk_prefilter_equals_the_full_sort_with_ties() -> None:
     """The partition pre-filter of _segment_topk against a plain full sort, on scores full of
     ties at the cut, for one row and for several."""
-    from deep_retrieval import model as model_module
+    from deep_retrieval.index import retrieval
 
     def full_sort(rows, items, scores, n_rows, n, tiebreak=None):
         keys = (items,) if tiebreak is None else (tiebreak,)
@@ -186,19 +188,23 @@ def test_segment_topk_prefilter_equals_the_full_sort_with_ties() -> None:
         n_rows = int(rng.integers(1, 4))
         counts = rng.integers(0, 60, size=n_rows)
         rows = np.repeat(np.arange(n_rows), counts)
-        items = np.concatenate([np.sort(rng.choice(500, size=c, replace=False)) for c in counts]).astype(np.int64)
+        items = np.concatenate(
+            [np.sort(rng.choice(500, size=c, replace=False)) for c in counts]
+        ).astype(np.int64)
         scores = rng.integers(0, 5, size=len(rows)).astype(np.float64)  # many exact ties
         tb = -rng.integers(0, 3, size=len(rows))
         for n in (1, 5, 30, 80):
             for t in (None, tb):
-                got = model_module._segment_topk(rows, items, scores, n_rows, n, tiebreak=t)[0]
+                got = retrieval.segment_topk(rows, items, scores, n_rows, n, tiebreak=t)[0]
                 np.testing.assert_array_equal(got, full_sort(rows, items, scores, n_rows, n, t))
 
 
 @pytest.mark.parametrize("causal", ["false", "true"])
 def test_causal_and_per_sample_training_both_learn_the_planted_clusters(planted, causal) -> None:
     _, split = planted
-    model = DeepRetrieval(load_config(DRConfig, overrides=TINY + [f"train.causal={causal}"]), device="cpu")
+    model = DeepRetrieval(
+        load_config(DRConfig, overrides=[*TINY, f"train.causal={causal}"]), device="cpu"
+    )
     model.fit(split.train, split.n_items)
     dr, _ = model.recommend(split.test_history, 10)
     bf = _brute_force(model, split.test_history, 10)

@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from deep_retrieval.paths import ItemPathMap, PathCodec, random_distinct_path_ids
+from deep_retrieval.core.paths import ItemPathMap, PathCodec, random_distinct_path_ids
 
 
 @pytest.mark.parametrize(("n_layers", "n_nodes"), [(1, 1), (1, 7), (2, 3), (3, 100), (5, 4)])

@@ -204,10 +204,10 @@ def ml_files(draw: st.DrawFn, ids: st.SearchStrategy[int] = int64s) -> dict:
     sep, header = ML_FORMATS[fmt]
     rows = [
         sep.join([str(u), str(i), _fmt_float(r), str(t)]).encode()
-        for u, i, r, t in zip(users, items, ratings, times)
+        for u, i, r, t in zip(users, items, ratings, times, strict=True)
     ]
     if header:
-        rows = [header.encode()] + rows
+        rows = [header.encode(), *rows]
     blanks = draw(st.lists(blank_runs(sep), min_size=len(rows), max_size=len(rows)))
     lines, where = _with_blanks(rows, blanks)
     newline = draw(newlines)
@@ -295,7 +295,8 @@ def test_amazon_round_trip(
     times = data.draw(st.lists(int64s, min_size=n, max_size=n))
     blanks = data.draw(st.lists(blank_runs(","), min_size=n, max_size=n))
     rows = [
-        f"{u},{i},{_fmt_float(r)},{t}".encode() for u, i, r, t in zip(users, items, ratings, times)
+        f"{u},{i},{_fmt_float(r)},{t}".encode()
+        for u, i, r, t in zip(users, items, ratings, times, strict=True)
     ]
     with _tmpdir() as d:
         path = _write(
@@ -381,11 +382,13 @@ def tables(draw: st.DrawFn) -> dict:
     """A delimited interactions table: random columns, roles, separator, header or not."""
     n_cols = draw(st.integers(2, 5))
     names = draw(st.lists(column_names, min_size=n_cols, max_size=n_cols, unique=True))
-    roles = ["user", "item"] + draw(
-        st.sampled_from([[], ["rating"], ["timestamp"], ["rating", "timestamp"]])
-    )
+    roles = [
+        "user",
+        "item",
+        *draw(st.sampled_from([[], ["rating"], ["timestamp"], ["rating", "timestamp"]])),
+    ]
     roles = roles[:n_cols]
-    positions = dict(zip(roles, draw(st.permutations(range(n_cols)))[: len(roles)]))
+    positions = dict(zip(roles, draw(st.permutations(range(n_cols)))[: len(roles)], strict=True))
     n = draw(st.integers(1, 7))
     sep = draw(st.sampled_from([",", "\t", ";", "|"]))
     all_int = draw(st.booleans())
@@ -492,7 +495,7 @@ def _corrupt_row(row: bytes, sep: bytes, field: int, new: bytes, rng_cut: int) -
     if new == b"drop":  # a field less
         return sep.join(parts[:-1])
     if new == b"extra":  # a field more
-        return sep.join(parts + [b"7"])
+        return sep.join([*parts, b"7"])
     # cut: truncated somewhere inside the separators (a torn last line)
     cut_at = [m.start() for m in re.finditer(re.escape(sep), row)]
     return row[: cut_at[rng_cut % len(cut_at)]]
@@ -564,7 +567,7 @@ def test_interactions_table_malformed_line(t: dict, k: int, data: st.DataObject)
     row defines the columns, and rows may lack trailing unmapped fields, as documented.)"""
     k = k % t["n"]
     sep = t["sep"]
-    role = data.draw(st.sampled_from(sorted(t["positions"]) + ["any", "extra", "short"]))
+    role = data.draw(st.sampled_from([*sorted(t["positions"]), "any", "extra", "short"]))
     assume(not (role in ("extra", "short") and k == 0 and not t["header"]))
     cols = [list(c) for c in t["cols"]]
     if role in ("user", "item"):
@@ -862,7 +865,7 @@ def path_scores(
         k = draw(st.integers(0, min(n_keep, n_pool)))
         chosen = draw(st.lists(st.integers(0, n_pool - 1), min_size=k, max_size=k, unique=True))
         slots = draw(st.permutations(range(n_keep)))[:k]
-        for slot, c in zip(slots, chosen):
+        for slot, c in zip(slots, chosen, strict=True):
             ids[v, slot] = c * stride
             vals[v, slot] = draw(scores_st)
     counts = np.asarray(
@@ -919,7 +922,8 @@ def _same_objective(a: list[float], b: list[float]) -> bool:
 def test_assign_paths_equals_reference(case: dict) -> None:
     """The numba greedy and its plain-Python twin return identical paths and identical stats
     (objective to rounding) for any V, S, J, penalty ≥ 0, power ≥ 1, n_paths (small, or beyond the
-    direct table so that ids are remapped), empty slots, zero scores, zero counts, previous or not."""
+    direct table so that ids are remapped), empty slots, zero scores, zero counts,
+    previous or not."""
     fast = assign_paths(case["scores"], **case["kwargs"])
     ref = assign_paths_reference(case["scores"], **case["kwargs"])
     np.testing.assert_array_equal(fast[0], ref[0])
@@ -1122,22 +1126,26 @@ def _assert_rows_sorted(ps: PathScores, rows: list[int] | range) -> None:
         filled = int((ids >= 0).sum())
         assert (ids[:filled] >= 0).all() and (ids[filled:] == -1).all()  # empty slots last
         assert (vals[filled:] == 0).all() and (vals >= 0).all() and np.isfinite(vals).all()
-        keys = list(zip(-vals[:filled], ids[:filled]))
+        keys = list(zip(-vals[:filled], ids[:filled], strict=True))
         assert keys == sorted(keys) and len(set(ids[:filled].tolist())) == filled
 
 
 def _stream_model(state: PathScores, items, path_ids, probs, decay: float) -> dict[int, dict]:
     """The rules of streaming_update's docstring, one instance at a time, in plain Python."""
     rows = {
-        v: {int(c): float(s) for c, s in zip(state.path_ids[v], state.scores[v]) if c >= 0}
+        v: {
+            int(c): float(s)
+            for c, s in zip(state.path_ids[v], state.scores[v], strict=True)
+            if c >= 0
+        }
         for v in range(state.n_items)
     }
     s_keep = state.n_keep
-    for v, ids, ps in zip(items.tolist(), path_ids.tolist(), probs.tolist()):
+    for v, ids, ps in zip(items.tolist(), path_ids.tolist(), probs.tolist(), strict=True):
         old = rows[v]
         min_score = min(old.values()) if len(old) == s_keep and old else 0.0
         new = {c: decay * s for c, s in old.items()}  # only in the stored list: η·s
-        for c, p in zip(ids, ps):
+        for c, p in zip(ids, ps, strict=True):
             if c < 0:
                 continue
             if c in new:  # in both lists (or repeated in the new one): summed
@@ -1171,7 +1179,9 @@ def test_streaming_update_follows_its_rules(data: st.DataObject, decay: float) -
         if v not in touched:
             np.testing.assert_array_equal(out.path_ids[v], state.path_ids[v])
             continue
-        got = {int(c): float(s) for c, s in zip(out.path_ids[v], out.scores[v]) if c >= 0}
+        got = {
+            int(c): float(s) for c, s in zip(out.path_ids[v], out.scores[v], strict=True) if c >= 0
+        }
         assert list(got) == list(model[v])
         for c, score in got.items():
             assert math.isclose(score, model[v][c], rel_tol=1e-12, abs_tol=1e-300)
@@ -1248,9 +1258,15 @@ def test_with_held_paths(data: st.DataObject) -> None:
     np.testing.assert_array_equal(out.counts, scores.counts)
     _assert_rows_sorted(out, range(scores.n_items))
     for v in range(scores.n_items):
-        want = {int(c): float(s) for c, s in zip(scores.path_ids[v], scores.scores[v]) if c >= 0}
-        want.update({int(c): float(s) for c, s in zip(held[v], held_scores[v])})
-        got = {int(c): float(s) for c, s in zip(out.path_ids[v], out.scores[v]) if c >= 0}
+        want = {
+            int(c): float(s)
+            for c, s in zip(scores.path_ids[v], scores.scores[v], strict=True)
+            if c >= 0
+        }
+        want.update({int(c): float(s) for c, s in zip(held[v], held_scores[v], strict=True)})
+        got = {
+            int(c): float(s) for c, s in zip(out.path_ids[v], out.scores[v], strict=True) if c >= 0
+        }
         assert got == want
 
 
@@ -1448,7 +1464,7 @@ def test_codec_round_trip_and_order(codec: PathCodec, data: st.DataObject) -> No
     assert sorted(range(n), key=lambda r: flat_paths[r]) == sorted(
         range(n), key=lambda r: flat_ids[r]
     )
-    for p, i in zip(flat_paths, flat_ids):
+    for p, i in zip(flat_paths, flat_ids, strict=True):
         cut = data.draw(st.integers(0, d))
         prefix = 0
         for node in p[:cut]:

@@ -17,7 +17,9 @@ def _log(n_users=40, per_user=12, seed=0):
         items += list(rng.choice(50, n, replace=False) + 100)
         ratings += [5.0] * n
         ts += list(rng.permutation(n) + 1000 * u)
-    return Interactions(np.array(users), np.array(items), np.array(ratings, np.float32), np.array(ts))
+    return Interactions(
+        np.array(users), np.array(items), np.array(ratings, np.float32), np.array(ts)
+    )
 
 
 def test_sequences_helpers():
@@ -47,7 +49,9 @@ def test_paper_protocol_rules():
     # training rows are time ordered
     u0 = s.train_user_ids[0]
     mine = np.flatnonzero(log.users == u0)
-    np.testing.assert_array_equal(s.item_ids[s.train[0]], log.items[mine[np.argsort(log.timestamps[mine])]])
+    np.testing.assert_array_equal(
+        s.item_ids[s.train[0]], log.items[mine[np.argsort(log.timestamps[mine])]]
+    )
     assert s.n_interactions == len(log)
 
 
@@ -67,7 +71,9 @@ def test_paper_protocol_filters_ratings_and_short_users():
 
 
 def test_paper_filter_seen_excludes_first_half():
-    s = paper_split(_log(), ProtocolConfig(n_valid_users=2, n_test_users=3, filter_seen=True, history_len=2))
+    s = paper_split(
+        _log(), ProtocolConfig(n_valid_users=2, n_test_users=3, filter_seen=True, history_len=2)
+    )
     for row in range(3):
         assert len(s.test_exclude[row]) >= len(s.test_history[row])
         assert set(s.test_history[row]) <= set(s.test_exclude[row])
@@ -92,6 +98,12 @@ def test_fixed_split_rules():
     assert list(s.test_user_ids) == [1, 2]  # user 3 has no test items -> not evaluated
     assert [set(s.item_ids[s.test_exclude[r]]) for r in range(2)] == [{"a", "b"}, {"b", "c"}]
     assert [set(s.item_ids[s.test_truth[r]]) for r in range(2)] == [{"c"}, {"a"}]
-    assert s.summary() == {"n_users": 3, "n_items": 3, "n_interactions": 7, "n_train_users": 3, "n_test_users": 2}
+    assert s.summary() == {
+        "n_users": 3,
+        "n_items": 3,
+        "n_interactions": 7,
+        "n_train_users": 3,
+        "n_test_users": 2,
+    }
     with pytest.raises(ValueError, match="fixed-split"):
         make_split(FixedSplit(train, test), "paper", ProtocolConfig())

@@ -31,7 +31,7 @@ TIMES = [881250949, 891717742, 878887116]
 
 def _rows(sep: str, *, header: str | None = None) -> str:
     lines = [header] if header else []
-    for u, i, r, t in zip(USERS, ITEMS, RATINGS, TIMES):
+    for u, i, r, t in zip(USERS, ITEMS, RATINGS, TIMES, strict=True):
         lines.append(sep.join([str(u), str(i), f"{r:g}", str(t)]))
     return "\n".join(lines) + "\n"
 
@@ -132,7 +132,7 @@ def test_movielens_crlf_and_blank_lines(tmp_path: Path) -> None:
 
 
 def test_movielens_missing(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
         read_movielens(tmp_path / "nope.csv")
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(FileNotFoundError, match="empty_dir"):
@@ -201,7 +201,7 @@ def test_movielens_malformed_in_zip_names_member(tmp_path: Path) -> None:
 
 
 def test_movielens_empty_file(tmp_path: Path) -> None:
-    with pytest.raises(DataFormatError, match="empty.csv"):
+    with pytest.raises(DataFormatError, match=r"empty\.csv"):
         read_movielens(_write(tmp_path / "empty.csv", ""))
 
 
@@ -259,7 +259,7 @@ def test_amazon_malformed(tmp_path: Path, line: int, bad: str, message: str) -> 
 
 
 def test_amazon_missing(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="ratings_Books.csv"):
+    with pytest.raises(FileNotFoundError, match=r"ratings_Books\.csv"):
         read_amazon_ratings(tmp_path / "ratings_Books.csv")
 
 
@@ -451,7 +451,7 @@ def test_table_parquet(tmp_path: Path) -> None:
 
 
 def test_table_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="absent.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.parquet"):
         read_interactions_table(tmp_path / "absent.parquet", user_col="u", item_col="i")
 
 
@@ -465,7 +465,7 @@ def test_real_movielens_100k(shared_data: Path) -> None:
     assert (len(x), x.n_users, x.n_items) == (100_000, 943, 1_682)
     assert (x.users[0], x.items[0], x.ratings[0], x.timestamps[0]) == (196, 242, 3.0, 881250949)
     values, counts = np.unique(x.ratings, return_counts=True)
-    assert dict(zip(values.tolist(), counts.tolist())) == {
+    assert dict(zip(values.tolist(), counts.tolist(), strict=True)) == {
         1.0: 6_110,
         2.0: 11_370,
         3.0: 27_145,
@@ -492,7 +492,8 @@ def test_real_gowalla_train_lines_sorted(shared_data: Path) -> None:
 
 def test_diagnosis_line_table_is_block_independent() -> None:
     # The diagnosis scans the raw bytes in blocks cut at line ends; the result must not depend on
-    # where the blocks fall (tiny blocks, lines longer than a block, CRLF, blank lines, no final \n).
+    # where the blocks fall (tiny blocks, lines longer than a block, CRLF, blank lines, no final
+    # \n).
     from deep_retrieval.data.readers import _data_lines
 
     data = b"h,e,a,d\r\n1,2,3,4\r\n\r\n5,6,7\n\n8,9,10,11,12,13,14,15\n16,17,18,19"
@@ -619,7 +620,7 @@ def test_ratings_file_undetectable(tmp_path: Path) -> None:
         read_ratings_file(_write(tmp_path / "e.csv", ""))
     with pytest.raises(DataFormatError, match="6 fields"):
         read_ratings_file(_write(tmp_path / "w.csv", "1,2,3,4,5,6\n"))
-    with pytest.raises(FileNotFoundError, match="absent.csv"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.csv"):
         read_ratings_file(tmp_path / "absent.csv")
 
 

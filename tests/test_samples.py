@@ -49,7 +49,7 @@ def test_ordered_windows_equal_reference(L: int, skip_first: bool) -> None:
     train = _random_rows(0)
     samples = TrainingSamples(train, L, skip_first=skip_first, seed=1)
     hists, targets = _collect(samples)
-    got = sorted((tuple(h), t) for h, t in zip(hists, targets))
+    got = sorted((tuple(h), t) for h, t in zip(hists, targets, strict=True))
     want = sorted((tuple(h), t) for h, t in _reference_ordered(train, L, skip_first))
     assert got == want
     assert len(samples) == len(want)
@@ -77,7 +77,7 @@ def test_leave_one_out_history_is_other_items_of_the_row(L: int) -> None:
         if len(row) < 2:
             continue
         hist, target = samples.batch(np.full(len(row), u), np.arange(len(row)))
-        for h, t in zip(_unpad(hist), target):
+        for h, t in zip(_unpad(hist), target, strict=True):
             assert t not in h, "the target must never be in its own history"
             assert len(h) == min(len(row) - 1, L)
             assert len(set(h)) == len(h), "no item drawn twice"
@@ -94,7 +94,7 @@ def test_leave_one_out_resamples_each_epoch_and_is_seeded() -> None:
         for _ in range(2):
             pairs = {}
             for h, t in s.epoch(8):
-                for hh, tt in zip(_unpad(h), t):
+                for hh, tt in zip(_unpad(h), t, strict=True):
                     pairs[int(tt)] = tuple(sorted(hh))
             out.append([pairs[i] for i in range(30)])
         return out
@@ -142,7 +142,7 @@ def test_causal_epoch_gives_the_same_samples_as_epoch(ordered: bool) -> None:
     for items, lengths, target, keep in samples.causal_epoch(16):
         assert keep is None and items.dtype == np.int64 and lengths.sum() == len(items)
         starts = np.cumsum(lengths) - lengths
-        for s, n in zip(starts, lengths):
+        for s, n in zip(starts, lengths, strict=True):
             seg = items[s : s + n].tolist()
             for q in np.flatnonzero(target[s : s + n]):
                 hist = seg[max(0, q - L) : q] if ordered else seg[:q] + seg[q + 1 :]

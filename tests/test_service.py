@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_model import TINY
 
-from deep_retrieval.client import RetrievalClient, ServiceError
-from deep_retrieval.config import DRConfig, ProtocolConfig, load_config
+from deep_retrieval.config import ConfigError, DRConfig, ProtocolConfig, load_config
 from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Sequences
-from deep_retrieval.loadtest import run_load_test
-from deep_retrieval.model import DeepRetrieval
-
-from test_model import TINY
+from deep_retrieval.estimator import DeepRetrieval
+from deep_retrieval.serving.client import RetrievalClient, ServiceError
+from deep_retrieval.serving.loadtest import run_load_test
+from deep_retrieval.serving.service import ServiceLimits
 
 
 def _free_port() -> int:
@@ -38,7 +38,9 @@ def _free_port() -> int:
 def bundles(tmp_path_factory):
     """Two bundles of one planted model: as trained, and with 20 popular items removed."""
     data = make_clustered(n_users=400, n_items=160, n_clusters=8, interactions_per_user=20, seed=1)
-    split = paper_split(data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=50, min_rating=0))
+    split = paper_split(
+        data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=50, min_rating=0)
+    )
     model = DeepRetrieval(load_config(DRConfig, overrides=TINY), device="cpu")
     model.fit(split.train, split.n_items, item_ids=np.array([f"i{x}" for x in split.item_ids]))
     model.set_known_users(np.array([f"u{x}" for x in split.train_user_ids]), split.train)
@@ -55,9 +57,11 @@ def bundles(tmp_path_factory):
 def server(bundles):
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deep_retrieval", "-q", "serve", str(bundles[2]), "--port", str(port),
-         "--max-n", "50", "--max-history", "100", "--max-batch", "8"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [sys.executable, "-m", "deep_retrieval", "-q", "serve", str(bundles[2]),
+         "--port", str(port), "--max-n", "50", "--max-history", "100", "--max-batch", "8",
+         "--max-request-beam-size", "64"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -69,7 +73,9 @@ def server(bundles):
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            pytest.fail(f"server did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}")
+            pytest.fail(
+                f"server did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}"
+            )
         time.sleep(0.2)
     yield url, proc
     proc.terminate()
@@ -113,7 +119,7 @@ def test_recommend_matches_the_library(bundles, client):
 
 
 def test_known_users_and_fallbacks(bundles, client):
-    model, split = bundles[:2]
+    model = bundles[0]
     user = model.user_ids_[5]
     by_id = client.recommend(user_id=user, n=10)
     by_history = client.recommend([model.item_ids_[i] for i in model.user_history(user)], n=10)
@@ -131,8 +137,13 @@ def test_known_users_and_fallbacks(bundles, client):
 def test_batch_equals_single_calls(bundles, client):
     model, split = bundles[:2]
     h = split.test_history
-    reqs = [{"history": [model.item_ids_[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]], "n": 5 + u % 3}
-            for u in range(6)]
+    reqs = [
+        {
+            "history": [model.item_ids_[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]],
+            "n": 5 + u % 3,
+        }
+        for u in range(6)
+    ]
     reqs.append({"history": [], "n": 3})
     results = client.recommend_batch(reqs)
     assert [r["items"] for r in results] == [client.recommend(**q)["items"] for q in reqs]
@@ -149,6 +160,11 @@ def test_batch_equals_single_calls(bundles, client):
         ({"n": 5}, 422, "give history"),
         ({"history": ["i1"], "colour": "red"}, 422, "colour"),
         ({"history": ["i1"], "beam_size": -1}, 422, "beam_size"),
+        (
+            {"history": ["i1"], "beam_size": 65},
+            422,
+            "beam_size: Input should be less than or equal to 64",
+        ),
         ({"history": [["nested"]]}, 422, "history"),
     ],
 )
@@ -160,7 +176,12 @@ def test_bad_requests_get_a_clear_4xx(server, body, status, words):
 def test_malformed_json_and_batch_limits(server):
     code, doc = _raw(server[0], "POST", "/v1/recommend", b"{not json")
     assert code == 422 and "JSON" in doc["detail"]
-    code, doc = _raw(server[0], "POST", "/v1/recommend/batch", json.dumps({"requests": [{"history": []}] * 9}).encode())
+    code, doc = _raw(
+        server[0],
+        "POST",
+        "/v1/recommend/batch",
+        json.dumps({"requests": [{"history": []}] * 9}).encode(),
+    )
     assert code == 422 and "requests" in doc["detail"]
     code, _ = _raw(server[0], "POST", "/v1/recommend/batch", json.dumps({"requests": []}).encode())
     assert code == 422
@@ -168,11 +189,26 @@ def test_malformed_json_and_batch_limits(server):
 
 def test_info_and_openapi(bundles, client, server):
     info = client.info()
-    assert info["n_items"] == bundles[0].n_items_ and info["known_users"] == len(bundles[0].user_ids_)
+    assert info["n_items"] == bundles[0].n_items_
+    assert info["known_users"] == len(bundles[0].user_ids_)
     assert info["limits"]["max_n"] == 50
+    assert info["limits"]["max_request_beam_size"] == 64 and "max_beam_size" not in info["limits"]
+    # The model's own max_beam_size (the calibration's largest beam) is a different setting.
+    assert info["config"]["retrieval"]["max_beam_size"] == bundles[0].config.retrieval.max_beam_size
     code, schema = _raw(server[0], "GET", "/openapi.json", None)
     assert code == 200
-    assert {"/v1/recommend", "/v1/recommend/batch", "/healthz", "/v1/info", "/v1/reload"} <= set(schema["paths"])
+    paths = {"/v1/recommend", "/v1/recommend/batch", "/healthz", "/v1/info", "/v1/reload"}
+    assert paths <= set(schema["paths"])
+
+
+def test_service_limits_are_checked():
+    assert ServiceLimits().max_request_beam_size == 1024
+    with pytest.raises(
+        ConfigError, match="service limits: max_request_beam_size must be ≥ 1, got 0"
+    ):
+        ServiceLimits(max_request_beam_size=0)
+    with pytest.raises(TypeError):
+        ServiceLimits(max_beam_size=8)  # the old name, renamed: it never meant the model's setting
 
 
 def test_reload_swaps_bundles_and_survives_a_bad_one(bundles, client, server):
@@ -194,7 +230,9 @@ def test_reload_swaps_bundles_and_survives_a_bad_one(bundles, client, server):
 def test_no_failed_request_while_reloading_under_load(bundles, client, server):
     model, split = bundles[:2]
     h = split.test_history
-    histories = [[model.item_ids_[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]] for u in range(len(h))]
+    histories = [
+        [model.item_ids_[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]] for u in range(len(h))
+    ]
     result = run_load_test(
         server[0], histories, n=20, clients=4, duration_s=4, reload_every_s=0.4,
         reload_paths=[str(bundles[3]), str(bundles[2])],
@@ -205,24 +243,29 @@ def test_no_failed_request_while_reloading_under_load(bundles, client, server):
 
 
 _ids = st.one_of(st.text(max_size=6), st.integers(-5, 10**12))
-_values = st.one_of(st.none(), st.booleans(), st.integers(-10, 2000), st.floats(allow_nan=True), st.text(max_size=8),
-                    st.lists(_ids, max_size=120))
+_values = st.one_of(st.none(), st.booleans(), st.integers(-10, 2000), st.floats(allow_nan=True),
+                    st.text(max_size=8), st.lists(_ids, max_size=120))
 _body = st.one_of(
     st.fixed_dictionaries(
         {},
         optional={"history": st.one_of(st.lists(_ids, max_size=120), _values), "user_id": _values,
-                  "n": _values, "beam_size": _values, "exclude": st.one_of(st.lists(_ids, max_size=20), _values)},
+                  "n": _values, "beam_size": _values,
+                  "exclude": st.one_of(st.lists(_ids, max_size=20), _values)},
     ),
     st.dictionaries(st.text(max_size=5), _values, max_size=3),
     _values,
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=_body, batch=st.booleans())
 def test_no_request_gets_a_5xx(server, body, batch):
     """Hypothesis-driven bodies against both recommend endpoints: 200 or a 4xx, never a 5xx."""
-    path, payload = ("/v1/recommend/batch", {"requests": [body, body]}) if batch else ("/v1/recommend", body)
+    path, payload = (
+        ("/v1/recommend/batch", {"requests": [body, body]}) if batch else ("/v1/recommend", body)
+    )
     code, doc = _raw(server[0], "POST", path, json.dumps(payload).encode())
     assert code < 500, doc
     if code >= 400:

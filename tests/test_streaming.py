@@ -1,31 +1,29 @@
-"""Streaming training (deep_retrieval.training.stream): time order, per-user samples, the decayed merge,
-path assignment as it goes, bundles, and quality against a floor (and, slow, against batch)."""
+"""Streaming training (deep_retrieval.training.stream): time order, per-user samples,
+the decayed merge, path assignment as it goes, bundles, and quality against a floor (and, slow,
+against batch)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from test_model import TINY as MODEL_TINY
 
-from deep_retrieval.core.assignment import accumulate_path_scores
 from deep_retrieval.baselines import MostPopular
-from deep_retrieval.config import DRConfig, ProtocolConfig, load_config
+from deep_retrieval.config import DRConfig, ProtocolConfig, StreamConfig, load_config
+from deep_retrieval.core.assignment import accumulate_path_scores
 from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.samples import TrainingSamples
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Interactions
+from deep_retrieval.estimator import DeepRetrieval, stream_train
 from deep_retrieval.evaluation.metrics import evaluate_recommendations
-from deep_retrieval.estimator import DeepRetrieval
-from deep_retrieval.config import StreamConfig
-from deep_retrieval.estimator import stream_train
 from deep_retrieval.training.stream import (
     StreamChunk,
     _Histories,
     stream_vocabulary,
     time_ordered_chunks,
 )
-
-from test_model import TINY as MODEL_TINY
 
 # The model tests' tiny settings; a stream sets its own passes instead of epochs.
 TINY = [o for o in MODEL_TINY if not o.startswith(("train.epochs=", "train.joint_epochs="))]
@@ -69,7 +67,9 @@ def test_chunks_in_time_order_with_filters_and_item_ids():
         timestamps=np.array([30, 10, 5, 10, 40, 20, 50]),
     )
     item_ids = np.array([40, 10, 20])  # internal id = position: 40 → 0, 10 → 1, 20 → 2
-    chunks = list(time_ordered_chunks(log, 2, item_ids=item_ids, users=np.array([1, 2]), min_rating=4))
+    chunks = list(
+        time_ordered_chunks(log, 2, item_ids=item_ids, users=np.array([1, 2]), min_rating=4)
+    )
     assert [len(c) for c in chunks] == [2, 2]  # rating 2, user 3 and item 99 dropped
     users = np.concatenate([c.users for c in chunks])
     items = np.concatenate([c.items for c in chunks])
@@ -99,7 +99,7 @@ def test_histories_are_the_items_before_each_event(planted):
     got: dict[int, list[np.ndarray]] = {}
     for chunk in time_ordered_chunks(log, 37, item_ids=split.item_ids, users=split.train_user_ids):
         h = hist.advance(hist.rows_of(chunk.users), chunk.items)
-        for u, row in zip(chunk.users.tolist(), h):
+        for u, row in zip(chunk.users.tolist(), h, strict=True):
             got.setdefault(u, []).append(row)
     samples = TrainingSamples(split.train, L, skip_first=False)
     for r, user in enumerate(split.train_user_ids[:50].tolist()):
@@ -110,11 +110,19 @@ def test_histories_are_the_items_before_each_event(planted):
 
 def test_out_of_order_events_and_bad_items_are_refused():
     cfg = load_config(DRConfig, overrides=TINY)
-    backwards = [(np.array([1, 2]), np.array([0, 1]), np.array([5, 6])), (np.array([1]), np.array([2]), np.array([4]))]
+    backwards = [
+        (np.array([1, 2]), np.array([0, 1]), np.array([5, 6])),
+        (np.array([1]), np.array([2]), np.array([4])),
+    ]
     with pytest.raises(ValueError, match="time order"):
         stream_train(DeepRetrieval(cfg, device="cpu"), backwards, 4, StreamConfig(chunk_size=8))
     with pytest.raises(ValueError, match="n_items"):
-        stream_train(DeepRetrieval(cfg, device="cpu"), [(np.array([1, 1]), np.array([0, 9]))], 4, StreamConfig(chunk_size=8))
+        stream_train(
+            DeepRetrieval(cfg, device="cpu"),
+            [(np.array([1, 1]), np.array([0, 9]))],
+            4,
+            StreamConfig(chunk_size=8),
+        )
 
 
 # ---------------------------------------------------------------------------------- training
@@ -129,8 +137,12 @@ def streamed(planted, tmp_path_factory):
                           bundle_every=2048, bundle_dir=str(out), keep_bundles=2)
     chunks = time_ordered_chunks(log, 512, item_ids=split.item_ids, users=split.train_user_ids)
     model = stream_train(
-        DeepRetrieval(load_config(DRConfig, overrides=TINY), device="cpu"), chunks, split.n_items, config,
-        item_ids=split.item_ids, on_event=events_seen.append,
+        DeepRetrieval(load_config(DRConfig, overrides=TINY), device="cpu"),
+        chunks,
+        split.n_items,
+        config,
+        item_ids=split.item_ids,
+        on_event=events_seen.append,
     )
     return model, out, events_seen
 
@@ -174,7 +186,8 @@ def test_a_bundle_continues_streaming(streamed, planted):
     log, split = planted
     _, out, _ = streamed
     model = DeepRetrieval.load(out / "bundle-000000008192", device="cpu")
-    rest = [c for c in time_ordered_chunks(log, 512, item_ids=split.item_ids, users=split.train_user_ids)][16:]
+    chunks = time_ordered_chunks(log, 512, item_ids=split.item_ids, users=split.train_user_ids)
+    rest = list(chunks)[16:]
     assert sum(len(c) for c in rest) == 9600 - 8192
     before = model.item_counts_.sum()
     model = stream_train(model, rest, config=StreamConfig(chunk_size=512, reassign_every=1024))
@@ -203,7 +216,7 @@ def test_path_scores_are_the_decayed_merge(decay):
     # probability from the (unchanged) network, decayed by the item's later occurrences.
     seen: dict[int, list[int]] = {}
     hist_rows, targets = [], []
-    for u, v in zip(users.tolist(), items.tolist()):
+    for u, v in zip(users.tolist(), items.tolist(), strict=True):
         past = seen.setdefault(u, [])
         if past:
             row = np.full(cfg.train.history_len, -1)
@@ -213,10 +226,12 @@ def test_path_scores_are_the_decayed_merge(decay):
             targets.append(v)
         past.append(v)
     targets = np.array(targets)
-    all_paths = torch.as_tensor(model.codec_.decode(np.arange(model.codec_.n_paths)), dtype=torch.long)  # (64, D)
+    all_paths = model.codec_.decode(np.arange(model.codec_.n_paths))  # (64, D)
+    all_paths = torch.as_tensor(all_paths, dtype=torch.long)
     with torch.no_grad():
         u = model.net_.user_embedding(torch.as_tensor(np.stack(hist_rows)))
-        p = model.net_.structure.log_prob(u, all_paths.expand(len(u), -1, -1)).exp().double().numpy()  # (N, 64)
+        log_p = model.net_.structure.log_prob(u, all_paths.expand(len(u), -1, -1))
+        p = log_p.exp().double().numpy()  # (N, 64)
     later = np.array([(targets[i + 1 :] == v).sum() for i, v in enumerate(targets)])
     weights = decay ** later
     want = np.zeros((n_items, model.codec_.n_paths))
@@ -228,7 +243,9 @@ def test_path_scores_are_the_decayed_merge(decay):
     np.testing.assert_allclose(dense, want, rtol=1e-4, atol=1e-9)
     np.testing.assert_array_equal(got.counts, np.bincount(targets, minlength=n_items))
     if decay == 1.0:
-        plain = accumulate_path_scores(targets, np.tile(np.arange(64), (len(targets), 1)), p, n_items, 64)
+        plain = accumulate_path_scores(
+            targets, np.tile(np.arange(64), (len(targets), 1)), p, n_items, 64
+        )
         assert (got.path_ids[:, 64:] == -1).all()  # the S + J slots never filled
         np.testing.assert_array_equal(got.path_ids[:, :64], plain.path_ids)
         np.testing.assert_allclose(got.scores[:, :64], plain.scores, rtol=1e-4, atol=1e-9)
@@ -239,9 +256,11 @@ def test_path_scores_are_the_decayed_merge(decay):
 
 
 def test_chunk_tuples_and_stream_chunks_agree(planted):
-    """The same events as (users, items) tuples of any size or as StreamChunks give the same model."""
+    """The same events as (users, items) tuples of any size or as StreamChunks
+    give the same model."""
     log, split = planted
-    chunks = list(time_ordered_chunks(log, 1000, item_ids=split.item_ids, users=split.train_user_ids))[:3]
+    chunks = time_ordered_chunks(log, 1000, item_ids=split.item_ids, users=split.train_user_ids)
+    chunks = list(chunks)[:3]
     cfg = load_config(DRConfig, overrides=TINY)
     config = StreamConfig(chunk_size=250, reassign_every=500)
     a = stream_train(DeepRetrieval(cfg, device="cpu"), chunks, split.n_items, config)

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from deep_retrieval.modules.structure import StructureNet
+from deep_retrieval.core.modules.structure import StructureNet
 
 
 def _all_paths(n_layers: int, n_nodes: int) -> torch.Tensor:

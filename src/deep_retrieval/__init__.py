@@ -1,4 +1,5 @@
-"""Deep Retrieval: a learnable path index for large-scale candidate retrieval (Gao et al., CIKM 2021).
+"""Deep Retrieval: a learnable path index for large-scale candidate retrieval (Gao et al.,
+CIKM 2021).
 
 Public API (arrays in, ``(item_ids, scores)`` out, batch first)::
 
@@ -7,12 +8,7 @@ Public API (arrays in, ``(item_ids, scores)`` out, batch first)::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .core.assignment import PathScores, accumulate_path_scores, assign_paths, streaming_update
 from .baselines import ALS, FaissHNSW, FaissIVF, ItemCF, MostPopular, SoftmaxRecommender
-from .core.beam import beam_search, enumerate_paths
-from .experiments.benchmark import run_benchmark
 from .config import (
     BenchmarkConfig,
     ConfigError,
@@ -21,15 +17,19 @@ from .config import (
     StreamConfig,
     load_config,
 )
+from .core.assignment import PathScores, accumulate_path_scores, assign_paths, streaming_update
+from .core.beam import beam_search, enumerate_paths
+from .core.paths import ItemPathMap, PathCodec
 from .data.protocols import fixed_split, make_split, paper_split
 from .data.registry import DATASETS, load_dataset
 from .data.synthetic import make_clustered
 from .data.types import FixedSplit, Interactions, Sequences, Split
+from .estimator import DeepRetrieval, stream_train
 from .evaluation.evaluate import evaluate
 from .evaluation.metrics import evaluate_recommendations
-from .estimator import DeepRetrieval, stream_train
-from .core.paths import ItemPathMap, PathCodec
+from .experiments.benchmark import run_benchmark
 from .training.stream import time_ordered_chunks
+from .utils import __version__
 
 __all__ = [
     "ALS",

@@ -1,6 +1,8 @@
-"""Command-line shell over the public API: ``deep-retrieval VERB …`` (also ``python -m deep_retrieval``).
+"""Command-line shell over the public API: ``deep-retrieval VERB …`` (also
+``python -m deep_retrieval``).
 
-Each verb translates flags into library calls and prints the result; all logic lives in the library.
+Each verb translates flags into library calls and prints the result; all logic lives in the
+library.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+import numpy as np
+
 from .config import to_dict
+from .utils import __version__
 
 log = logging.getLogger("deep_retrieval")
 
@@ -29,7 +33,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (one of --dataset, --train-file/--test-file, --ratings-file)")
     g.add_argument("--dataset", help="registered data set name (see `deep-retrieval datasets`)")
-    g.add_argument("--train-file", type=Path, help="'user item item …' lines (fixed-split protocol)")
+    g.add_argument(
+        "--train-file", type=Path, help="'user item item …' lines (fixed-split protocol)"
+    )
     g.add_argument("--test-file", type=Path, help="'user item item …' lines (fixed-split protocol)")
     g.add_argument(
         "--ratings-file",
@@ -37,7 +43,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         help="user,item,rating,timestamp log (MovieLens u.data/ratings.dat/ratings.csv/zip, or a"
         " headerless Amazon ratings CSV); paper protocol",
     )
-    g.add_argument("--protocol", choices=["paper", "fixed-split"], help="override the data set's protocol")
+    g.add_argument(
+        "--protocol", choices=["paper", "fixed-split"], help="override the data set's protocol"
+    )
     g.add_argument(
         "--data-dir",
         type=Path,
@@ -71,7 +79,9 @@ def _load_data(args: argparse.Namespace):
     given = [args.dataset is not None, args.train_file is not None or args.test_file is not None,
              args.ratings_file is not None]
     if sum(given) != 1:
-        raise CLIError("give exactly one of --dataset NAME, --train-file F --test-file G, or --ratings-file F")
+        raise CLIError(
+            "give exactly one of --dataset NAME, --train-file F --test-file G, or --ratings-file F"
+        )
     if args.dataset is not None:
         return args.dataset, load_dataset(args.dataset, _data_dir(args))
     if args.ratings_file is not None:
@@ -93,9 +103,9 @@ def _parse_list(text: str, kind=str) -> list:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .experiments.benchmark import check_methods, run_benchmark
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
+    from .experiments.benchmark import check_methods, run_benchmark
 
     config = load_config(BenchmarkConfig, args.config, _overrides(args))
     methods = check_methods(_parse_list(args.methods))
@@ -103,7 +113,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     name, data = _load_data(args)
     split = make_split(data, args.protocol, config.protocol)
     log.info("split: %s", json.dumps(split.summary()))
-    steps = 2 * len(methods) + (1 if any(m.startswith("ann-") for m in methods) and "brute-force" not in methods else 0)
+    # An ANN method without brute-force in the list adds a step: fitting the softmax model.
+    ann_only = any(m.startswith("ann-") for m in methods) and "brute-force" not in methods
+    steps = 2 * len(methods) + (1 if ann_only else 0)
     with tqdm(total=steps, desc="benchmark", unit="step", disable=args.quiet) as bar:
 
         started = [0]
@@ -117,7 +129,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             elif not args.quiet:
                 bar.write(msg)
 
-        doc = run_benchmark(split, methods, ks, config, out_dir=args.out, dataset=name, progress=progress)
+        doc = run_benchmark(
+            split, methods, ks, config, out_dir=args.out, dataset=name, progress=progress
+        )
         bar.update(bar.total - bar.n)
     from .experiments.benchmark import results_markdown
 
@@ -127,16 +141,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .experiments.ablations import parse_grid, run_ablations
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
+    from .experiments.ablations import parse_grid, run_ablations
 
     config = load_config(BenchmarkConfig, args.config, _overrides(args))
     grid = parse_grid(args.grid or [])
     name, data = _load_data(args)
     split = make_split(data, args.protocol, config.protocol)
     log.info("split: %s", json.dumps(split.summary()))
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = (
+        (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    )
     run_ablations(split, args.k, config, grid, out_dir=args.out, dataset=name, progress=say)
     print((args.out / "ablations.md").read_text())
     print(f"wrote {args.out}/ablations.json, ablations.md")
@@ -146,13 +162,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .utils import atomic_write_text
     from .config import load_config
     from .experiments.speed import SpeedConfig, plot_speed, run_speed, speed_markdown
+    from .utils import atomic_write_text
 
     sizes = _parse_list(args.n_items, int)
     base = load_config(SpeedConfig, args.config, _overrides(args))
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = (
+        (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    )
     docs = []
     for n in sizes:
         out = args.out if len(sizes) == 1 else args.out / str(n)
@@ -176,14 +194,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.shape:
         corpus = make_corpus_shape(args.shape, scale=args.scale, seed=args.seed, dim=args.dim)
     elif args.n_users and args.n_items and args.n_interactions:
-        corpus = make_corpus(args.n_users, args.n_items, args.n_interactions, seed=args.seed, dim=args.dim)
+        corpus = make_corpus(
+            args.n_users, args.n_items, args.n_interactions, seed=args.seed, dim=args.dim
+        )
     else:
         raise CLIError("give --shape NAME, or all of --n-users, --n-items and --n-interactions")
     for path in corpus.save(args.out):
         print(f"wrote {path}")
     seqs = corpus.sequences
-    print(f"{len(seqs):,} users, {corpus.n_items:,} items, {seqs.n_interactions:,} interactions"
-          f" (read it with --ratings-file {args.out / 'ratings.csv'})")
+    print(
+        f"{len(seqs):,} users, {corpus.n_items:,} items, {seqs.n_interactions:,} interactions"
+        f" (read it with --ratings-file {args.out / 'ratings.csv'})"
+    )
     return 0
 
 
@@ -199,7 +221,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 f" {r['n_interactions']:>13,}  {r['path']}"
             )
         else:
-            print(f"{r['name']:<30} {r['kind']:<12} {'-':>9} {'-':>10} {'-':>13}  not found ({r.get('hint', '')})")
+            print(
+                f"{r['name']:<30} {r['kind']:<12} {'-':>9} {'-':>10} {'-':>13}"
+                f"  not found ({r.get('hint', '')})"
+            )
     return 0
 
 
@@ -224,11 +249,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .training import distributed
-    from .utils import resolve_device
     from .config import TrainConfig, load_config
     from .data.protocols import make_split
     from .estimator import DeepRetrieval
+    from .training import distributed
+    from .utils import resolve_device
 
     config = load_config(TrainConfig, args.config, _overrides(args))  # protocol.*, dr.*, device
     device = resolve_device(args.device or config.device)
@@ -253,20 +278,32 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.write(json.dumps(entry), file=sys.stderr)
             bar.update(1)
 
-        model.fit(split.train, split.n_items, on_event=None if quiet else on_event, item_ids=split.item_ids,
-                  checkpoint_dir=checkpoints, resume=args.resume)
+        model.fit(
+            split.train,
+            split.n_items,
+            on_event=None if quiet else on_event,
+            item_ids=split.item_ids,
+            checkpoint_dir=checkpoints,
+            resume=args.resume,
+        )
     if ctx.rank > 0:
         return 0
     # The training users become the bundle's known users (the service's `user_id` requests).
     model.set_known_users(split.train_user_ids, split.train)
     model.save(
         args.out,
-        training={"dataset": name, "protocol": split.protocol, "protocol_config": to_dict(config.protocol),
-                  "data": split.summary()},
+        training={
+            "dataset": name,
+            "protocol": split.protocol,
+            "protocol_config": to_dict(config.protocol),
+            "data": split.summary(),
+        },
     )
     d = model.diagnostics()
-    print(f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of {d['n_paths']:,} paths,"
-          f" largest path {d['largest_path_size']}")
+    print(
+        f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of"
+        f" {d['n_paths']:,} paths, largest path {d['largest_path_size']}"
+    )
     return 0
 
 
@@ -276,20 +313,27 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     model = DeepRetrieval.load(args.model, device=args.device or "auto")
     history = [x.strip() for x in args.history.split(",") if x.strip()]
+    known: list[int] | np.ndarray
+    unknown: list = []
     if args.internal_ids:
-        known, unknown = [int(x) for x in history], []
+        known = [int(x) for x in history]
     elif model.item_ids_ is None:
-        raise CLIError("this model was saved without item ids; pass internal ids with --internal-ids")
+        raise CLIError(
+            "this model was saved without item ids; pass internal ids with --internal-ids"
+        )
     else:
         known, unknown = model.item_index(history)
     if unknown:
-        print(f"ignored {len(unknown)} unknown item id(s): {', '.join(unknown[:10])}", file=sys.stderr)
+        print(
+            f"ignored {len(unknown)} unknown item id(s): {', '.join(unknown[:10])}",
+            file=sys.stderr,
+        )
     if not len(known):
         raise CLIError("none of the --history items is known to the model")
     ids, scores = model.recommend(Sequences.from_lists([known]), args.n, beam_size=args.beam_size)
     names = model.item_ids_ if (model.item_ids_ is not None and not args.internal_ids) else None
     print("rank\titem\tscore")
-    for rank, (i, s) in enumerate(zip(ids[0], scores[0]), start=1):
+    for rank, (i, s) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
         if i < 0:
             break
         print(f"{rank}\t{names[i] if names is not None else i}\t{s:.4f}")
@@ -299,8 +343,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import BenchmarkConfig, ProtocolConfig, from_mapping, load_config
     from .data.protocols import make_split
-    from .evaluation.evaluate import evaluate
     from .estimator import DeepRetrieval
+    from .evaluation.evaluate import evaluate
     from .experiments.benchmark import CountedRecommender
 
     model = DeepRetrieval.load(args.model, device=args.device or "auto")
@@ -355,77 +399,41 @@ def _read_id_table(path: Path) -> list[list[str]]:
 
 
 def cmd_add_items(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .data.readers import read_ratings_file
-    from .data.types import Sequences
     from .estimator import DeepRetrieval
 
     if not (args.interactions or args.features or args.neighbours):
         raise CLIError("give at least one of --interactions, --features, --neighbours")
     model = DeepRetrieval.load(args.model, device="cpu")
-    new_names: dict[str, int] = {}  # external id → position among the new items
-
-    def internal(x) -> int:
-        known, _ = model.item_index([x])
-        if len(known):
-            return int(known[0])
-        return model.n_items_ + new_names.setdefault(str(x), len(new_names))
-
-    interactions = None
-    if args.interactions:
-        data = read_ratings_file(args.interactions)
-        order = np.lexsort((data.timestamps,) if data.timestamps is not None else (np.arange(len(data)),))
-        rows: dict[str, list[int]] = {}
-        for u, v in zip(data.users[order].tolist(), data.items[order].tolist()):
-            if str(u) not in rows:  # a known user's stored history comes first: it is the context
-                try:
-                    rows[str(u)] = model.user_history(u).tolist()
-                except KeyError:
-                    rows[str(u)] = []
-            rows[str(u)].append(internal(v))
-        interactions = Sequences.from_lists(list(rows.values()), ordered=data.timestamps is not None)
-    feature_rows = {}
-    if args.features:
-        for row in _read_id_table(args.features):
-            try:
-                feature_rows[row[0]] = [float(x) for x in row[1:]]
-            except ValueError:
-                if feature_rows:
-                    raise CLIError(f"{args.features}: non-numeric feature in the row of item {row[0]}") from None
-                continue  # a header line
-        for x in feature_rows:
-            internal(x)
-    neighbour_rows = {}
-    if args.neighbours:
-        for row in _read_id_table(args.neighbours):
-            known, unknown = model.item_index(row[1:])
-            if unknown:
-                print(f"ignored {len(unknown)} unknown neighbour id(s) of {row[0]}", file=sys.stderr)
-            neighbour_rows[str(row[0])] = known
-            internal(row[0])
-    n = len(new_names)
-    if n == 0:
-        raise CLIError("the files name no item the model does not already hold: nothing to add")
-    features = None
-    if feature_rows:
-        widths = {len(f) for f in feature_rows.values()}
-        if len(widths) != 1:
-            raise CLIError(f"{args.features}: rows have different numbers of features {sorted(widths)}")
-        features = np.full((model.n_items_ + n, widths.pop()), np.nan, dtype=np.float32)
-        for x, f in feature_rows.items():
-            features[internal(x)] = f
-    neighbours = None
-    if neighbour_rows:
-        neighbours = Sequences.from_lists([neighbour_rows.get(x, []) for x in new_names], ordered=False)
-    names = list(new_names)
-    ids = None if model.item_ids_ is None else np.array(names)
-    if ids is None and any(not x.isdigit() or int(x) != model.n_items_ + i for i, x in enumerate(names)):
-        raise CLIError("this model has no external item ids: new items must be numbered from n_items up")
-    new = model.add_items(ids, n_new=n, interactions=interactions, features=features, neighbours=neighbours)
+    interactions = read_ratings_file(args.interactions) if args.interactions else None
+    features: dict[str, list[float]] = {}
+    for row in _read_id_table(args.features) if args.features else ():
+        try:
+            features[row[0]] = [float(x) for x in row[1:]]
+        except ValueError:
+            if features:
+                raise CLIError(
+                    f"{args.features}: non-numeric feature in the row of item {row[0]}"
+                ) from None
+            continue  # a header line
+    neighbours = (
+        {row[0]: row[1:] for row in _read_id_table(args.neighbours)} if args.neighbours else None
+    )
+    try:
+        new, ignored = model.add_items_by_id(
+            interactions=interactions, features=features or None, neighbours=neighbours
+        )
+    except ValueError as exc:
+        raise CLIError(f"add-items: {exc}") from None
+    if ignored:
+        print(f"ignored {len(ignored)} unknown neighbour id(s)", file=sys.stderr)
+    n = len(new)
     out = model.save(args.out or args.model)
     cold = int(model.cold_[new].sum())
-    print(f"added {n} item(s) ({n - cold} from interactions, {cold} cold); {model.n_items_:,} items; saved {out}")
+    print(
+        f"added {n} item(s) ({n - cold} from interactions, {cold} cold);"
+        f" {model.n_items_:,} items; saved {out}"
+    )
     return 0
 
 
@@ -436,7 +444,9 @@ def cmd_remove_items(args: argparse.Namespace) -> int:
     wanted = [x.strip() for x in args.items.split(",") if x.strip()]
     known, unknown = model.item_index(wanted)
     if unknown:
-        raise CLIError(f"unknown item id(s), nothing removed: {', '.join(map(str, unknown[:10]))}")
+        raise CLIError(
+            f"unknown item id(s), nothing removed: {', '.join(map(str, unknown[:10]))}"
+        )
     newly = model.remove_items(known)
     out = model.save(args.out or args.model)
     print(f"removed {newly} item(s) ({len(known) - newly} were already removed); saved {out}")
@@ -448,20 +458,23 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     from .config import BenchmarkConfig, load_config
     from .data.types import Interactions
-    from .estimator import DeepRetrieval
-    from .estimator import stream_train
+    from .estimator import DeepRetrieval, stream_train
     from .training.stream import stream_vocabulary, time_ordered_chunks
 
     config = load_config(BenchmarkConfig, args.config, _overrides(args))
     name, data = _load_data(args)
     if not isinstance(data, Interactions):
-        raise CLIError(f"{name} is a fixed train/test split without a time order; stream a time-stamped log"
-                       " (--ratings-file, or a data set such as movielens-latest-small)")
+        raise CLIError(
+            f"{name} is a fixed train/test split without a time order; stream a time-stamped log"
+            " (--ratings-file, or a data set such as movielens-latest-small)"
+        )
     stream = config.stream
     if args.bundle_every:
         # Beside OUT, not inside it: the final save replaces OUT as a whole.
         bundles = args.out.with_name(args.out.name + "-bundles")
-        stream = dataclasses.replace(stream, bundle_every=args.bundle_every, bundle_dir=str(bundles))
+        stream = dataclasses.replace(
+            stream, bundle_every=args.bundle_every, bundle_dir=str(bundles)
+        )
     min_rating = config.protocol.min_rating
     vocab = stream_vocabulary(data, min_rating=min_rating)
     events = time_ordered_chunks(data, stream.chunk_size, item_ids=vocab, min_rating=min_rating)
@@ -472,11 +485,20 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     model = DeepRetrieval(config.dr, device=args.device or config.device)
     model = stream_train(model, events, len(vocab), stream, item_ids=vocab, on_event=on_event)
-    model.save(args.out, training={"dataset": name, "streamed": True, "stream_config": to_dict(stream),
-                                   "min_rating": min_rating})
+    model.save(
+        args.out,
+        training={
+            "dataset": name,
+            "streamed": True,
+            "stream_config": to_dict(stream),
+            "min_rating": min_rating,
+        },
+    )
     d = model.diagnostics()
-    print(f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of {d['n_paths']:,} paths,"
-          f" largest path {d['largest_path_size']}")
+    print(
+        f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of"
+        f" {d['n_paths']:,} paths, largest path {d['largest_path_size']}"
+    )
     return 0
 
 
@@ -484,34 +506,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .serving.service import ServiceLimits, serve
     except ImportError as exc:  # fastapi / uvicorn are the `serve` extra
-        raise CLIError(f"the service needs its extra: pip install 'deep-retrieval[serve]' ({exc})") from exc
+        raise CLIError(
+            f"the service needs its extra: pip install 'deep-retrieval[serve]' ({exc})"
+        ) from exc
 
-    limits = ServiceLimits(max_n=args.max_n, max_history=args.max_history, max_batch=args.max_batch,
-                           max_request_beam_size=args.max_request_beam_size)
-    serve(args.model, host=args.host, port=args.port, device=args.device, limits=limits,
-          log_level="warning" if args.quiet else "info")
+    limits = ServiceLimits(
+        max_n=args.max_n,
+        max_history=args.max_history,
+        max_batch=args.max_batch,
+        max_request_beam_size=args.max_request_beam_size,
+    )
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        limits=limits,
+        log_level="warning" if args.quiet else "info",
+    )
     return 0
 
 
 def cmd_load_test(args: argparse.Namespace) -> int:
-    from .utils import atomic_write_text
     from .config import BenchmarkConfig, load_config
     from .data.protocols import make_split
     from .serving.loadtest import run_load_test
+    from .utils import atomic_write_text
 
     if args.histories:
-        histories = [row for row in _read_id_table(args.histories)]
+        histories = list(_read_id_table(args.histories))
     else:
         config = load_config(BenchmarkConfig, None, [])
         _, data = _load_data(args)
         split = make_split(data, args.protocol, config.protocol)
         h = split.test_history
         names = split.item_ids.tolist()
-        histories = [[names[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]] for u in range(len(h))]
+        histories = [
+            [names[i] for i in h.items[h.indptr[u] : h.indptr[u + 1]]] for u in range(len(h))
+        ]
     histories = [row for row in histories if row]
     result = run_load_test(
-        args.url, histories, n=args.n, clients=args.clients, duration_s=args.duration,
-        max_requests=args.max_requests, reload_every_s=args.reload_every,
+        args.url,
+        histories,
+        n=args.n,
+        clients=args.clients,
+        duration_s=args.duration,
+        max_requests=args.max_requests,
+        reload_every_s=args.reload_every,
         reload_paths=args.reload_paths.split(",") if args.reload_paths else None,
     )
     text = json.dumps(result, indent=2)
@@ -524,7 +565,8 @@ def cmd_load_test(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deep-retrieval",
-        description="Deep Retrieval: learnable path index for candidate retrieval, with baselines and benchmarks.",
+        description="Deep Retrieval: learnable path index for candidate retrieval, with baselines"
+        " and benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
@@ -542,7 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("ablate", help="DR ablations (J, D, penalty, beam, reranking) against brute force")
+    p = sub.add_parser(
+        "ablate", help="DR ablations (J, D, penalty, beam, reranking) against brute force"
+    )
     _add_data_args(p)
     p.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -559,19 +603,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench-speed",
-        help="DR against exact search (torch, faiss) and HNSW/IVF on a synthetic corpus: latency, recall, build and training cost",
+        help="DR against exact search (torch, faiss) and HNSW/IVF on a synthetic corpus: latency,"
+        " recall, build and training cost",
     )
-    p.add_argument("--n-items", required=True, help="catalogue size(s), comma-separated, e.g. 100000,1000000")
-    p.add_argument("--out", type=Path, required=True, help="output directory (one sub-folder per size when several)")
+    p.add_argument(
+        "--n-items", required=True, help="catalogue size(s), comma-separated, e.g. 100000,1000000"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output directory (one sub-folder per size when several)",
+    )
     _add_config_args(p)
     p.set_defaults(func=cmd_bench_speed)
 
-    p = sub.add_parser("synth", help="write a synthetic corpus (MovieLens-style ratings.csv + the planted model)")
+    p = sub.add_parser(
+        "synth", help="write a synthetic corpus (MovieLens-style ratings.csv + the planted model)"
+    )
     from .data.corpus import SHAPES
 
-    p.add_argument("--shape", choices=sorted(SHAPES), help="a named shape: " + "; ".join(
-        f"{k} = {u:,} users, {v:,} items, {n:,} interactions" for k, (u, v, n) in SHAPES.items()))
-    p.add_argument("--scale", type=float, default=1.0, help="multiply the shape's counts (default 1)")
+    shapes = "; ".join(
+        f"{k} = {u:,} users, {v:,} items, {n:,} interactions" for k, (u, v, n) in SHAPES.items()
+    )
+    p.add_argument("--shape", choices=sorted(SHAPES), help="a named shape: " + shapes)
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="multiply the shape's counts (default 1)"
+    )
     p.add_argument("--n-users", type=int)
     p.add_argument("--n-items", type=int)
     p.add_argument("--n-interactions", type=int)
@@ -582,29 +640,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a Deep Retrieval model and save it")
     _add_data_args(p)
-    p.add_argument("--out", type=Path, required=True, help="model directory to write (checkpoints go to OUT/checkpoints)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in OUT/checkpoints (same data and settings)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="model directory to write (checkpoints go to OUT/checkpoints)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in OUT/checkpoints (same data and settings)",
+    )
     p.add_argument("--no-checkpoints", action="store_true", help="write no training checkpoints")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)"
+    )
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("stream", help="train a DR model in one pass over a time-ordered log, writing bundles as it goes")
+    p = sub.add_parser(
+        "stream",
+        help="train a DR model in one pass over a time-ordered log, writing bundles as it goes",
+    )
     _add_data_args(p)
     p.add_argument("--out", type=Path, required=True, help="model directory to write at the end")
-    p.add_argument("--bundle-every", type=int,
-                   help="also write OUT-bundles/bundle-N every N interactions (the newest 3 kept; LATEST names the newest)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)")
+    p.add_argument(
+        "--bundle-every",
+        type=int,
+        help="also write OUT-bundles/bundle-N every N interactions (the newest 3 kept; LATEST"
+        " names the newest)",
+    )
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)"
+    )
     _add_config_args(p)
     p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("recommend", help="recommend items for one history with a saved model")
     p.add_argument("model", type=Path, help="model directory written by `train`")
-    p.add_argument("--history", required=True, help="comma-separated item ids the user interacted with")
+    p.add_argument(
+        "--history", required=True, help="comma-separated item ids the user interacted with"
+    )
     p.add_argument("-n", type=int, default=10, help="how many items (default 10)")
     p.add_argument("--beam-size", type=int, help="override the beam size")
-    p.add_argument("--internal-ids", action="store_true", help="--history holds internal item indices")
+    p.add_argument(
+        "--internal-ids", action="store_true", help="--history holds internal item indices"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_recommend)
 
@@ -622,16 +703,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", type=Path, help="histogram file (default MODEL/path_sizes.png)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("add-items", help="add items to a saved model without retraining (warm or cold)")
+    p = sub.add_parser(
+        "add-items", help="add items to a saved model without retraining (warm or cold)"
+    )
     p.add_argument("model", type=Path, help="model directory written by `train`")
-    p.add_argument("--interactions", type=Path,
-                   help="user,item[,rating,timestamp] log; items the model lacks are added, placed by the"
-                   " histories of the users who picked them (a known user's stored history comes first)")
-    p.add_argument("--features", type=Path,
-                   help="CSV 'item,f1,f2,…' for existing and new items: new items without interactions go"
-                   " where their most similar existing items are (cold)")
-    p.add_argument("--neighbours", type=Path,
-                   help="lines 'new_item,neighbour,neighbour,…' (e.g. co-occurrence lists) for cold items")
+    p.add_argument(
+        "--interactions",
+        type=Path,
+        help="user,item[,rating,timestamp] log; items the model lacks are added, placed by the"
+        " histories of the users who picked them (a known user's stored history comes first)",
+    )
+    p.add_argument(
+        "--features",
+        type=Path,
+        help="CSV 'item,f1,f2,…' for existing and new items: new items without interactions go"
+        " where their most similar existing items are (cold)",
+    )
+    p.add_argument(
+        "--neighbours",
+        type=Path,
+        help="lines 'new_item,neighbour,neighbour,…' (e.g. co-occurrence lists) for cold items",
+    )
     p.add_argument("--out", type=Path, help="write here instead of replacing MODEL (atomically)")
     p.set_defaults(func=cmd_add_items)
 
@@ -641,28 +733,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write here instead of replacing MODEL (atomically)")
     p.set_defaults(func=cmd_remove_items)
 
-    p = sub.add_parser("serve", help="HTTP retrieval service over a saved model (FastAPI + uvicorn)")
+    p = sub.add_parser(
+        "serve", help="HTTP retrieval service over a saved model (FastAPI + uvicorn)"
+    )
     p.add_argument("model", type=Path, help="model directory written by `train`")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default cpu")
-    p.add_argument("--max-n", type=int, default=1000, help="largest n a request may ask for (default 1000)")
+    p.add_argument(
+        "--max-n", type=int, default=1000, help="largest n a request may ask for (default 1000)"
+    )
     p.add_argument("--max-history", type=int, default=1000, help="longest history (default 1000)")
-    p.add_argument("--max-batch", type=int, default=256, help="most requests in one batch call (default 256)")
-    p.add_argument("--max-request-beam-size", type=int, default=1024,
-                   help="largest beam_size a request may ask for (default 1024; the beam of a request"
-                   " without one is calibrated, up to the model's retrieval.max_beam_size)")
+    p.add_argument(
+        "--max-batch", type=int, default=256, help="most requests in one batch call (default 256)"
+    )
+    p.add_argument(
+        "--max-request-beam-size",
+        type=int,
+        default=1024,
+        help="largest beam_size a request may ask for (default 1024; the beam of a request"
+        " without one is calibrated, up to the model's retrieval.max_beam_size)",
+    )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("load-test", help="drive a running service with concurrent clients; latency, throughput, errors")
+    p = sub.add_parser(
+        "load-test",
+        help="drive a running service with concurrent clients; latency, throughput, errors",
+    )
     p.add_argument("url", help="service base URL, e.g. http://127.0.0.1:8000")
     _add_data_args(p)
-    p.add_argument("--histories", type=Path, help="file of request histories, one per line (default: the data set's test users)")
+    p.add_argument(
+        "--histories",
+        type=Path,
+        help="file of request histories, one per line (default: the data set's test users)",
+    )
     p.add_argument("--clients", type=int, default=8, help="concurrent connections (default 8)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
     p.add_argument("--max-requests", type=int, help="stop after this many requests")
     p.add_argument("-n", type=int, default=100, help="items per request (default 100)")
-    p.add_argument("--reload-every", type=float, help="POST /v1/reload every S seconds during the test")
+    p.add_argument(
+        "--reload-every", type=float, help="POST /v1/reload every S seconds during the test"
+    )
     p.add_argument("--reload-paths", help="comma-separated bundles to cycle through when reloading")
     p.add_argument("--out", type=Path, help="also write the result JSON here")
     p.set_defaults(func=cmd_load_test)

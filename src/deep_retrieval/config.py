@@ -1,8 +1,21 @@
-"""Typed configuration: frozen dataclasses with defaults in code.
+"""Typed configuration: frozen dataclasses with defaults in code, each validated where defined.
 
 Override order: dataclass defaults < a TOML or JSON file < ``key=value`` overrides (dotted keys,
 e.g. ``softmax.epochs=3``). Unknown keys and values of the wrong type raise :class:`ConfigError`
 with the list of valid keys, so a typo never silently falls back to a default.
+
+Every config dataclass checks its own fields in ``__post_init__`` (so an invalid config cannot
+be built, in code or from a file) and raises :class:`ConfigError` with one line per broken rule,
+prefixed with the section, e.g. ``train: batch_size must be ≥ 1, got 0``; built through
+:func:`load_config` / :func:`from_mapping`, the prefix is the full dotted path
+(``dr.train: batch_size must be ≥ 1, got 0``). Rules that tie two sections together live in
+the dataclass that holds both (:class:`DRConfig`).
+
+Each setting lives in one dataclass. Where two sections share a recipe (the brute-force softmax
+model and DR's reranker), the shared fields are defined once in :class:`EncoderTrainingConfig`.
+Settings with similar names that control different things say so in their docstrings
+(``history_len``: :class:`ProtocolConfig` vs :class:`EncoderTrainingConfig`; ``seed``:
+:class:`ProtocolConfig`, :class:`DRConfig`, :class:`BenchmarkConfig`).
 """
 
 from __future__ import annotations
@@ -10,29 +23,158 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
+import numbers
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: History encoders (``"auto"``: GRU for time-ordered rows, mean pooling for unordered sets).
+ENCODERS = ("auto", "gru", "mean")
+#: Negative samplers of the sampled softmax.
+NEGATIVE_SAMPLERS = ("uniform", "popularity")
+#: ``HNSWConfig.metric`` values.
+HNSW_METRICS = ("l2-reduction", "inner-product")
+
 
 class ConfigError(ValueError):
-    """A configuration file or override that does not fit the typed config."""
+    """A configuration file, override or value that does not fit the typed config.
+
+    ``section`` (dotted, e.g. ``"dr.train"``) and ``problems`` (one line per broken rule) are set
+    when a dataclass's own validation failed.
+    """
+
+    def __init__(
+        self, message: str, *, section: str | None = None, problems: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.section = section
+        self.problems = tuple(problems)
+
+
+# --- validation helpers: each appends one line per broken rule to ``problems`` ----------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(problems: list[str], name: str, value: Any, low: int, high: int | None = None, *,
+         optional: bool = False, high_label: str | None = None) -> None:
+    """``value`` an integer in ``low..high`` (``high=None``: no upper end), or None if optional;
+    ``high_label`` names the upper end in the message (e.g. ``"epochs (4)"``)."""
+    if optional and value is None:
+        return
+    allowed = f"≥ {low}" if high is None else f"in {low}..{high_label or high}"
+    tail = " or none" if optional else ""
+    if not _is_int(value):
+        problems.append(f"{name} must be an integer {allowed}{tail}, got {value!r}")
+    elif value < low or (high is not None and value > high):
+        problems.append(f"{name} must be {allowed}{tail}, got {value!r}")
+
+
+def _real(
+    problems: list[str], name: str, value: Any, *, low: float | None = None, low_open: bool = False,
+    high: float | None = None, high_open: bool = False, optional: bool = False,
+) -> None:
+    """``value`` a finite number above ``low`` (``low_open``: strictly) and below ``high``."""
+    if optional and value is None:
+        return
+    if low is not None and high is not None:
+        allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        allowed = f"{'>' if low_open else '≥'} {low:g}"
+    elif high is not None:
+        allowed = f"{'<' if high_open else '≤'} {high:g}"
+    else:
+        allowed = "a finite number"
+    tail = " or none" if optional else ""
+    ok = _is_real(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        problems.append(f"{name} must be {allowed}{tail}, got {value!r}")
+
+
+def _flag(problems: list[str], name: str, value: Any) -> None:
+    numpy_bool = type(value).__name__ in ("bool", "bool_")
+    if not (isinstance(value, bool) or numpy_bool or (_is_int(value) and value in (0, 1))):
+        problems.append(f"{name} must be true or false, got {value!r}")
+
+
+def _choice(problems: list[str], name: str, value: Any, choices: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        problems.append(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _device(problems: list[str], name: str, value: Any) -> None:
+    ok = isinstance(value, str) and (
+        value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+    )
+    if not ok:
+        problems.append(f"{name} must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+def _message(section: str, problems: Sequence[str]) -> str:
+    return (f"{section}: " if section else "") + "; ".join(problems)
+
+
+class _Validated:
+    """Mixin of the config dataclasses: ``__post_init__`` runs ``_problems`` and raises them.
+
+    ``_section``: the name the section has in the configs that hold it (the message prefix when
+    the dataclass is built directly; :func:`from_mapping` puts the full dotted path instead).
+    """
+
+    _section = ""
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise ConfigError(
+                _message(self._section, problems), section=self._section, problems=problems
+            )
+
+    def _problems(self) -> list[str]:
+        return []
 
 
 @dataclass(frozen=True)
-class ProtocolConfig:
-    """Evaluation protocol settings (see README, "Protocols").
+class ProtocolConfig(_Validated):
+    """Evaluation protocol settings (see README, "Protocols"): how a log becomes a train/test split.
 
+    ``min_rating``: interactions with a lower rating are dropped (logs with ratings).
+    ``min_user_interactions``: users with fewer interactions left are dropped (paper protocol).
     ``n_valid_users`` / ``n_test_users``: held-out users under the paper protocol; ``None`` picks
     ``min(1000, max(100, round(0.1 · eligible users)))`` each, so ML-20M gets the paper's 1,000
     and small sets proportionally fewer. Fixed splits take their test users from the test file.
+    ``filter_seen``: exclude a held-out user's whole history half from its ranking.
+
+    ``history_len`` is part of the *task*, not of a model: a held-out user's query history is the
+    newest ``history_len`` items of the first half of its sequence (paper protocol; fixed splits
+    do not cut). Every method is evaluated on these same histories. It is a different knob from
+    the models' ``history_len`` (:class:`EncoderTrainingConfig`: the window a model trains on and
+    reads queries through); a model with a shorter window reads only the newest part of the
+    query history the protocol gives it. Both default to the paper's 69.
+
+    ``seed`` draws which users are held out (validation and test); it does not seed any model,
+    so changing a model's seed (``BenchmarkConfig.seed``, ``DRConfig.seed``) keeps the same test
+    users, and changing this one keeps the models' seeds.
     """
+
+    _section = "protocol"
 
     min_rating: float = 4.0
     min_user_interactions: int = 10
@@ -42,33 +184,84 @@ class ProtocolConfig:
     filter_seen: bool = False
     seed: int = 0
 
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _real(p, "min_rating", self.min_rating)
+        _int(p, "min_user_interactions", self.min_user_interactions, 1)
+        _int(p, "n_valid_users", self.n_valid_users, 0, optional=True)
+        _int(p, "n_test_users", self.n_test_users, 1, optional=True)
+        _int(p, "history_len", self.history_len, 1)
+        _flag(p, "filter_seen", self.filter_seen)
+        _int(p, "seed", self.seed, 0)
+        return p
+
 
 @dataclass(frozen=True)
-class ItemCFConfig:
-    """Item–item cosine neighbourhoods through ``implicit.nearest_neighbours.CosineRecommender``."""
+class ItemCFConfig(_Validated):
+    """Item–item cosine neighbourhoods through ``implicit.nearest_neighbours.CosineRecommender``.
+
+    ``n_neighbours``: neighbours kept per item (≥ 1)."""
+
+    _section = "item_cf"
 
     n_neighbours: int = 200
 
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "n_neighbours", self.n_neighbours, 1)
+        return p
+
 
 @dataclass(frozen=True)
-class ALSConfig:
-    """``implicit.als.AlternatingLeastSquares``; confidence = 1 + alpha · r."""
+class ALSConfig(_Validated):
+    """``implicit.als.AlternatingLeastSquares``; confidence = 1 + alpha · r.
+
+    ``factors`` ≥ 1, ``iterations`` ≥ 1, ``alpha`` ≥ 0, ``regularization`` ≥ 0."""
+
+    _section = "als"
 
     factors: int = 256
     alpha: float = 20.0
     regularization: float = 1.0
     iterations: int = 15
 
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "factors", self.factors, 1)
+        _real(p, "alpha", self.alpha, low=0)
+        _real(p, "regularization", self.regularization, low=0)
+        _int(p, "iterations", self.iterations, 1)
+        return p
+
 
 @dataclass(frozen=True)
-class SoftmaxConfig:
-    """The YouTube-DNN-style softmax model: history encoder + item table, (sampled) softmax.
+class EncoderTrainingConfig(_Validated):
+    """A history encoder + item table trained with a (sampled) softmax: the recipe shared by the
+    brute-force softmax model (:class:`SoftmaxConfig`) and DR's reranker (:class:`DRTrainConfig`).
 
-    ``encoder``: ``"mean"`` (default: masked mean pooling), ``"gru"`` (the paper's) or ``"auto"``
-    (GRU for time-ordered rows, mean pooling for unordered sets). ``n_negatives ≥ V`` trains with the exact softmax; otherwise that many
-    shared negatives per batch from ``negative_sampling`` (``"uniform"`` | ``"popularity"``) with
-    log-Q correction. ``history_dropout`` drops each training-history item with that probability.
-    ``query_history_len`` caps the items an unordered query history is pooled over.
+    Each field, its default and its allowed range is written here once; the two subclasses carry
+    their own values (they configure two different models, which the benchmark trains side by
+    side and DR saves with its bundle), and add their own settings.
+
+    Attributes:
+        encoder: ``"mean"`` (default: masked mean pooling), ``"gru"`` (the paper's) or ``"auto"``
+            (GRU for time-ordered rows, mean pooling for unordered sets); see README, "Choices".
+        embedding_dim: ``E``, width of the user and item embeddings (≥ 1).
+        history_len: ``L``, the model's window (≥ 1): a training sample's history is at most the
+            ``L`` items before its target, and an ordered query history is cut to its newest
+            ``L`` items. Not the protocol's ``history_len`` (:class:`ProtocolConfig`), which cuts
+            the held-out users' query histories for every method alike.
+        query_history_len: cap on the items an unordered query history is pooled over (≥ 1).
+        epochs: passes over the training samples (≥ 1).
+        batch_size: samples per gradient step (≥ 1).
+        lr: Adam learning rate (≥ 0; 0 keeps the initial weights, a fixed network).
+        weight_decay: Adam weight decay (≥ 0).
+        n_negatives: ``n_negatives ≥ V`` trains with the exact softmax; otherwise that many shared
+            negatives per batch (≥ 1), drawn from ``negative_sampling`` with log-Q correction.
+        negative_sampling: ``"uniform"`` | ``"popularity"``.
+        history_dropout: each training-history item is dropped with this probability, in [0, 1).
+        temperature: softmax temperature (> 0).
+        normalize: L2-normalise the user and item vectors before the inner product.
     """
 
     encoder: str = "mean"
@@ -84,15 +277,58 @@ class SoftmaxConfig:
     history_dropout: float = 0.3
     temperature: float = 0.1
     normalize: bool = True
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _choice(p, "encoder", self.encoder, ENCODERS)
+        _int(p, "embedding_dim", self.embedding_dim, 1)
+        _int(p, "history_len", self.history_len, 1)
+        _int(p, "query_history_len", self.query_history_len, 1)
+        _int(p, "epochs", self.epochs, 1)
+        _int(p, "batch_size", self.batch_size, 1)
+        _real(p, "lr", self.lr, low=0)
+        _real(p, "weight_decay", self.weight_decay, low=0)
+        _int(p, "n_negatives", self.n_negatives, 1)
+        _choice(p, "negative_sampling", self.negative_sampling, NEGATIVE_SAMPLERS)
+        _real(p, "history_dropout", self.history_dropout, low=0, high=1, high_open=True)
+        _real(p, "temperature", self.temperature, low=0, low_open=True)
+        _flag(p, "normalize", self.normalize)
+        return p
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig(EncoderTrainingConfig):
+    """The YouTube-DNN-style softmax model (the ``brute-force`` baseline; the ANN baselines search
+    its embeddings). Its encoder and training settings (``encoder``, ``embedding_dim``,
+    ``history_len``, ``epochs`` = 8, …) are the fields of :class:`EncoderTrainingConfig`; its own:
+
+    Attributes:
+        item_bias: a learned per-item bias added to the score.
+        project: a linear projection of the user vector before the inner product.
+        max_samples_per_user: cap on the samples a training row gives per epoch (≥ 1, or
+            ``None``: every position).
+    """
+
+    _section = "softmax"
+
     item_bias: bool = True
     project: bool = False
     max_samples_per_user: int | None = None
 
+    def _problems(self) -> list[str]:
+        p = super()._problems()
+        _flag(p, "item_bias", self.item_bias)
+        _flag(p, "project", self.project)
+        _int(p, "max_samples_per_user", self.max_samples_per_user, 1, optional=True)
+        return p
+
 
 @dataclass(frozen=True)
-class HNSWConfig:
+class HNSWConfig(_Validated):
     """faiss ``IndexHNSWFlat`` over the softmax model's item embeddings, maximum inner product.
 
+    ``m`` (≥ 2): graph neighbours per node; ``ef_construction`` / ``ef_search`` (≥ 1): candidate
+    list sizes while building / searching.
     ``metric``: ``"l2-reduction"`` (default: an L2 graph over items augmented so that L2 order is
     inner-product order; top-20 overlap with exact search on Gowalla 0.97 at ``ef_search`` 128,
     0.98 at 256)
@@ -100,28 +336,47 @@ class HNSWConfig:
     have unequal norms).
     """
 
+    _section = "ann_hnsw"
+
     m: int = 32
     ef_construction: int = 200
     ef_search: int = 256
     metric: str = "l2-reduction"
 
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "m", self.m, 2)
+        _int(p, "ef_construction", self.ef_construction, 1)
+        _int(p, "ef_search", self.ef_search, 1)
+        _choice(p, "metric", self.metric, HNSW_METRICS)
+        return p
+
 
 @dataclass(frozen=True)
-class IVFConfig:
+class IVFConfig(_Validated):
     """faiss ``IndexIVFFlat`` over the softmax model's item embeddings (inner product).
 
-    ``n_lists``: ``None`` → about ``4·√V``. ``n_probe``: lists scanned per query. Excluding each
+    ``n_lists`` (≥ 1): ``None`` → about ``4·√V``; at most ``V`` are used. ``n_probe`` (≥ 1): lists
+    scanned per query. Excluding each
     user's training items means searching ``n`` + (excluded count) neighbours, hundreds on
     Gowalla, so few probes cannot even fill the list: top-20 overlap with exact search there is
     0.63 at 16 probes, 0.88 at 64 and 0.997 at 128 (of 810 lists).
     """
 
+    _section = "ann_ivf"
+
     n_lists: int | None = None
     n_probe: int = 128
 
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "n_lists", self.n_lists, 1, optional=True)
+        _int(p, "n_probe", self.n_probe, 1)
+        return p
+
 
 @dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(_Validated):
     """Settings of :func:`stream_train` (the network and path settings come from the model's
     :class:`~deep_retrieval.config.DRConfig`; its ``train.epochs`` / ``joint_epochs`` /
     ``assign_every`` do not apply to a stream).
@@ -171,39 +426,53 @@ class StreamConfig:
     keep_bundles: int = 3
     calibration_users: int = 500
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.chunk_size < 1:
-            problems.append(f"chunk_size must be ≥ 1, got {self.chunk_size}")
-        if self.passes < 1:
-            problems.append(f"passes must be ≥ 1, got {self.passes}")
-        if self.replay < 0 or self.replay_buffer < 0:
-            problems.append(f"replay and replay_buffer must be ≥ 0, got {self.replay}, {self.replay_buffer}")
-        if not 0 < self.decay <= 1:
-            problems.append(f"decay η must be in (0, 1], got {self.decay}")
-        if self.reassign_every < 1:
-            problems.append(f"reassign_every must be ≥ 1, got {self.reassign_every}")
-        if self.bundle_every is not None and self.bundle_every < 1:
-            problems.append(f"bundle_every must be ≥ 1 or None, got {self.bundle_every}")
+    _section = "stream"
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "chunk_size", self.chunk_size, 1)
+        _int(p, "passes", self.passes, 1)
+        _int(p, "replay", self.replay, 0)
+        _int(p, "replay_buffer", self.replay_buffer, 0)
+        _real(p, "decay η", self.decay, low=0, low_open=True, high=1)
+        _int(p, "reassign_every", self.reassign_every, 1)
+        _flag(p, "held_paths", self.held_paths)
+        _flag(p, "final_assignment", self.final_assignment)
+        _flag(p, "train_reranker", self.train_reranker)
+        _int(p, "bundle_every", self.bundle_every, 1, optional=True)
         if self.bundle_every is not None and self.bundle_dir is None:
-            problems.append("bundle_every needs bundle_dir")
-        if self.keep_bundles < 1:
-            problems.append(f"keep_bundles must be ≥ 1, got {self.keep_bundles}")
-        if self.calibration_users < 1:
-            problems.append(f"calibration_users must be ≥ 1, got {self.calibration_users}")
-        if problems:
-            raise ConfigError("stream: " + "; ".join(problems))
+            p.append("bundle_every needs bundle_dir")
+        if self.bundle_dir is not None and not isinstance(self.bundle_dir, str):
+            p.append(f"bundle_dir must be a path string or none, got {self.bundle_dir!r}")
+        _int(p, "keep_bundles", self.keep_bundles, 1)
+        _int(p, "calibration_users", self.calibration_users, 1)
+        return p
 
 
 @dataclass(frozen=True)
-class BenchmarkConfig:
-    """Everything ``deep-retrieval benchmark`` and ``train`` read.
+class BenchmarkConfig(_Validated):
+    """Everything ``deep-retrieval benchmark``, ``ablate`` and ``stream`` read (``train`` reads the
+    smaller :class:`TrainConfig`).
 
     ``share_reranker``: when ``dr`` runs next to ``brute-force``, DR starts from the trained softmax
     model (frozen) and learns only its structure network, so DR, the ANN baselines and brute force
     rank with the very same embeddings and their gap measures the index alone. Off: DR trains its
     own encoder and reranker jointly (the paper's schedule, also what ``train`` does).
+
+    ``seed``: the seed of every model the benchmark fits (≥ 0). It is handed down: ``dr.seed`` is
+    always set to it (so a benchmark has one model seed, and ``seed=1`` reruns DR as well as the
+    baselines with seed 1). In a file or a ``--set`` override, ``dr.seed`` is accepted only when it
+    equals ``seed`` (as in a saved ``results.json`` config); another value is an error that says
+    to set ``seed``. Built in code, the given ``dr.seed`` is replaced by ``seed``. Which users are
+    held out is ``protocol.seed``, a separate knob (see :class:`ProtocolConfig`).
+
+    ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the torch models.
+    ``query_batch_size`` (≥ 1): query rows per ``recommend`` call while evaluating.
     """
+
+    _section = "benchmark"
+    #: dotted key → the key it is handed down from (see ``seed``; checked by :func:`load_config`).
+    _handed_down: typing.ClassVar[Mapping[str, str]] = {"dr.seed": "seed"}
 
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     item_cf: ItemCFConfig = field(default_factory=ItemCFConfig)
@@ -217,6 +486,25 @@ class BenchmarkConfig:
     seed: int = 0
     device: str = "auto"
     query_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dr.seed != self.seed:  # the benchmark's seed is DR's seed too
+            object.__setattr__(self, "dr", dataclasses.replace(self.dr, seed=self.seed))
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        sections = {"protocol": ProtocolConfig, "item_cf": ItemCFConfig, "als": ALSConfig,
+                    "softmax": SoftmaxConfig, "ann_hnsw": HNSWConfig, "ann_ivf": IVFConfig,
+                    "dr": DRConfig, "stream": StreamConfig}
+        for name, cls in sections.items():
+            if not isinstance(getattr(self, name), cls):
+                p.append(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        _flag(p, "share_reranker", self.share_reranker)
+        _int(p, "seed", self.seed, 0)
+        _device(p, "device", self.device)
+        _int(p, "query_batch_size", self.query_batch_size, 1)
+        return p
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -238,10 +526,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key}: {value!r} is not a valid {tp}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a table of settings, got {value!r}")
-        return _from_mapping(tp, value, prefix=f"{key}.")
+        return from_mapping(tp, value, prefix=f"{key}.")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -271,24 +559,64 @@ def valid_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for f in dataclasses.fields(cls):
         tp = _hints(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             keys += valid_keys(tp, f"{prefix}{f.name}.")
         else:
             keys.append(prefix + f.name)
     return keys
 
 
-def _from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+def _unknown_keys_error(cls: type, unknown: Sequence[str], prefix: str = "") -> ConfigError:
+    """The error for unknown keys: the valid keys, and why a known-elsewhere key is not one here."""
+    hints: Mapping[str, str] = getattr(cls, "_key_hints", {}) if not prefix else {}
+    why = [f"{u}: {hints[u.split('.')[0]]}" for u in unknown if u.split(".")[0] in hints]
+    return ConfigError(
+        f"unknown setting(s) {', '.join(prefix + u for u in unknown)}; "
+        + (f"{'; '.join(why)}; " if why else "")
+        + f"valid keys: {', '.join(valid_keys(cls, prefix))}"
+    )
+
+
+def _check_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> None:
+    """Keys and value types of a (partial) mapping, without building the dataclass (so a file
+    that sets only one side of a cross-field rule is not judged before the overrides apply)."""
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(
-            f"unknown setting(s) {', '.join(prefix + u for u in unknown)}; "
-            f"valid keys: {', '.join(valid_keys(cls, prefix))}"
-        )
+        raise _unknown_keys_error(cls, unknown, prefix)
+    for k, v in data.items():
+        tp = hints[k]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{prefix}{k}: expected a table of settings, got {v!r}")
+            _check_mapping(tp, v, prefix=f"{prefix}{k}.")
+        else:
+            _coerce(v, tp, prefix + k)
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build the config dataclass ``cls`` from a (nested) mapping of its settings, e.g. a saved
+    model's ``manifest["config"]``; missing keys take their defaults.
+
+    Raises:
+        ConfigError: an unknown key (the message lists the valid ones), a value of the wrong type,
+            or a value outside its range (prefixed with the dotted section, ``prefix``).
+    """
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(typing.cast(Any, cls))}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise _unknown_keys_error(cls, unknown, prefix)
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        if not (prefix and exc.problems):
+            raise
+        section = prefix.rstrip(".")
+        message = _message(section, exc.problems)
+        raise ConfigError(message, section=section, problems=exc.problems) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -306,8 +634,18 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _lookup(data: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = data
+    for k in dotted.split("."):
+        if not isinstance(node, Mapping) or k not in node:
+            return False, None
+        node = node[k]
+    return True, node
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"softmax.epochs=3"`` → ``(["softmax", "epochs"], 3)``; values are Python/TOML-ish literals."""
+    """``"softmax.epochs=3"`` → ``(["softmax", "epochs"], 3)``; values are Python/TOML-ish
+    literals."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value, e.g. softmax.epochs=3")
     key, raw = text.split("=", 1)
@@ -331,12 +669,15 @@ def load_config(
     overrides: Iterable[str] = (),
     base: T | None = None,
 ) -> T:
-    """Build a config of type ``cls``: defaults (or ``base``) < ``file`` (TOML/JSON) < ``overrides``.
+    """Build a config of type ``cls``: defaults (or ``base``) < ``file`` (TOML/JSON) < overrides.
 
     Raises:
-        ConfigError: unknown key, wrong type, or unreadable file; the message lists valid keys.
+        ConfigError: unknown key, wrong type, a value out of range, or unreadable file; the
+            message lists valid keys, or says which rule the value breaks.
     """
     data: dict[str, Any] = to_dict(base) if base is not None else to_dict(cls())
+    given: dict[str, Any] = {}  # handed-down keys the file or an override sets explicitly
+    handed_down: Mapping[str, str] = getattr(cls, "_handed_down", {})
     if file is not None:
         path = Path(file)
         try:
@@ -346,34 +687,56 @@ def load_config(
         try:
             loaded = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid {path.suffix or 'TOML'}: {exc}") from exc
-        _from_mapping(cls, loaded)  # validate keys/types before merging
+            kind = path.suffix or "TOML"
+            raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from exc
+        _check_mapping(cls, loaded)  # keys and types, before merging
+        for key in handed_down:
+            found, value = _lookup(loaded, key)
+            if found:
+                given[key] = value
         data = _merge(data, loaded)
+    keys_of_cls = valid_keys(cls)
     for text in overrides:
         keys, value = parse_override(text)
-        if ".".join(keys) not in valid_keys(cls):
+        dotted = ".".join(keys)
+        if dotted not in keys_of_cls:
+            hints: Mapping[str, str] = getattr(cls, "_key_hints", {})
+            why = f"{dotted}: {hints[keys[0]]}; " if keys[0] in hints else ""
             raise ConfigError(
-                f"unknown setting {'.'.join(keys)!r}; valid keys: {', '.join(valid_keys(cls))}"
+                f"unknown setting {dotted!r}; {why}valid keys: {', '.join(keys_of_cls)}"
             )
+        if dotted in handed_down:
+            given[dotted] = value
         update: dict[str, Any] = {keys[-1]: value}
         for k in reversed(keys[:-1]):
             update = {k: update}
         data = _merge(data, update)
-    return _from_mapping(cls, data)
+    config = from_mapping(cls, data)
+    for key, value in given.items():
+        source = handed_down[key]
+        _, want = _lookup(to_dict(config), source)
+        if value != want:
+            raise ConfigError(
+                f"{key}={value!r} differs from {source}={want!r}: {key} is handed down from"
+                f" {source} here; set {source}={value!r} instead"
+            )
+    return config
 
 
 # --- Deep Retrieval ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class StructureConfig:
+class StructureConfig(_Validated):
     """The K×D path grid and its network (paper §1.1–1.2).
 
-    ``n_layers`` = D, ``n_nodes`` = K, ``paths_per_item`` = J. Layer d is
+    ``n_layers`` = D (≥ 1), ``n_nodes`` = K (≥ 2), ``paths_per_item`` = J (1..K^D). Layer d is
     ``Linear(E + (d−1)·node_dim → hidden_dim) → ReLU → Linear(→ K)``, or a single ``Linear``
-    with ``hidden_dim = None``. The hidden layer is a measured choice (README, "Choices";
-    ``deep-retrieval ablate`` compares both).
+    with ``hidden_dim = None``; ``node_dim`` and ``hidden_dim`` are ≥ 1. The hidden layer is a
+    measured choice (README, "Choices"; ``deep-retrieval ablate`` compares both).
     """
+
+    _section = "structure"
 
     n_layers: int = 3
     n_nodes: int = 50
@@ -381,80 +744,195 @@ class StructureConfig:
     node_dim: int = 32
     hidden_dim: int | None = 256
 
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "n_layers", self.n_layers, 1)
+        _int(p, "n_nodes", self.n_nodes, 2)
+        if not p:
+            n_paths = self.n_nodes**self.n_layers
+            _int(p, "paths_per_item", self.paths_per_item, 1, n_paths,
+                 high_label=f"K^D ({n_paths:,})")
+        else:
+            _int(p, "paths_per_item", self.paths_per_item, 1)
+        _int(p, "node_dim", self.node_dim, 1)
+        _int(p, "hidden_dim", self.hidden_dim, 1, optional=True)
+        return p
+
 
 @dataclass(frozen=True)
-class DRTrainConfig:
-    """The network step: multi-path likelihood + sampled-softmax reranker, ``Q = Q_pen + Q_softmax``.
+class DRTrainConfig(EncoderTrainingConfig):
+    """The network step: multi-path likelihood + sampled-softmax reranker, ``Q = Q_pen + Q_sm``.
 
-    The first ``joint_epochs`` train encoder, structure network and reranker together; later epochs
-    freeze the reranker and encoder and train the structure network only (paper §2.5: 2 joint + 2).
-    ``assign_every``: run path assignment after every that many epochs (and after the last).
-    ``encoder``/``embedding_dim``/… as in :class:`SoftmaxConfig` (same tuned defaults, so DR's own
-    reranker trains with the brute-force baseline's recipe). ``encoder="gru"`` is the paper's
-    choice; the default is mean pooling (see README, "Choices"). ``causal`` (mean encoder only):
-    embed each training row once and train on every position of it (a causal pass over prefix
-    sums) instead of encoding an ``L``-item window per sample. Off by default: with mean pooling
-    the encoder is a small part of a step (``embedding_bag``); measured on a 480K-sample
-    ML-20M-shaped corpus, the causal pass ran 30.3K samples/s against 28.2K without history
-    dropout, but 20.8K against 34.5K with it (its dropout needs several masks; see
-    :meth:`~deep_retrieval.data.samples.TrainingSamples.causal_epoch`).
+    The encoder and reranker settings (``encoder``, ``embedding_dim``, ``history_len``, …) are
+    those of :class:`EncoderTrainingConfig`, with the same tuned defaults as the brute-force
+    baseline's :class:`SoftmaxConfig` (so DR's own reranker trains with its recipe) except
+    ``epochs`` (4). ``encoder="gru"`` is the paper's choice; the default is mean pooling (see
+    README, "Choices"). ``lr`` also trains the structure network unless ``structure_lr`` is set.
+
+    Attributes:
+        epochs: network epochs (≥ 1). The first ``joint_epochs`` (0..epochs) train encoder,
+            structure network and reranker together; later epochs freeze the reranker and
+            encoder and train the structure network only (paper §2.5: 2 joint + 2).
+        assign_every: run path assignment after every that many epochs (and after the last; ≥ 1).
+        structure_lr: learning rate of the structure network (> 0), ``None`` = ``lr``.
+        causal: (mean encoder only) embed each training row once and train on every position of
+            it (a causal pass over prefix sums) instead of encoding an ``L``-item window per
+            sample. Off by default: with mean pooling the encoder is a small part of a step
+            (``embedding_bag``); measured on a 480K-sample ML-20M-shaped corpus, the causal pass
+            ran 30.3K samples/s against 28.2K without history dropout, but 20.8K against 34.5K with
+            it (its dropout needs several masks; see
+            :meth:`~deep_retrieval.data.samples.TrainingSamples.causal_epoch`).
+        softmax_weight: weight of the reranker's softmax loss in ``Q`` (≥ 0).
     """
+
+    _section = "train"
 
     epochs: int = 4
     joint_epochs: int = 2
     assign_every: int = 1
-    batch_size: int = 1024
-    lr: float = 5e-3
     structure_lr: float | None = None
-    weight_decay: float = 0.0
-    encoder: str = "mean"
     causal: bool = False
-    embedding_dim: int = 128
-    history_len: int = 69
-    query_history_len: int = 1000
-    n_negatives: int = 1024
-    negative_sampling: str = "popularity"
-    history_dropout: float = 0.3
-    normalize: bool = True
-    temperature: float = 0.1
     softmax_weight: float = 1.0
+
+    def _problems(self) -> list[str]:
+        p = super()._problems()
+        if _is_int(self.epochs) and self.epochs >= 1:
+            _int(p, "joint_epochs", self.joint_epochs, 0, self.epochs,
+                 high_label=f"epochs ({self.epochs})")
+        else:
+            _int(p, "joint_epochs", self.joint_epochs, 0)
+        _int(p, "assign_every", self.assign_every, 1)
+        # > 0, not ≥ 0: the training loops read ``structure_lr or lr``, so 0 would mean ``lr``.
+        _real(p, "structure_lr", self.structure_lr, low=0, low_open=True, optional=True)
+        _flag(p, "causal", self.causal)
+        _real(p, "softmax_weight", self.softmax_weight, low=0)
+        return p
 
 
 @dataclass(frozen=True)
-class AssignmentConfig:
-    """Path assignment (paper §2.2–2.3): top-``n_candidates`` (S) scored paths per item, then
-    ``n_sweeps`` (T) greedy coordinate-descent sweeps under ``penalty``·|c|^power/power.
+class AssignmentConfig(_Validated):
+    """Path assignment (paper §2.2–2.3): top-``n_candidates`` (S ≥ J) scored paths per item, then
+    ``n_sweeps`` (T ≥ 1) greedy coordinate-descent sweeps under ``penalty``·|c|^power/power
+    (``penalty`` ≥ 0; ``power`` ≥ 1, so the penalty is convex).
 
     ``penalty`` 3e-4 is measured on Gowalla (the paper's 3e-5 was for ML-20M). The penalty
     balances ``N_v``-weighted log-gains, so data with many more interactions per item needs a
     larger one (README, "Choices"; ``deep-retrieval ablate`` sweeps it)."""
+
+    _section = "assignment"
 
     n_candidates: int = 20
     penalty: float = 3e-4
     power: int = 4
     n_sweeps: int = 3
 
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "n_candidates", self.n_candidates, 1)
+        _real(p, "penalty", self.penalty, low=0)
+        _int(p, "power", self.power, 1)
+        _int(p, "n_sweeps", self.n_sweeps, 1)
+        return p
+
 
 @dataclass(frozen=True)
-class RetrievalConfig:
+class RetrievalConfig(_Validated):
     """Serving: beam search over the grid, union of the items on the B paths, rerank, top-M.
 
     ``beam_size = None`` picks, per request size M, the smallest calibrated beam whose mean
-    candidate count reaches ``candidate_factor``·M (the paper keeps it at 5–10× M).
+    candidate count reaches ``candidate_factor``·M (> 0; the paper keeps it at 5–10× M).
+    ``max_beam_size`` (≥ 1) is the largest beam that calibration considers (capped at K^D): the
+    beam a ``beam_size = None`` request can get. It does not limit an explicit ``beam_size``; the
+    HTTP service's cap on a request's beam is ``ServiceLimits.max_request_beam_size``.
+    ``rerank``: score the candidates with the reranker (off: rank them by path probability).
     """
+
+    _section = "retrieval"
 
     beam_size: int | None = None
     candidate_factor: float = 10.0
     max_beam_size: int = 1024
     rerank: bool = True
 
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "beam_size", self.beam_size, 1, optional=True)
+        _real(p, "candidate_factor", self.candidate_factor, low=0, low_open=True)
+        _int(p, "max_beam_size", self.max_beam_size, 1)
+        _flag(p, "rerank", self.rerank)
+        return p
+
 
 @dataclass(frozen=True)
-class DRConfig:
-    """Everything a Deep Retrieval model is built and trained with (saved with the model)."""
+class DRConfig(_Validated):
+    """Everything a Deep Retrieval model is built and trained with (saved with the model).
+
+    ``seed`` (≥ 0): the model's own randomness — weight initialisation, the random initial paths,
+    sample order and history dropout, assignment tie-breaks and the users that calibrate the
+    beam. Saved in the bundle, so it stays a key of this config. In a benchmark it is not a
+    separate knob: :class:`BenchmarkConfig` hands its ``seed`` down to it. It does not choose the
+    held-out users (``ProtocolConfig.seed``).
+
+    Cross-section rule: ``assignment.n_candidates`` ≥ ``structure.paths_per_item`` (an item needs
+    at least J candidate paths to pick its J from).
+    """
+
+    _section = "dr"
 
     structure: StructureConfig = field(default_factory=StructureConfig)
     train: DRTrainConfig = field(default_factory=DRTrainConfig)
     assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     seed: int = 0
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        sections = {"structure": StructureConfig, "train": DRTrainConfig,
+                    "assignment": AssignmentConfig, "retrieval": RetrievalConfig}
+        for name, cls in sections.items():
+            if not isinstance(getattr(self, name), cls):
+                p.append(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        if not p and self.assignment.n_candidates < self.structure.paths_per_item:
+            p.append(
+                "assignment.n_candidates must be ≥ structure.paths_per_item"
+                f" ({self.structure.paths_per_item}), got {self.assignment.n_candidates}"
+            )
+        _int(p, "seed", self.seed, 0)
+        return p
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Validated):
+    """What ``deep-retrieval train`` reads: the split (``protocol``), the model (``dr``, saved
+    with it, ``dr.seed`` included) and the torch ``device`` (``auto``, ``cpu``, ``cuda`` or
+    ``cuda:N``; the ``--device`` flag wins over it).
+
+    There is no top-level ``seed``: the model's seed is ``dr.seed`` and the held-out users are
+    drawn by ``protocol.seed``. The benchmark-only sections (``softmax``, ``item_cf``, …) are not
+    keys here; given to ``train``, they are an error that says so.
+    """
+
+    _section = "train command"
+    #: why a :class:`BenchmarkConfig` key is not a key here (shown with the unknown-key error).
+    _key_hints: typing.ClassVar[Mapping[str, str]] = {
+        **dict.fromkeys(
+            ("item_cf", "als", "softmax", "ann_hnsw", "ann_ivf", "stream", "share_reranker",
+             "query_batch_size"),
+            "a benchmark setting; train reads protocol.*, dr.* and device",
+        ),
+        "seed": "train has no top-level seed: the model's seed is dr.seed"
+        " (protocol.seed draws the held-out users)",
+    }
+
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    dr: DRConfig = field(default_factory=DRConfig)
+    device: str = "auto"
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        if not isinstance(self.protocol, ProtocolConfig):
+            p.append(f"protocol must be a ProtocolConfig, got {self.protocol!r}")
+        if not isinstance(self.dr, DRConfig):
+            p.append(f"dr must be a DRConfig, got {self.dr!r}")
+        _device(p, "device", self.device)
+        return p

@@ -13,7 +13,7 @@ Shapes: ``U`` query users, ``V`` items, ``B`` beam, ``M`` recommendations, ``E``
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .config import DRConfig, StreamConfig
+from .core.contract import check_query, check_train, empty_results
 from .core.modules.softmax import SoftmaxModel
 from .data.types import Interactions, Sequences, Split
 from .index import bundle, catalogue, diagnostics, ids, retrieval
@@ -78,7 +79,9 @@ class DeepRetrieval:
         """The fitted state; ``ValueError`` before ``fit`` / ``load``."""
         state = self.__dict__.get("state_")
         if state is None:
-            raise ValueError("this DeepRetrieval model is not fitted yet: call fit() or DeepRetrieval.load()")
+            raise ValueError(
+                "this DeepRetrieval model is not fitted yet: call fit() or DeepRetrieval.load()"
+            )
         return state
 
     @classmethod
@@ -112,12 +115,15 @@ class DeepRetrieval:
             resume: continue from the newest valid checkpoint in ``checkpoint_dir`` (if any);
                 the result equals an uninterrupted fit's.
         """
-        if n_items < 1 or len(train) == 0:
-            raise ValueError("fit needs at least one training row and n_items ≥ 1")
+        check_train(train, n_items, "DeepRetrieval")
         seed_everything(self.config.seed)
         state = build_state(
-            self.config, int(n_items), ordered=bool(train.ordered), device=resolve_device(self.device),
-            reranker=reranker, item_ids=item_ids,
+            self.config,
+            int(n_items),
+            ordered=bool(train.ordered),
+            device=resolve_device(self.device),
+            reranker=reranker,
+            item_ids=item_ids,
             item_counts=np.bincount(train.items, minlength=n_items),
         )
         fit_state(state, train, frozen_reranker=reranker is not None, on_event=on_event,
@@ -132,10 +138,13 @@ class DeepRetrieval:
         return retrieval.user_embeddings(self.state, histories, batch_size)
 
     def beam_size_for(self, n: int) -> int:
-        """The beam used for ``n`` results (see :func:`~deep_retrieval.index.retrieval.beam_size_for`)."""
+        """The beam used for ``n`` results (see
+        :func:`~deep_retrieval.index.retrieval.beam_size_for`)."""
         return retrieval.beam_size_for(self.state, n)
 
-    def retrieve(self, histories: Sequences, *, beam_size: int | None = None, n: int = 10) -> Candidates:
+    def retrieve(
+        self, histories: Sequences, *, beam_size: int | None = None, n: int = 10
+    ) -> Candidates:
         """Beam search and the union of items on the beam's paths, before reranking."""
         return retrieval.retrieve(self.state, histories, beam_size=beam_size, n=n)
 
@@ -163,10 +172,15 @@ class DeepRetrieval:
         Returns:
             ``(item_ids (U, n) int64, scores (U, n) float32)``, padded ``-1`` / ``-inf``.
         """
+        check_query(histories, n, exclude, self.state.n_items, "DeepRetrieval")
+        if len(histories) == 0:
+            return empty_results(0, n)
         return retrieval.recommend(self.state, histories, n, exclude=exclude, beam_size=beam_size,
                                    rerank=rerank, stats=stats)
 
-    def popular_items(self, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def popular_items(
+        self, n: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` most frequent active items (the empty-history fallback): ``(ids, counts)``."""
         return ids.popular_items(self.state, n, exclude)
 
@@ -221,8 +235,28 @@ class DeepRetrieval:
                 for items placed otherwise); cold items are flagged in ``cold_``.
             n_neighbours: neighbours taken from ``features``.
         """
-        return catalogue.add_items(self.state, item_ids, n_new=n_new, interactions=interactions,
-                                   features=features, neighbours=neighbours, n_neighbours=n_neighbours)
+        return catalogue.add_items(
+            self.state,
+            item_ids,
+            n_new=n_new,
+            interactions=interactions,
+            features=features,
+            neighbours=neighbours,
+            n_neighbours=n_neighbours,
+        )
+
+    def add_items_by_id(
+        self,
+        *,
+        interactions: Interactions | None = None,
+        features: Mapping[Any, Sequence[float]] | None = None,
+        neighbours: Mapping[Any, Sequence[Any]] | None = None,
+    ) -> tuple[np.ndarray, list]:
+        """:meth:`add_items` in external ids: every item these inputs name that the model does not
+        hold is added (:func:`~deep_retrieval.index.catalogue.add_items_by_id`). Returns
+        ``(internal ids of the new items, neighbour ids ignored as unknown)``."""
+        return catalogue.add_items_by_id(self.state, interactions=interactions, features=features,
+                                         neighbours=neighbours)
 
     def remove_items(self, items: np.ndarray) -> int:
         """Take internal item ids out of the index (ids do not shift); returns how many were
@@ -241,17 +275,25 @@ class DeepRetrieval:
 
     # ------------------------------------------------------------------ persistence
     def save(
-        self, path: str | os.PathLike, *, item_ids: np.ndarray | None = None, training: dict[str, Any] | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        item_ids: np.ndarray | None = None,
+        training: dict[str, Any] | None = None,
     ) -> Path:
         """Write the model bundle into directory ``path``, atomically (see
         :mod:`deep_retrieval.index.bundle`); ``training`` is free JSON metadata for the manifest."""
         return bundle.save_bundle(self.state, path, item_ids=item_ids, training=training)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "auto", verify: bool = True) -> DeepRetrieval:
+    def load(
+        cls, path: str | os.PathLike, *, device: str = "auto", verify: bool = True
+    ) -> DeepRetrieval:
         """Read a bundle written by :meth:`save`; refuses a missing, truncated, altered or unknown
-        version with a message that names the file (:func:`~deep_retrieval.index.bundle.load_bundle`)."""
-        return cls.from_state(bundle.load_bundle(path, device=resolve_device(device), verify=verify), device=device)
+        version with a message that names the file
+        (:func:`~deep_retrieval.index.bundle.load_bundle`)."""
+        state = bundle.load_bundle(path, device=resolve_device(device), verify=verify)
+        return cls.from_state(state, device=device)
 
 
 def stream_train(
@@ -287,7 +329,7 @@ def stream_train(
     """
     if model is None or isinstance(model, DRConfig):
         model = DeepRetrieval(model, device=device)
-    fitted = model.__dict__.get("state_")
+    fitted: DRState | None = getattr(model, "state_", None)
     if n_items is None:
         if item_ids is not None:
             n_items = len(item_ids)

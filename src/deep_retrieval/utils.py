@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,10 @@ from typing import Any
 
 import numpy as np
 
+# The package version (pyproject.toml says the same); here, in the lowest layer, so that every
+# layer can stamp it.
+__version__ = "0.1.0"
+
 
 def resolve_device(device: str = "auto") -> str:
     """``"auto"`` → ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values are checked."""
@@ -25,7 +30,9 @@ def resolve_device(device: str = "auto") -> str:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+        raise ValueError(
+            f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu"
+        )
     return device
 
 
@@ -42,8 +49,6 @@ def versions() -> dict[str, str]:
     """Library versions stamped into results and saved models."""
     import torch
 
-    from . import __version__
-
     return {
         "deep_retrieval": __version__,
         "torch": torch.__version__,
@@ -59,7 +64,8 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
+    """Write ``text`` to ``path`` through a temporary file and a rename, so a crash never leaves
+    half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -97,17 +103,19 @@ def check_files(path: Path, files: dict[str, Any] | None, *, verify: bool) -> No
         if Path(name).name != name:
             raise ValueError(f"{path}/manifest.json lists an invalid file name {name!r}")
         if not file.is_file():
-            raise ValueError(f"{path} is incomplete: {name} is missing; re-save or retrain the model")
+            raise ValueError(
+                f"{path} is incomplete: {name} is missing; re-save or retrain the model"
+            )
         size = file.stat().st_size
         if size != record["bytes"]:
             raise ValueError(
-                f"{file} is truncated or altered: {size} bytes, the manifest says {record['bytes']};"
-                " re-save or retrain the model"
+                f"{file} is truncated or altered: {size} bytes, the manifest says"
+                f" {record['bytes']}; re-save or retrain the model"
             )
         if verify and _sha256(file) != record["sha256"]:
             raise ValueError(
-                f"{file} is corrupt: its SHA-256 differs from the manifest's; re-save or retrain the"
-                " model (or load with verify=False to skip the check)"
+                f"{file} is corrupt: its SHA-256 differs from the manifest's; re-save or retrain"
+                " the model (or load with verify=False to skip the check)"
             )
 
 
@@ -130,7 +138,9 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_directory(path: Path, fill: Callable[[Path], dict[str, Any]], *, manifest: str = "manifest.json") -> Path:
+def write_directory(
+    path: Path, fill: Callable[[Path], dict[str, Any]], *, manifest: str = "manifest.json"
+) -> Path:
     """Write directory ``path`` atomically: ``fill(tmp)`` writes the files into a temporary
     directory beside it and returns the manifest (JSON), which gets the size and SHA-256 of every
     file under ``"files"``; everything is flushed to disk, then renamed over ``path``.
@@ -149,11 +159,10 @@ def write_directory(path: Path, fill: Callable[[Path], dict[str, Any]], *, manif
         (tmp / manifest).write_text(json.dumps(doc, indent=2) + "\n")
         fsync_tree(tmp)
         if path.exists():
-            old_files = set()
-            try:
-                old_files = set(json.loads((path / manifest).read_text()).get("files", {})) | {manifest}
-            except (OSError, ValueError, AttributeError):
-                pass
+            old_files: set[str] = set()
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                listed = json.loads((path / manifest).read_text()).get("files", {})
+                old_files = set(listed) | {manifest}
             for entry in path.iterdir():
                 if entry.name in old_files or (tmp / entry.name).exists():
                     continue

@@ -20,10 +20,12 @@ Example::
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from ..config import BenchmarkConfig
+from ..core.contract import Recommender, pad_results, topk_from_scores
 from .als import ALS
 from .ann import FaissHNSW, FaissIVF
-from ..core.contract import Recommender, pad_results, topk_from_scores
 from .item_cf import ItemCF
 from .popular import MostPopular
 from .softmax import SoftmaxRecommender
@@ -31,6 +33,14 @@ from .softmax import SoftmaxRecommender
 BASELINES: dict[str, type] = {
     cls.name: cls for cls in (MostPopular, ItemCF, ALS, SoftmaxRecommender, FaissHNSW, FaissIVF)
 }
+
+
+class _Common(TypedDict):
+    """The keyword arguments every baseline's constructor takes."""
+
+    seed: int
+    device: str
+    query_batch_size: int
 
 
 def make_baseline(
@@ -54,7 +64,11 @@ def make_baseline(
         ValueError: unknown name, or an ``ann-*`` method without a fitted softmax model.
     """
     config = config if config is not None else BenchmarkConfig()
-    common = {"seed": config.seed, "device": device, "query_batch_size": config.query_batch_size}
+    common: _Common = {
+        "seed": config.seed,
+        "device": device,
+        "query_batch_size": config.query_batch_size,
+    }
     if name == MostPopular.name:
         return MostPopular(None, **common)
     if name == ItemCF.name:

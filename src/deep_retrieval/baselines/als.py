@@ -12,14 +12,15 @@ against every item.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from ..config import ALSConfig
+from ..core.contract import check_query, check_train, empty_results, topk_from_scores
 from ..data.types import Sequences
-from ..core.contract import topk_from_scores
-from ..core.contract import check_query, check_train, empty_results
 
 
 class ALS:
@@ -51,12 +52,13 @@ class ALS:
         self.seed = seed
         self.device = device
         self.query_batch_size = query_batch_size
-        self.model_ = None
+        self.model_: Any = None  # implicit's AlternatingLeastSquares (untyped)
         self.item_factors_: np.ndarray | None = None
         self.n_items_: int | None = None
 
     def _confidence(self, seqs: Sequences) -> sp.csr_matrix:
         """Binary user×item csr → confidences ``1 + alpha`` on the observed pairs."""
+        assert self.n_items_ is not None  # set by fit before any call
         m = seqs.to_csr(self.n_items_)
         m.data[:] = 1.0 + self.config.alpha
         return m
@@ -67,10 +69,6 @@ class ALS:
 
         check_train(train, n_items, self.name)
         cfg = self.config
-        if cfg.factors < 1 or cfg.iterations < 1 or cfg.regularization < 0 or cfg.alpha < 0:
-            raise ValueError(
-                f"als config needs factors ≥ 1, iterations ≥ 1, regularization ≥ 0 and alpha ≥ 0; got {cfg}"
-            )
         self.n_items_ = int(n_items)
         # implicit parallelises over users itself; a multithreaded BLAS underneath only thrashes
         # (its constructor warns when BLAS is multithreaded, hence the constructor inside too).
@@ -93,7 +91,9 @@ class ALS:
         """``(U, F)`` float32 factors of query users, solved from their histories (empty → 0)."""
         check_query(histories, 1, None, self.n_items_, self.name)
         with threadpool_limits(1, "blas"):
-            factors = self.model_.recalculate_user(np.arange(len(histories)), self._confidence(histories))
+            factors = self.model_.recalculate_user(
+                np.arange(len(histories)), self._confidence(histories)
+            )
         return np.asarray(factors, dtype=np.float32).reshape(len(histories), -1)
 
     def recommend(
@@ -105,6 +105,7 @@ class ALS:
             ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``.
         """
         check_query(histories, n, exclude, self.n_items_, self.name)
+        assert self.item_factors_ is not None  # fitted: check_query raised otherwise
         n_rows = len(histories)
         out_ids, out_scores = empty_results(n_rows, n)
         for start in range(0, n_rows, self.query_batch_size):

@@ -24,38 +24,43 @@ order) gives 0.97 at ``efSearch`` 128 and 0.99 at 512 for the same build cost; i
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
 from ..config import HNSWConfig, IVFConfig
-from ..data.types import Sequences
 from ..core.contract import check_query, check_train, drop_excluded, empty_results
+from ..data.types import Sequences
 from .softmax import SoftmaxRecommender
 
-HNSW_METRICS = ("l2-reduction", "inner-product")
+if TYPE_CHECKING:
+    import faiss  # imported where an index is built: faiss is slow to import
+
+ConfigT = TypeVar("ConfigT")  # the subclass's config dataclass
+IndexT = TypeVar("IndexT", bound="faiss.Index")  # the subclass's faiss index type
 
 
-class _FaissInnerProduct:
+class _FaissInnerProduct(Generic[ConfigT, IndexT]):
     """Shared query path: embed, search, turn faiss ``(D, I)`` into ``(ids, scores)``."""
 
     name = "ann"
-    default_config: type = object  # the subclass's config dataclass, used when config is None
+    default_config: type[ConfigT]  # the subclass's config dataclass, used when config is None
 
     def __init__(
         self,
-        config: object | None = None,
+        config: ConfigT | None = None,
         softmax: SoftmaxRecommender | None = None,
         *,
         seed: int = 0,
         device: str = "cpu",
         query_batch_size: int = 256,
     ) -> None:
-        self.config = config if config is not None else self.default_config()
+        self.config: ConfigT = config if config is not None else self.default_config()
         self.softmax = softmax
         self.seed = seed
         self.device = device
         self.query_batch_size = query_batch_size
-        self.index_ = None
+        self.index_: IndexT | None = None
         self.item_vectors_: np.ndarray | None = None  # (V, E') what the index holds, un-augmented
         self.n_items_: int | None = None
 
@@ -64,7 +69,8 @@ class _FaissInnerProduct:
         if self.softmax is None or self.softmax.model_ is None:
             raise ValueError(
                 f"{self.name} searches a trained softmax model's embeddings: pass a fitted"
-                " SoftmaxRecommender, e.g. FaissHNSW(config, SoftmaxRecommender(...).fit(train, n_items))"
+                " SoftmaxRecommender, e.g."
+                " FaissHNSW(config, SoftmaxRecommender(...).fit(train, n_items))"
             )
         if self.softmax.n_items_ != n_items:
             raise ValueError(
@@ -89,6 +95,9 @@ class _FaissInnerProduct:
             ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``.
         """
         check_query(histories, n, exclude, self.n_items_, self.name)
+        # Fitted (check_query raised otherwise): fit set all of these before n_items_.
+        assert self.n_items_ is not None and self.softmax is not None
+        assert self.index_ is not None and self.item_vectors_ is not None
         self._prepare_search()
         n_rows = len(histories)
         out_ids, out_scores = empty_results(n_rows, n)
@@ -98,8 +107,9 @@ class _FaissInnerProduct:
             block_exclude = exclude.rows(rows) if exclude is not None else None
             extra = int(block_exclude.lengths.max(initial=0)) if block_exclude is not None else 0
             k = min(n + extra, self.n_items_)
-            queries = np.ascontiguousarray(self.softmax.user_embeddings(histories.rows(rows)))  # (B, E')
-            _, idx = self.index_.search(self._index_queries(queries), k)  # (B, k); -1 where nothing found
+            # (B, E') queries; (B, k) neighbour ids, -1 where nothing was found.
+            queries = np.ascontiguousarray(self.softmax.user_embeddings(histories.rows(rows)))
+            _, idx = self.index_.search(self._index_queries(queries), k)
             # Exact logits of the returned items, best first (the index's own distances may be
             # of a transformed problem, or rounded differently from the brute-force scores).
             scores = np.einsum("be,bke->bk", queries, self.item_vectors_[np.maximum(idx, 0)])
@@ -107,12 +117,15 @@ class _FaissInnerProduct:
             order = np.argsort(-scores, axis=1, kind="stable")
             idx = np.take_along_axis(idx, order, axis=1)
             scores = np.take_along_axis(scores, order, axis=1)
-            out_ids[start:stop], out_scores[start:stop] = drop_excluded(idx, scores, n, block_exclude)
+            out_ids[start:stop], out_scores[start:stop] = drop_excluded(
+                idx, scores, n, block_exclude
+            )
         return out_ids, out_scores
 
 
-class FaissHNSW(_FaissInnerProduct):
-    """``faiss.IndexHNSWFlat`` over the softmax item embeddings, searched for the largest inner products.
+class FaissHNSW(_FaissInnerProduct[HNSWConfig, "faiss.IndexHNSWFlat"]):
+    """``faiss.IndexHNSWFlat`` over the softmax item embeddings, searched for the largest inner
+    products.
 
     Args:
         config: :class:`~deep_retrieval.config.HNSWConfig` (``m``, ``ef_construction``,
@@ -128,11 +141,7 @@ class FaissHNSW(_FaissInnerProduct):
         import faiss
 
         vectors = self._item_vectors(train, n_items)
-        cfg = self.config
-        if cfg.m < 2 or cfg.ef_construction < 1 or cfg.ef_search < 1:
-            raise ValueError(f"ann_hnsw needs m ≥ 2, ef_construction ≥ 1 and ef_search ≥ 1; got {cfg}")
-        if cfg.metric not in HNSW_METRICS:
-            raise ValueError(f"ann_hnsw.metric must be one of {HNSW_METRICS}, got {cfg.metric!r}")
+        cfg = self.config  # an HNSWConfig checks its own ranges (m ≥ 2, ef_* ≥ 1, metric)
         if cfg.metric == "l2-reduction":
             # Items [x, sqrt(M² − |x|²)] all have norm M, so |q' − x'|² = |q|² + M² − 2 q·x:
             # the L2 nearest neighbours of [q, 0] are the largest inner products.
@@ -152,14 +161,16 @@ class FaissHNSW(_FaissInnerProduct):
 
     def _index_queries(self, queries: np.ndarray) -> np.ndarray:
         if self.config.metric == "l2-reduction":
-            return np.ascontiguousarray(np.hstack([queries, np.zeros((len(queries), 1), np.float32)]))
+            zeros = np.zeros((len(queries), 1), np.float32)
+            return np.ascontiguousarray(np.hstack([queries, zeros]))
         return queries
 
     def _prepare_search(self) -> None:
+        assert self.index_ is not None  # called by recommend, after its fitted check
         self.index_.hnsw.efSearch = self.config.ef_search
 
 
-class FaissIVF(_FaissInnerProduct):
+class FaissIVF(_FaissInnerProduct[IVFConfig, "faiss.IndexIVFFlat"]):
     """``faiss.IndexIVFFlat`` (inner product) over the softmax item embeddings.
 
     Args:
@@ -177,11 +188,10 @@ class FaissIVF(_FaissInnerProduct):
 
         vectors = self._item_vectors(train, n_items)
         cfg = self.config
+        # An IVFConfig checks its own ranges (n_lists ≥ 1 or None, n_probe ≥ 1); n_items ≥ 1 here.
         n_lists = cfg.n_lists if cfg.n_lists is not None else max(1, round(4 * math.sqrt(n_items)))
         # k-means needs at least one training point per centroid.
         n_lists = min(n_lists, n_items)
-        if n_lists < 1 or cfg.n_probe < 1:
-            raise ValueError(f"ann_ivf needs n_lists ≥ 1 and n_probe ≥ 1; got {cfg}")
         quantizer = faiss.IndexFlatIP(vectors.shape[1])
         index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], n_lists, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = self.seed
@@ -196,4 +206,5 @@ class FaissIVF(_FaissInnerProduct):
         return self
 
     def _prepare_search(self) -> None:
+        assert self.index_ is not None  # called by recommend, after its fitted check
         self.index_.nprobe = min(self.config.n_probe, self.index_.nlist)

@@ -16,9 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..config import ItemCFConfig
+from ..core.contract import check_query, check_train, empty_results, topk_from_scores
 from ..data.types import Sequences
-from ..core.contract import topk_from_scores
-from ..core.contract import check_query, check_train, empty_results
 
 # Popularity tie-break added to every score: far below any real similarity sum (one cosine
 # between two items with ≥ 1 shared user is ≥ 1/#users), large enough to order the zeros.
@@ -62,8 +61,6 @@ class ItemCF:
         from implicit.nearest_neighbours import CosineRecommender
 
         check_train(train, n_items, self.name)
-        if self.config.n_neighbours < 1:
-            raise ValueError(f"item_cf.n_neighbours must be ≥ 1, got {self.config.n_neighbours}")
         model = CosineRecommender(K=self.config.n_neighbours)
         with warnings.catch_warnings():
             # implicit normalises into a COO matrix and then warns about its own conversion.
@@ -81,9 +78,15 @@ class ItemCF:
         return self
 
     def score(self, histories: Sequences) -> np.ndarray:
-        """``(U, V)`` float32 dense scores ``Σ_{i ∈ history} S[i, ·]`` (no tie-break, no exclusion)."""
+        """``(U, V)`` float32 dense scores ``Σ_{i ∈ history} S[i, ·]``.
+
+        No tie-break and no exclusion.
+        """
         check_query(histories, 1, None, self.n_items_, self.name)
-        return np.asarray((histories.to_csr(self.n_items_) @ self.similarity_).todense(), dtype=np.float32)
+        assert self.n_items_ is not None  # fitted: check_query raised otherwise
+        return np.asarray(
+            (histories.to_csr(self.n_items_) @ self.similarity_).todense(), dtype=np.float32
+        )
 
     def recommend(
         self, histories: Sequences, n: int, *, exclude: Sequences | None = None

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.types import Sequences
 from ..core.contract import check_query, check_train, drop_excluded, topk_from_scores
+from ..data.types import Sequences
 
 
 class MostPopular:
@@ -28,7 +28,12 @@ class MostPopular:
     name = "most-popular"
 
     def __init__(
-        self, config: object | None = None, *, seed: int = 0, device: str = "cpu", query_batch_size: int = 256
+        self,
+        config: object | None = None,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        query_batch_size: int = 256,
     ) -> None:
         self.config = config
         self.seed = seed
@@ -54,6 +59,7 @@ class MostPopular:
             the training counts.
         """
         check_query(histories, n, exclude, self.n_items_, self.name)
+        assert self.counts_ is not None  # fitted: check_query raised otherwise
         n_rows = len(histories)
         # One global ranking; each row needs at most n + (its excluded count) of its head.
         width = n + (int(exclude.lengths.max(initial=0)) if exclude is not None else 0)

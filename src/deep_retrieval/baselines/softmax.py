@@ -13,14 +13,17 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..config import SoftmaxConfig
+from ..config import ENCODERS, NEGATIVE_SAMPLERS, SoftmaxConfig
+from ..core.contract import check_query, check_train, empty_results
+from ..core.modules.softmax import SoftmaxModel, popularity_sampling_probs
 from ..data.samples import TrainingSamples
 from ..data.types import Sequences
-from ..core.modules.softmax import SoftmaxModel, popularity_sampling_probs
-from ..core.contract import check_query, check_train, empty_results
 
-ENCODERS = ("auto", "gru", "mean")
-SAMPLERS = ("uniform", "popularity")
+__all__ = ["ENCODERS", "SAMPLERS", "SoftmaxRecommender"]
+
+# The encoder and sampler choices, importable from here under their old names; they are defined,
+# and checked, with SoftmaxConfig in deep_retrieval.config.
+SAMPLERS = NEGATIVE_SAMPLERS
 
 
 class SoftmaxRecommender:
@@ -61,31 +64,6 @@ class SoftmaxRecommender:
 
     # ------------------------------------------------------------------ training
 
-    def _check_config(self) -> None:
-        c = self.config
-        if c.encoder not in ENCODERS:
-            raise ValueError(f"softmax.encoder must be one of {ENCODERS}, got {c.encoder!r}")
-        if c.negative_sampling not in SAMPLERS:
-            raise ValueError(f"softmax.negative_sampling must be one of {SAMPLERS}, got {c.negative_sampling!r}")
-        checks = {
-            "embedding_dim": c.embedding_dim >= 1,
-            "epochs": c.epochs >= 1,
-            "batch_size": c.batch_size >= 1,
-            "n_negatives": c.n_negatives >= 1,
-            "history_len": c.history_len >= 1,
-            "query_history_len": c.query_history_len >= 1,
-            "lr": c.lr > 0,
-            "temperature": c.temperature > 0,
-            "weight_decay": c.weight_decay >= 0,
-            "history_dropout": 0 <= c.history_dropout < 1,
-        }
-        bad = [f"softmax.{k}={getattr(c, k)!r}" for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"invalid softmax settings: {', '.join(bad)} (sizes and counts must be ≥ 1, lr and"
-                " temperature > 0, weight_decay ≥ 0, history_dropout in [0, 1))"
-            )
-
     def fit(
         self,
         train: Sequences,
@@ -103,12 +81,13 @@ class SoftmaxRecommender:
                 library itself never prints.
         """
         check_train(train, n_items, self.name)
-        self._check_config()
         cfg = self.config
         device = torch.device(self.device)
         self.n_items_ = int(n_items)
         self.history_ordered_ = bool(train.ordered)
-        self.encoder_ = cfg.encoder if cfg.encoder != "auto" else ("gru" if train.ordered else "mean")
+        self.encoder_ = (
+            cfg.encoder if cfg.encoder != "auto" else ("gru" if train.ordered else "mean")
+        )
         samples = TrainingSamples(
             train,
             cfg.history_len,
@@ -189,6 +168,7 @@ class SoftmaxRecommender:
     @torch.no_grad()
     def _user_vectors(self, histories: Sequences) -> torch.Tensor:
         """``(U, E)`` float32 encoder outputs on ``self.device``."""
+        assert self.model_ is not None  # fitted: the callers' check_query raised otherwise
         if len(histories) == 1:  # one query: the encoder's numpy shortcut, where it has one
             row = self._history_matrix(histories)[0]
             vec = self.model_.encoder.encode_row(row[row >= 0])
@@ -204,6 +184,7 @@ class SoftmaxRecommender:
         its bias (so inner-product indexes need no special case).
         """
         check_query(histories, 1, None, self.n_items_, self.name)
+        assert self.model_ is not None  # fitted: check_query raised otherwise
         out = []
         for start in range(0, len(histories), self.query_batch_size):
             stop = min(start + self.query_batch_size, len(histories))
@@ -236,6 +217,8 @@ class SoftmaxRecommender:
             logits.
         """
         check_query(histories, n, exclude, self.n_items_, self.name)
+        # Fitted: check_query raised otherwise.
+        assert self.model_ is not None and self.n_items_ is not None
         n_rows = len(histories)
         out_ids, out_scores = empty_results(n_rows, n)
         k = min(n, self.n_items_)

@@ -1,7 +1,7 @@
 """Path assignment: the update of the item → path mapping π with the network fixed (paper §2.2–2.4).
 
-Shape letters as in :mod:`deep_retrieval.core.paths` (``V`` items, ``S`` candidate paths per item, ``J``
-paths per item, ``N`` training interactions, ``S'`` beam paths per interaction).
+Shape letters as in :mod:`deep_retrieval.core.paths` (``V`` items, ``S`` candidate paths per item,
+``J`` paths per item, ``N`` training interactions, ``S'`` beam paths per interaction).
 
 Two stages, both pure numpy on internal ids:
 
@@ -307,7 +307,9 @@ class PathScoreAccumulator:
         self.n_items, self.n_keep = n_items, n_keep
         self.n_buckets = n_buckets or int(np.clip(n_items // 200_000, 1, 250))
         self._width = -(-max(n_items, 1) // self.n_buckets)  # items per bucket
-        self._parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(self.n_buckets)]
+        self._parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
+            [] for _ in range(self.n_buckets)
+        ]
         self._pending = np.zeros(self.n_buckets, dtype=np.int64)  # triples held per bucket
         self.counts = np.zeros(n_items, dtype=np.int64)
         self._radix = 0  # largest path id + 1 seen so far (the sort key is item · radix + path)
@@ -333,7 +335,11 @@ class PathScoreAccumulator:
             sel = order[bounds[b] : bounds[b + 1]]
             if sel.size:
                 self._parts[b].append(
-                    (flat_items[sel].astype(np.int32), paths[sel].astype(path_dtype), values[sel].astype(np.float32))
+                    (
+                        flat_items[sel].astype(np.int32),
+                        paths[sel].astype(path_dtype),
+                        values[sel].astype(np.float32),
+                    )
                 )
                 self._pending[b] += sel.size
                 if self._pending[b] > _COMPACT_TRIPLES:
@@ -353,7 +359,9 @@ class PathScoreAccumulator:
         new = np.ones(len(items), dtype=bool)
         new[1:] = (items[1:] != items[:-1]) | (paths[1:] != paths[:-1])
         starts = np.flatnonzero(new)
-        self._parts[b] = [(items[starts].astype(np.int32), paths[starts], np.add.reduceat(values, starts))]
+        self._parts[b] = [
+            (items[starts].astype(np.int32), paths[starts], np.add.reduceat(values, starts))
+        ]
         self._pending[b] = len(starts)
 
     def result(self) -> PathScores:
@@ -368,7 +376,9 @@ class PathScoreAccumulator:
             values = np.concatenate([p[2] for p in parts]).astype(np.float64)
             self._parts[b] = []  # free as we go
             lo = b * self._width
-            ids, scores = _top_per_item(items - lo, paths, values, min(self._width, self.n_items - lo), self.n_keep)
+            ids, scores = _top_per_item(
+                items - lo, paths, values, min(self._width, self.n_items - lo), self.n_keep
+            )
             out_ids[lo : lo + len(ids)] = ids
             out_scores[lo : lo + len(ids)] = scores
         return PathScores(out_ids, out_scores, self.counts.copy())
@@ -866,7 +876,11 @@ def assign_paths_reference(
     power = plan.power
     paths_per_item = plan.paths_per_item
     candidates = [
-        [(int(c), float(s)) for c, s in zip(scores.path_ids[v], scores.scores[v]) if c >= 0]
+        [
+            (int(c), float(s))
+            for c, s in zip(scores.path_ids[v], scores.scores[v], strict=True)
+            if c >= 0
+        ]
         for v in range(n_items)
     ]
     counts = [float(n) for n in scores.counts]

@@ -14,7 +14,7 @@ is kept.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ def _check_user_emb(net: StructureNet, user_emb: Tensor) -> None:
         )
 
 
-def beam_search(net: StructureNet, user_emb: Tensor, beam_size: int, *, ordered: bool = True) -> BeamResult:
+def beam_search(
+    net: StructureNet, user_emb: Tensor, beam_size: int, *, ordered: bool = True
+) -> BeamResult:
     """The top paths of each user by cumulative log-probability (Algorithm 1).
 
     Layer 1 keeps the top ``min(B, K)`` nodes; every further layer scores the ``B·K`` successors
@@ -99,9 +101,8 @@ def beam_search(net: StructureNet, user_emb: Tensor, beam_size: int, *, ordered:
         scores, flat = successors.topk(min(beam_size, width * n_nodes), dim=1)  # (N, B)
         parent = torch.div(flat, n_nodes, rounding_mode="floor")  # (N, B)
         node = flat - parent * n_nodes  # (N, B)
-        paths = torch.cat(
-            [paths.gather(1, parent[:, :, None].expand(-1, -1, d)), node[:, :, None]], dim=2
-        )  # (N, B, d + 1)
+        kept = paths.gather(1, parent[:, :, None].expand(-1, -1, d))  # (N, B, d)
+        paths = torch.cat([kept, node[:, :, None]], dim=2)  # (N, B, d + 1)
     return _sort_paths(paths, scores) if ordered else BeamResult(paths, scores)
 
 
@@ -164,23 +165,36 @@ class CompiledStructure:
     def __init__(self, net: StructureNet) -> None:
         self.n_layers, self.n_nodes, self.input_dim = net.n_layers, net.n_nodes, net.input_dim
         e, nd = net.input_dim, net.node_dim
-        self.user_w, self.bias, self.tables, self.out_w, self.out_b = [], [], [], [], []
+        self.user_w: list[np.ndarray] = []
+        self.bias: list[np.ndarray] = []
+        self.tables: list[list[np.ndarray]] = []
+        self.out_w: list[np.ndarray | None] = []  # None for a single-Linear layer
+        self.out_b: list[np.ndarray | None] = []
+        # StructureNet's ModuleLists hold plain Modules: Embeddings, and per layer a Linear or a
+        # Sequential(Linear, ReLU, Linear) (StructureNet._make_layer).
+        node_emb = [cast(torch.nn.Embedding, m) for m in net.node_emb]
         with torch.no_grad():
             for d, layer in enumerate(net.layers):
-                first = layer if isinstance(layer, torch.nn.Linear) else layer[0]
+                if isinstance(layer, torch.nn.Linear):
+                    first, last = layer, None
+                else:
+                    mlp = cast(torch.nn.Sequential, layer)
+                    first, last = cast(torch.nn.Linear, mlp[0]), cast(torch.nn.Linear, mlp[2])
                 w = first.weight.detach().cpu().double()  # (H, E + d·nd)
                 self.user_w.append(np.ascontiguousarray(w[:, :e].T.float().numpy()))  # (E, H)
                 self.bias.append(first.bias.detach().cpu().float().numpy())
-                self.tables.append([
-                    (net.node_emb[i].weight.detach().cpu().double() @ w[:, e + i * nd : e + (i + 1) * nd].T).float().numpy()
-                    for i in range(d)
-                ])  # each (K, H)
-                if isinstance(layer, torch.nn.Linear):
+                tables = []  # each (K, H)
+                for i in range(d):
+                    emb_i = node_emb[i].weight.detach().cpu().double()  # (K, nd)
+                    tables.append((emb_i @ w[:, e + i * nd : e + (i + 1) * nd].T).float().numpy())
+                self.tables.append(tables)
+                if last is None:
                     self.out_w.append(None)
                     self.out_b.append(None)
                 else:
-                    self.out_w.append(np.ascontiguousarray(layer[2].weight.detach().cpu().float().numpy().T))  # (H, K)
-                    self.out_b.append(layer[2].bias.detach().cpu().float().numpy())
+                    w_out = last.weight.detach().cpu().float().numpy()
+                    self.out_w.append(np.ascontiguousarray(w_out.T))  # (H, K)
+                    self.out_b.append(last.bias.detach().cpu().float().numpy())
 
     def _log_probs(self, d: int, z: np.ndarray) -> np.ndarray:
         """Layer ``d``'s log-softmax from its first-linear output ``z (..., H)``."""
@@ -203,7 +217,9 @@ class CompiledStructure:
             raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
         u = np.asarray(user_emb, dtype=np.float32)
         if u.ndim != 2 or u.shape[1] != self.input_dim:
-            raise ValueError(f"user_emb must have shape (N, input_dim={self.input_dim}), got {u.shape}")
+            raise ValueError(
+                f"user_emb must have shape (N, input_dim={self.input_dim}), got {u.shape}"
+            )
         n, k = u.shape[0], self.n_nodes
         rows = np.arange(n)[:, None]
         scores = self._log_probs(0, u @ self.user_w[0] + self.bias[0])  # (N, K)

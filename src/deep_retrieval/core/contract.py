@@ -1,6 +1,7 @@
 """The one recommend contract shared by Deep Retrieval and every baseline.
 
-``fit(train, n_items) -> self`` then ``recommend(histories, n, exclude=None) -> (item_ids, scores)``:
+``fit(train, n_items) -> self`` then
+``recommend(histories, n, exclude=None) -> (item_ids, scores)``:
 
 - ``train``: :class:`~deep_retrieval.data.Sequences`, one row per training user.
 - ``histories``: :class:`~deep_retrieval.data.Sequences`, one row per query user (``U`` rows).
@@ -75,7 +76,9 @@ def pad_results(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray
 def check_train(train: Sequences, n_items: int, name: str) -> None:
     """Raise a fix-it ``ValueError`` when ``fit(train, n_items)`` gets unusable input."""
     if not isinstance(train, Sequences):
-        raise ValueError(f"{name}.fit expects train as deep_retrieval.data.Sequences, got {type(train).__name__}")
+        raise ValueError(
+            f"{name}.fit expects train as deep_retrieval.data.Sequences, got {type(train).__name__}"
+        )
     if n_items < 1:
         raise ValueError(f"{name}.fit: n_items must be ≥ 1, got {n_items}")
     if train.n_interactions == 0:
@@ -83,8 +86,8 @@ def check_train(train: Sequences, n_items: int, name: str) -> None:
     lo, hi = int(train.items.min()), int(train.items.max())
     if lo < 0 or hi >= n_items:
         raise ValueError(
-            f"{name}.fit: training items must be internal ids in [0, {n_items}), found [{lo}, {hi}];"
-            " pass n_items = split.n_items"
+            f"{name}.fit: training items must be internal ids in [0, {n_items}),"
+            f" found [{lo}, {hi}]; pass n_items = split.n_items"
         )
 
 
@@ -111,8 +114,8 @@ def check_query(
         lo, hi = int(seqs.items.min()), int(seqs.items.max())
         if lo < 0 or hi >= n_items:
             raise ValueError(
-                f"{name}.recommend: {label} contain item ids in [{lo}, {hi}] but the model was fitted"
-                f" with n_items={n_items}; use the internal ids of the same split"
+                f"{name}.recommend: {label} contain item ids in [{lo}, {hi}] but the model was"
+                f" fitted with n_items={n_items}; use the internal ids of the same split"
             )
     if exclude is not None and len(exclude) != len(histories):
         raise ValueError(
@@ -146,7 +149,8 @@ def drop_excluded(
     if exclude is not None and exclude.n_interactions and ids.size:
         width = int(max(ids.max(initial=0), exclude.items.max(initial=0))) + 1
         rows = np.arange(len(ids), dtype=np.int64)[:, None]
-        dropped = np.isin(rows * width + ids, exclude.row_ids() * width + exclude.items) & (ids >= 0)
+        excluded = exclude.row_ids() * width + exclude.items
+        dropped = np.isin(rows * width + ids, excluded) & (ids >= 0)
         # Stable sort on the drop flag moves kept candidates to the front in their original order.
         keep_order = np.argsort(dropped, axis=1, kind="stable")
         ids = np.take_along_axis(ids, keep_order, axis=1)

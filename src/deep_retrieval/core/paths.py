@@ -138,7 +138,7 @@ class PathCodec:
                 f"path ids must lie in [0, n_paths={self.n_paths}), "
                 f"got values in [{rest.min()}, {rest.max()}]"
             )
-        out = np.empty(rest.shape + (self.n_layers,), dtype=np.int64)
+        out = np.empty((*rest.shape, self.n_layers), dtype=np.int64)
         for d in reversed(range(self.n_layers)):
             out[..., d] = rest % self.n_nodes
             rest //= self.n_nodes
@@ -201,7 +201,9 @@ class ItemPathMap:
         True
     """
 
-    def __init__(self, path_ids: np.ndarray, codec: PathCodec, *, excluded: np.ndarray | None = None) -> None:
+    def __init__(
+        self, path_ids: np.ndarray, codec: PathCodec, *, excluded: np.ndarray | None = None
+    ) -> None:
         ids = as_int_array(path_ids, "path_ids")
         if ids.ndim != 2 or ids.shape[1] < 1:
             raise ValueError(f"path_ids must have shape (n_items, paths_per_item), got {ids.shape}")
@@ -244,7 +246,11 @@ class ItemPathMap:
 
     @staticmethod
     def _check_excluded(excluded: np.ndarray | None, n_items: int) -> np.ndarray:
-        out = np.zeros(n_items, dtype=bool) if excluded is None else np.asarray(excluded, dtype=bool).copy()
+        out = (
+            np.zeros(n_items, dtype=bool)
+            if excluded is None
+            else np.asarray(excluded, dtype=bool).copy()
+        )
         if out.shape != (n_items,):
             raise ValueError(f"excluded must have shape ({n_items},), got {out.shape}")
         out.flags.writeable = False
@@ -284,7 +290,9 @@ class ItemPathMap:
             problems.append(f"path_items has {len(self.path_items)} entries, expected {n_indexed}")
         if np.any(np.diff(self.occupied_paths) <= 0):
             problems.append("occupied_paths is not strictly increasing")
-        if len(self.path_items) and (self.path_items.min() < 0 or self.path_items.max() >= len(self.path_ids)):
+        if len(self.path_items) and (
+            self.path_items.min() < 0 or self.path_items.max() >= len(self.path_ids)
+        ):
             problems.append("path_items holds ids outside the item range")
         if problems:
             raise ValueError("inconsistent path index: " + "; ".join(problems))

@@ -16,8 +16,8 @@ The generative story, per user ``u``:
 Every item also gets a *planted* vector: its cluster's centroid (unit norm) plus item noise, and a
 bias: ``log`` of its probability within its cluster. Scoring ``⟨mean of the history's vectors,
 v⟩ / τ + bias(v)`` with a small ``τ`` (0.1: the liked clusters win, popularity orders inside
-them) is then a good two-tower model of this data, which is the situation the benchmark compares in: a team's
-existing embeddings, served by exact search, by an ANN index or by Deep Retrieval.
+them) is then a good two-tower model of this data, which is the situation the benchmark compares
+in: a team's existing embeddings, served by exact search, by an ANN index or by Deep Retrieval.
 """
 
 from __future__ import annotations
@@ -69,9 +69,10 @@ class SyntheticCorpus:
         """Write the corpus as a MovieLens-style data set plus the planted model.
 
         ``ratings.csv`` (``userId,movieId,rating,timestamp``, every rating 5.0: the log is
-        implicit) reads with ``--ratings-file`` / :func:`~deep_retrieval.data.readers.read_movielens`
-        like MovieLens-20M; ``item_vectors.npy``, ``item_bias.npy``, ``item_cluster.npy`` hold the
-        planted model, indexed by ``movieId``. Each file is written to a temporary name and renamed.
+        implicit) reads with ``--ratings-file`` /
+        :func:`~deep_retrieval.data.readers.read_movielens` like MovieLens-20M;
+        ``item_vectors.npy``, ``item_bias.npy``, ``item_cluster.npy`` hold the planted model,
+        indexed by ``movieId``. Each file is written to a temporary name and renamed.
         """
         import pandas as pd
 
@@ -200,7 +201,8 @@ def make_corpus(
 
     # Users: activity ~ lognormal, at least 2, scaled to the interaction budget.
     activity = rng.lognormal(0.0, 1.0, size=n_users)
-    counts = 2 + np.floor(activity / activity.sum() * (n_interactions - 2 * n_users)).astype(np.int64)
+    share = activity / activity.sum() * (n_interactions - 2 * n_users)
+    counts = 2 + np.floor(share).astype(np.int64)
     counts[: n_interactions - int(counts.sum())] += 1
     users = np.repeat(np.arange(n_users), counts)
     n_liked = rng.integers(1, 4, size=n_users)
@@ -218,7 +220,8 @@ def make_corpus(
 
     centroids = rng.standard_normal((n_clusters, dim))
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    vectors = centroids[item_cluster] + item_noise / np.sqrt(dim) * rng.standard_normal((n_items, dim))
+    offsets = item_noise / np.sqrt(dim) * rng.standard_normal((n_items, dim))
+    vectors = centroids[item_cluster] + offsets
     indptr = np.concatenate([[0], np.cumsum(counts)])
     return SyntheticCorpus(
         sequences=Sequences(indptr, items.astype(np.int64), ordered=True),
@@ -228,7 +231,9 @@ def make_corpus(
     )
 
 
-def make_corpus_shape(name: str, *, scale: float = 1.0, seed: int = 0, **options) -> SyntheticCorpus:
+def make_corpus_shape(
+    name: str, *, scale: float = 1.0, seed: int = 0, **options
+) -> SyntheticCorpus:
     """:func:`make_corpus` for a :data:`SHAPES` entry, every count multiplied by ``scale``."""
     if name not in SHAPES:
         raise ValueError(f"unknown corpus shape {name!r}; choose one of {sorted(SHAPES)}")

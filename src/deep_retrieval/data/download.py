@@ -3,8 +3,9 @@
 ``download_dataset("movielens-20m", data_dir)`` leaves ``data_dir/ml-20m.zip``, which is one of the
 places :mod:`deep_retrieval.data.registry` looks for the data set. The transfer goes to
 ``ml-20m.zip.part``; a later call resumes it with an HTTP ``Range`` request (or starts over when the
-server answers ``200`` instead of ``206``). Only after the checksum matches is the ``.part`` renamed,
-so a file at the final path is always complete and verified, and calling again costs no request.
+server answers ``200`` instead of ``206``). Only after the checksum matches is the ``.part``
+renamed, so a file at the final path is always complete and verified, and calling again costs no
+request.
 
 Checksums (md5 of the archive, as GroupLens publishes in ``<zip>.md5`` beside each archive):
 
@@ -31,6 +32,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 __all__ = ["DOWNLOADS", "DownloadError", "DownloadSpec", "download_dataset"]
@@ -94,7 +96,8 @@ DOWNLOADS: dict[str, DownloadSpec] = {
 
 
 def _parse_checksum(checksum: str) -> tuple[str, str]:
-    """``("md5"|"sha256", hex)`` from ``"md5:…"``, ``"sha256:…"`` or a bare 32/64-digit hex digest."""
+    """``("md5"|"sha256", hex)`` from ``"md5:…"``, ``"sha256:…"`` or a bare 32/64-digit hex
+    digest."""
     algo, _, digest = checksum.strip().lower().rpartition(":")
     if not algo:
         algo = {32: "md5", 64: "sha256"}.get(len(digest), "")
@@ -123,7 +126,8 @@ def _verify(path: Path, spec: DownloadSpec, checksum: str | None) -> tuple[bool,
     what = f"sha256 of {spec.member} inside the zip"
     try:
         with zipfile.ZipFile(path) as zf, zf.open(spec.member or "") as fh:
-            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+            # The stubs type zf.open() as IO[bytes]; reading, it returns a ZipExtFile.
+            actual = hashlib.file_digest(cast(zipfile.ZipExtFile, fh), "sha256").hexdigest()
     except (zipfile.BadZipFile, KeyError) as exc:
         actual = f"unreadable ({exc})"
     return actual == spec.member_sha256, f"{what}: {spec.member_sha256}", f"{what}: {actual}"
@@ -140,10 +144,10 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
 def _offline_error(url: str, final: Path, exc: BaseException, expected: str) -> DownloadError:
     host = urlsplit(url).hostname or url
     return DownloadError(
-        f"Could not reach {host} ({getattr(exc, 'reason', exc)}): this machine appears to be offline, "
-        f"or the host is unreachable. To place the file by hand, download {url} on a machine with "
-        f"internet access and copy it to {final} (it must match {expected}); then run this again, "
-        "and it will be verified without downloading."
+        f"Could not reach {host} ({getattr(exc, 'reason', exc)}): this machine appears to be "
+        f"offline, or the host is unreachable. To place the file by hand, download {url} on a "
+        f"machine with internet access and copy it to {final} (it must match {expected}); then "
+        "run this again, and it will be verified without downloading."
     )
 
 
@@ -163,8 +167,8 @@ def _fetch(
             # the checksum decides whether it is good.
             return
         raise DownloadError(
-            f"{url} answered HTTP {exc.code} {exc.reason}. Check the URL; to place the file by hand, "
-            f"copy it to {final} (it must match {expected})."
+            f"{url} answered HTTP {exc.code} {exc.reason}. Check the URL; to place the file by "
+            f"hand, copy it to {final} (it must match {expected})."
         ) from exc
     except (urllib.error.URLError, OSError) as exc:  # DNS failure, refused, timeout, TLS …
         raise _offline_error(url, final, exc, expected) from exc
@@ -201,13 +205,13 @@ def _fetch(
                         progress(done, total)
         except (OSError, http.client.HTTPException) as exc:
             raise DownloadError(
-                f"The download of {url} was interrupted after {done:,} bytes ({exc}). The partial file "
-                f"{part} is kept; run the download again to resume it."
+                f"The download of {url} was interrupted after {done:,} bytes ({exc}). The partial "
+                f"file {part} is kept; run the download again to resume it."
             ) from exc
     if total is not None and done < total:
         raise DownloadError(
-            f"The download of {url} ended after {done:,} of {total:,} bytes. The partial file {part} "
-            "is kept; run the download again to resume it."
+            f"The download of {url} ended after {done:,} of {total:,} bytes. The partial file "
+            f"{part} is kept; run the download again to resume it."
         )
 
 
@@ -227,7 +231,8 @@ def download_dataset(
             ``movielens-latest-small``).
         dest_dir: the data dir; created if needed. The archive lands at ``dest_dir/<filename>``.
         url: another location of the same archive (a mirror); the default is GroupLens.
-        checksum: ``"md5:<hex>"`` or ``"sha256:<hex>"`` of the archive, replacing the built-in check.
+        checksum: ``"md5:<hex>"`` or ``"sha256:<hex>"`` of the archive, replacing the built-in
+            check.
         progress: called as ``progress(bytes_done, bytes_total_or_None)`` while downloading.
         timeout: seconds to wait for the server to connect or send data.
 
@@ -276,9 +281,10 @@ def download_dataset(
         hint = ""
         if spec.member is not None and checksum is None:
             hint = (
-                " GroupLens regenerates ml-latest-small from time to time; this package embeds the 2018 "
-                "release (load_dataset('movielens-latest-small') needs no download). To accept another "
-                "release, pass its checksum (checksum='sha256:<digest of the zip>')."
+                " GroupLens regenerates ml-latest-small from time to time; this package embeds"
+                " the 2018 release (load_dataset('movielens-latest-small') needs no download). To"
+                " accept another release, pass its checksum"
+                " (checksum='sha256:<digest of the zip>')."
             )
         raise DownloadError(
             f"Checksum mismatch for {url}: expected {expected}, got {actual}. The partial file "

@@ -29,7 +29,8 @@ from .types import FixedSplit, Interactions, Sequences, Split
 
 
 def default_holdout_size(n_users: int) -> int:
-    """Held-out users per set: ``min(1000, max(100, round(0.1 · n_users)))``, at most a quarter of them.
+    """Held-out users per set: ``min(1000, max(100, round(0.1 · n_users)))``, at most a quarter of
+    them.
 
     ML-20M (129,797 eligible users) gets the paper's 1,000; small sets proportionally fewer,
     but never fewer than 100 so the averages stay meaningful.
@@ -43,7 +44,9 @@ def _encode(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniques, codes.astype(np.int64).reshape(-1)
 
 
-def _group(user_codes: np.ndarray, item_codes: np.ndarray, n_users: int, ordered: bool) -> Sequences:
+def _group(
+    user_codes: np.ndarray, item_codes: np.ndarray, n_users: int, ordered: bool
+) -> Sequences:
     """Rows by user code, keeping the given (already time-sorted) order inside each row."""
     order = np.argsort(user_codes, kind="stable")
     counts = np.bincount(user_codes, minlength=n_users)
@@ -97,7 +100,8 @@ def paper_split(data: Interactions, config: ProtocolConfig = ProtocolConfig()) -
     if len(data) == 0:
         raise ValueError(
             f"no user has ≥ {config.min_user_interactions} interactions"
-            f" with rating ≥ {config.min_rating}; lower protocol.min_user_interactions or protocol.min_rating"
+            f" with rating ≥ {config.min_rating}; lower protocol.min_user_interactions or"
+            " protocol.min_rating"
         )
     user_ids, user_codes = _encode(data.users)
     item_ids, item_codes = _encode(data.items)
@@ -109,8 +113,12 @@ def paper_split(data: Interactions, config: ProtocolConfig = ProtocolConfig()) -
     order = np.lexsort((file_order, ts, user_codes))
     seqs = _group(user_codes[order], item_codes[order], n_users, ordered=True)
 
-    n_valid = config.n_valid_users if config.n_valid_users is not None else default_holdout_size(n_users)
-    n_test = config.n_test_users if config.n_test_users is not None else default_holdout_size(n_users)
+    n_valid = (
+        config.n_valid_users if config.n_valid_users is not None else default_holdout_size(n_users)
+    )
+    n_test = (
+        config.n_test_users if config.n_test_users is not None else default_holdout_size(n_users)
+    )
     if n_valid < 0 or n_test < 1 or n_valid + n_test >= n_users:
         raise ValueError(
             f"{n_users} eligible users cannot give {n_valid} validation + {n_test} test users"
@@ -177,6 +185,9 @@ def fixed_split(data: FixedSplit, config: ProtocolConfig = ProtocolConfig()) -> 
         return users, history, truth_all.rows(users), history
 
     test_users, test_history, test_truth, test_exclude = held_out(data.test)
+    valid_history: Sequences | None
+    valid_truth: Sequences | None
+    valid_exclude: Sequences | None
     if data.valid is not None:
         valid_users, valid_history, valid_truth, valid_exclude = held_out(data.valid)
     else:
@@ -200,7 +211,9 @@ def fixed_split(data: FixedSplit, config: ProtocolConfig = ProtocolConfig()) -> 
     )
 
 
-def make_split(data: Interactions | FixedSplit, protocol: str | None, config: ProtocolConfig) -> Split:
+def make_split(
+    data: Interactions | FixedSplit, protocol: str | None, config: ProtocolConfig
+) -> Split:
     """Apply ``protocol`` (``"paper"`` | ``"fixed-split"`` | ``None`` = the data's natural one)."""
     natural = "fixed-split" if isinstance(data, FixedSplit) else "paper"
     protocol = protocol or natural

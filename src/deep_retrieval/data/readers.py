@@ -2,18 +2,18 @@
 
 Every reader keeps the rows in file order and the external ids as they are written in the file:
 ``int64`` arrays when the format (or, for generic tables, every value) uses integer ids, otherwise
-``object`` arrays of ``str``. Ratings are ``float32`` and timestamps ``int64`` unix seconds, or ``None``
-when the format has no such field. ``N`` is the number of rows; for the user-items and JSON list
-formats it is the total number of listed items (a user with an empty list contributes no rows).
+``object`` arrays of ``str``. Ratings are ``float32`` and timestamps ``int64`` unix seconds, or
+``None`` when the format has no such field. ``N`` is the number of rows; for the user-items and JSON
+list formats it is the total number of listed items (a user with an empty list contributes no rows).
 
 Compression is detected from the file's first bytes, not its name: gzip (``.gz``) files and the
 official GroupLens zip archives are read directly, without extracting them to disk.
 
-Parsing is vectorised (pandas' C parser, numpy on raw bytes, ``json`` + ``np.fromiter``). When the fast
-parse fails, or produces values that cannot be right (missing fields), a second, slower pass over
-the text finds the first bad line and raises :class:`DataFormatError` naming the file, the 1-based
-line and the problem. That second pass only runs on broken files, so well-formed files pay nothing
-for the precise messages.
+Parsing is vectorised (pandas' C parser, numpy on raw bytes, ``json`` + ``np.fromiter``). When the
+fast parse fails, or produces values that cannot be right (missing fields), a second, slower pass
+over the text finds the first bad line and raises :class:`DataFormatError` naming the file, the
+1-based line and the problem. That second pass only runs on broken files, so well-formed files pay
+nothing for the precise messages.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ import io
 import itertools
 import json
 import math
+import os
 import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -98,7 +99,8 @@ class _Source:
 
     @property
     def name(self) -> str:
-        """The file's base name without a ``.gz`` suffix (``ratings.csv`` for ``ratings.csv.gz``)."""
+        """The file's base name without a ``.gz`` suffix (``ratings.csv`` for
+        ``ratings.csv.gz``)."""
         base = self.member.rsplit("/", 1)[-1] if self.member else self.path.name
         return base.removesuffix(".gz")
 
@@ -126,7 +128,7 @@ class _Source:
             with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as fh:
                 if self.member.endswith(".gz"):
                     with gzip.open(fh, "rb") as gz:
-                        yield gz
+                        yield cast(IO[bytes], gz)  # a GzipFile is a binary stream
                 else:
                     yield fh
             return
@@ -135,7 +137,7 @@ class _Source:
             raw.seek(0)
             if magic == _GZIP_MAGIC:
                 with gzip.open(raw, "rb") as gz:
-                    yield gz
+                    yield cast(IO[bytes], gz)  # a GzipFile is a binary stream
             else:
                 yield raw
 
@@ -302,12 +304,13 @@ def _read_delimited(
         detail = str(exc) or "missing values"
         raise DataFormatError(src.label, None, f"could not be parsed ({detail})") from exc
     if any(
-        kind in ("int", "float")
+        arr is not None
+        and kind in ("int", "float")
         and len(arr)
         and arr.min() >= 0
         and arr.max() <= 1
         and ((arr == 0) | (arr == 1)).all()
-        for arr, (kind, _) in zip(arrays, fields)
+        for arr, (kind, _) in zip(arrays, fields, strict=True)
     ):
         # pandas' C parser reads a column (of a parser chunk) made only of TRUE/True/true/FALSE/
         # False/false as 1/0 even when asked for numbers, and no option turns that off; only such
@@ -501,7 +504,7 @@ def _diagnose_delimited(
                     nrows=n_rows,
                     chunksize=chunk_rows,
                 )
-                for done, chunk in enumerate(reader):
+                for done, chunk in enumerate(reader):  # noqa: B007 (read by the except below)
                     _frame_arrays(chunk, sep, fields)
         except _PARSE_ERRORS:
             bad_chunk = done
@@ -589,7 +592,8 @@ _ML_FIELDS: list[_Field] = [
 
 
 def _movielens_source(path: Path) -> _Source:
-    """The ratings file for a MovieLens path: a file, a GroupLens zip, or a folder holding either."""
+    """The ratings file for a MovieLens path: a file, a GroupLens zip, or a folder holding
+    either."""
     _require_file(path)
     if path.is_dir():
         for name in _MOVIELENS_NAMES:
@@ -649,7 +653,9 @@ def read_movielens(path: str | Path) -> Interactions:
         # ratings.csv has a header row; tolerate files saved without one.
         # (a headerless file may start with a negative id: "-1,…" is data, not a header)
         sep, header = ",", bool(first) and not first.lstrip().lstrip("+-")[:1].isdigit()
-    users, items, ratings, timestamps = _read_delimited(src, sep, _ML_FIELDS, header=header)
+    # No field is of kind "any", so no array is None.
+    arrays = cast(list[np.ndarray], _read_delimited(src, sep, _ML_FIELDS, header=header))
+    users, items, ratings, timestamps = arrays
     if not len(users):
         raise DataFormatError(
             src.label, None, "no ratings in the file (empty or header only; a truncated copy?)"
@@ -668,7 +674,8 @@ _ASIN_RE = r"[0-9]{9}[0-9X]|B[0-9A-Z]{9}"
 
 
 def read_amazon_ratings(path: str | Path, *, order: str = "auto") -> Interactions:
-    """Read an Amazon "ratings only" CSV (McAuley et al. 2014 ``ratings_Books.csv``, 2018 ``Books.csv``).
+    """Read an Amazon "ratings only" CSV (McAuley et al. 2014 ``ratings_Books.csv``, 2018
+    ``Books.csv``).
 
     Format: no header, one line per rating with four fields: two ids, the rating (1.0–5.0) and
     unix seconds; plain or gzip. The 2014 files are ``user,item,rating,timestamp``; the 2018 files
@@ -689,7 +696,9 @@ def read_amazon_ratings(path: str | Path, *, order: str = "auto") -> Interaction
         ("float", "rating"),
         ("int", "timestamp"),
     ]
-    first, second, ratings, timestamps = _read_delimited(src, ",", fields, header=False)
+    # No field is of kind "any", so no array is None.
+    arrays = cast(list[np.ndarray], _read_delimited(src, ",", fields, header=False))
+    first, second, ratings, timestamps = arrays
     if not len(first):
         raise DataFormatError(src.label, None, "no ratings in the file (empty; a truncated copy?)")
     if order == "auto":
@@ -870,6 +879,7 @@ def read_interactions_table(
         return _read_parquet(path, roles)
 
     src = _plain_source(path)
+    columns: Sequence[str | int]
     if header:
         columns = _header_columns(src, sep)
     else:
@@ -899,8 +909,13 @@ def read_interactions_table(
         kind = {"user": "id", "item": "id", "rating": "float", "timestamp": "int"}[role]
         fields[j] = (kind, f"{role} ({columns[j]!r})" if header else f"{role} (column {j})")
     arrays = _read_delimited(src, sep, fields, header=header)
-    get = lambda role: arrays[positions[role]] if role in positions else None
-    return Interactions(get("user"), get("item"), get("rating"), get("timestamp"))
+
+    def get(role: str) -> np.ndarray | None:
+        return arrays[positions[role]] if role in positions else None
+
+    # user_col and item_col are required, so their arrays are there.
+    users, items = cast(np.ndarray, get("user")), cast(np.ndarray, get("item"))
+    return Interactions(users, items, get("rating"), get("timestamp"))
 
 
 def _header_columns(src: _Source, sep: str) -> list[str]:
@@ -921,7 +936,7 @@ def _header_columns(src: _Source, sep: str) -> list[str]:
         raise DataFormatError(src.label, line, f"cannot parse the header row ({exc})") from None
 
 
-def _check_distinct_roles(columns: dict[str, object], name: object) -> None:
+def _check_distinct_roles(columns: Mapping[str, object], name: Callable[[Any], str]) -> None:
     """``ValueError`` when two roles map to one column (a rating column read as timestamps…)."""
     seen: dict[object, str] = {}
     for role, col in columns.items():
@@ -933,8 +948,12 @@ def _check_distinct_roles(columns: dict[str, object], name: object) -> None:
         seen[col] = role
 
 
-def _parquet_call(path: Path, read: object) -> object:
-    """``read()`` with pyarrow's errors on an unreadable file turned into :class:`DataFormatError`."""
+_T = TypeVar("_T")
+
+
+def _parquet_call(path: Path, read: Callable[[], _T]) -> _T:
+    """``read()``, with pyarrow's errors on an unreadable file turned into
+    :class:`DataFormatError`."""
     import pyarrow as pa
 
     try:
@@ -1003,7 +1022,9 @@ def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interaction
             path, None, f"timestamp column {wanted[role]!r} has type {t}, expected integers"
         )
 
-    return Interactions(column("user"), column("item"), column("rating"), column("timestamp"))
+    # user_col and item_col are required, so their arrays are there.
+    users, items = cast(np.ndarray, column("user")), cast(np.ndarray, column("item"))
+    return Interactions(users, items, column("rating"), column("timestamp"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1048,7 +1069,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_ratings_file(path: str | Path) -> Interactions:
+def read_ratings_file(path: str | os.PathLike[str]) -> Interactions:
     """Read a rating log whose format is detected from its content.
 
     Recognised, in this order: a MovieLens folder or GroupLens zip; Parquet, or a CSV/TSV with a

@@ -1,8 +1,10 @@
-"""Registered data sets: where their files are looked for, how they are read, what they should contain.
+"""Registered data sets: where their files are looked for, how they are read, what they should
+contain.
 
 A data set is found inside a *data dir* by trying each of its candidate relative paths in turn, so
-both the layout of the shared folder (``movielens-100k/u.data.gz``, ``gowalla-lightgcn/train.txt.gz``)
-and the official layouts (``ml-100k/u.data``, ``ml-100k.zip``, ``ml-20m/ratings.csv``) work.
+both the layout of the shared folder (``movielens-100k/u.data.gz``,
+``gowalla-lightgcn/train.txt.gz``) and the official layouts (``ml-100k/u.data``, ``ml-100k.zip``,
+``ml-20m/ratings.csv``) work.
 ``movielens-latest-small`` (the 2018 release) is embedded in the package and needs no data dir.
 
 The library never reads environment variables itself: the CLI passes ``DEEP_RETRIEVAL_DATA`` (and,
@@ -53,12 +55,14 @@ _GROUPLENS_LICENCE = (
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """A registered data set whose files are not in the data dir; the message says how to get them."""
+    """A registered data set whose files are not in the data dir; the message says how to get
+    them."""
 
 
 @dataclass(frozen=True)
 class ExpectedCounts:
-    """Published / verified sizes of a data set (``splits``: interactions per part of a fixed split)."""
+    """Published / verified sizes of a data set (``splits``: interactions per part of a fixed
+    split)."""
 
     users: int
     items: int
@@ -78,8 +82,8 @@ class DatasetSpec:
         paths: candidates relative to the data dir, tried in order. ``ratings``: the ratings file,
             a zip, or a folder the reader accepts. ``fixed-split``: folders holding ``split_files``.
         reader: turns one found path (file, zip or folder) into :class:`Interactions`.
-        split_files: ``fixed-split`` only: ``(part, file name)`` with part ``train``/``valid``/``test``;
-            each name is tried as is and with ``.gz``.
+        split_files: ``fixed-split`` only: ``(part, file name)`` with part
+            ``train``/``valid``/``test``; each name is tried as is and with ``.gz``.
         expected: sizes from the data set's README, or ``None`` when unknown.
         licence: the terms of use, in short.
         embedded: shipped inside the package (``paths`` are then relative to the package folder).
@@ -198,7 +202,8 @@ DATASETS: dict[str, DatasetSpec] = {
             ),
             licence=_GROUPLENS_LICENCE + " Split by Yu & Qin (LCFN, ICML 2020); cite LCFN.",
             how_to_get=_shared_copy_hint("movielens-1m-m1-bars")
-            + " Source: github.com/Wenhui-Yu/LCFN dataset/Movielens/ (train/validation/test_data.json).",
+            + " Source: github.com/Wenhui-Yu/LCFN dataset/Movielens/"
+            " (train/validation/test_data.json).",
             hint="copy movielens-1m-m1-bars/ into {data_dir}",
         ),
         DatasetSpec(
@@ -211,9 +216,12 @@ DATASETS: dict[str, DatasetSpec] = {
             expected=ExpectedCounts(
                 29_858, 40_981, 1_027_370, (("train", 810_128), ("test", 217_242))
             ),
-            licence="NGCF/LightGCN code MIT; raw data SNAP loc-gowalla; cite NGCF/LightGCN and SNAP.",
+            licence=(
+                "NGCF/LightGCN code MIT; raw data SNAP loc-gowalla; cite NGCF/LightGCN and SNAP."
+            ),
             how_to_get=_shared_copy_hint("gowalla-lightgcn")
-            + " Source: github.com/gusye1234/LightGCN-PyTorch data/gowalla/ (train.txt, test.txt).",
+            + " Source: github.com/gusye1234/LightGCN-PyTorch data/gowalla/"
+            " (train.txt, test.txt).",
             hint="copy gowalla-lightgcn/ into {data_dir}",
         ),
         DatasetSpec(
@@ -226,14 +234,20 @@ DATASETS: dict[str, DatasetSpec] = {
             expected=ExpectedCounts(
                 70_679, 24_915, 846_434, (("train", 652_514), ("test", 193_920))
             ),
-            licence="KGAT data terms: research use only, cite KGAT, no redistribution, no commercial use.",
+            licence=(
+                "KGAT data terms: research use only, cite KGAT, no redistribution,"
+                " no commercial use."
+            ),
             how_to_get=_shared_copy_hint("amazon-book-kgat")
-            + " Source: github.com/xiangwang1223/knowledge_graph_attention_network Data/amazon-book/.",
+            + " Source: github.com/xiangwang1223/knowledge_graph_attention_network"
+            " Data/amazon-book/.",
             hint="copy amazon-book-kgat/ into {data_dir}",
         ),
         DatasetSpec(
             name="movielens-20m",
-            description="MovieLens 20M, ratings 0.5–5 + time (the paper's data set); user-downloaded",
+            description=(
+                "MovieLens 20M, ratings 0.5–5 + time (the paper's data set); user-downloaded"
+            ),
             kind="ratings",
             paths=(*_ratings_candidates("ml-20m", "movielens-20m"), "ml-20m.zip"),
             reader=read_movielens,
@@ -255,7 +269,9 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             name="amazon-books",
-            description="Amazon Books ratings-only CSV (McAuley 2014 ratings_Books.csv); user-provided",
+            description=(
+                "Amazon Books ratings-only CSV (McAuley 2014 ratings_Books.csv); user-provided"
+            ),
             kind="ratings",
             paths=(
                 "ratings_Books.csv",
@@ -270,7 +286,8 @@ DATASETS: dict[str, DatasetSpec] = {
             how_to_get=(
                 "Download the 2014 ratings-only file "
                 "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/ratings_Books.csv "
-                "(or the 2018 one, https://jmcauley.ucsd.edu/data/amazon_v2/categoryFilesSmall/Books.csv, "
+                "(or the 2018 one, "
+                "https://jmcauley.ucsd.edu/data/amazon_v2/categoryFilesSmall/Books.csv, "
                 "saved as {data_dir}/amazon-books/Books.csv) and place it at "
                 "{data_dir}/ratings_Books.csv (plain or gzip-compressed as .csv.gz)."
             ),
@@ -399,7 +416,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Interactions 
             :func:`cache_dir`. Not needed for the embedded ``movielens-latest-small``.
 
     Returns:
-        :class:`Interactions` for ``kind="ratings"``, :class:`FixedSplit` for ``kind="fixed-split"``.
+        :class:`Interactions` for ``kind="ratings"``, :class:`FixedSplit` for
+        ``kind="fixed-split"``.
 
     Raises:
         ValueError: unknown name (the message lists the registered names).
@@ -433,8 +451,8 @@ def dataset_counts(data: Interactions | FixedSplit) -> dict[str, int]:
     if isinstance(data, Interactions):
         parts = {"all": data}
     else:
-        parts = {"train": data.train, "valid": data.valid, "test": data.test}
-        parts = {k: v for k, v in parts.items() if v is not None}
+        given = {"train": data.train, "valid": data.valid, "test": data.test}
+        parts = {k: v for k, v in given.items() if v is not None}
     out = {
         "n_users": _distinct([p.users for p in parts.values()]),
         "n_items": _distinct([p.items for p in parts.values()]),

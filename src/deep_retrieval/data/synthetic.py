@@ -18,7 +18,8 @@ class ClusteredData:
     """A time-stamped log plus the planted truth.
 
     Attributes:
-        interactions: the log (external ids are the internal ones, users ``0..U-1``, items ``0..V-1``).
+        interactions: the log (external ids are the internal ones, users ``0..U-1``, items
+            ``0..V-1``).
         item_cluster: ``(V,)`` cluster of each item.
         user_cluster: ``(U,)`` the cluster each user prefers.
     """

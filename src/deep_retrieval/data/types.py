@@ -11,6 +11,7 @@ Shape alphabet used across the package: ``U`` users (rows), ``V`` items, ``N`` i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,7 +53,10 @@ class Interactions:
 
     def take(self, mask_or_index: np.ndarray) -> Interactions:
         """Rows selected by a boolean mask or an index array."""
-        pick = (lambda a: None if a is None else a[mask_or_index])
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[mask_or_index]
+
         return Interactions(
             self.users[mask_or_index],
             self.items[mask_or_index],
@@ -97,7 +101,9 @@ class Sequences:
             )
 
     @classmethod
-    def from_lists(cls, rows: list[list[int]] | list[np.ndarray], ordered: bool = True) -> Sequences:
+    def from_lists(
+        cls, rows: Sequence[Sequence[int] | np.ndarray], ordered: bool = True
+    ) -> Sequences:
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
@@ -159,7 +165,8 @@ class Sequences:
         return m
 
     def padded(self, length: int, pad: int = -1) -> np.ndarray:
-        """``(U, length)`` int64 matrix of each row's last ``length`` items, right-aligned, ``pad`` on the left."""
+        """``(U, length)`` int64 matrix of each row's last ``length`` items, right-aligned, ``pad``
+        on the left."""
         cut = self.last(length)
         out = np.full((len(cut), length), pad, dtype=np.int64)
         lengths = cut.lengths
@@ -207,7 +214,11 @@ class Split:
     @property
     def n_users(self) -> int:
         """Distinct users across training and held-out sets."""
-        return len(np.unique(np.concatenate([self.train_user_ids, self.test_user_ids, self.valid_user_ids])))
+        return len(
+            np.unique(
+                np.concatenate([self.train_user_ids, self.test_user_ids, self.valid_user_ids])
+            )
+        )
 
     def summary(self) -> dict[str, int]:
         return {

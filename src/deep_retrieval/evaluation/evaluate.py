@@ -5,12 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from ..core.contract import Recommender
 from ..data.types import Sequences
 from .metrics import evaluate_recommendations
+
+
+class _Recommends(Protocol):
+    """All that evaluation needs of a model: the ``recommend`` half of
+    :class:`~deep_retrieval.core.contract.Recommender` (a wrapper need not ``fit``)."""
+
+    def recommend(
+        self, histories: Sequences, n: int, *, exclude: Sequences | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass
@@ -30,7 +39,7 @@ class Evaluation:
 
 
 def recommend_all(
-    model: Recommender,
+    model: _Recommends,
     histories: Sequences,
     n: int,
     *,
@@ -54,7 +63,7 @@ def recommend_all(
 
 
 def query_latency(
-    model: Recommender,
+    model: _Recommends,
     histories: Sequences,
     n: int,
     *,
@@ -80,7 +89,7 @@ def query_latency(
 
 
 def evaluate(
-    model: Recommender,
+    model: _Recommends,
     histories: Sequences,
     truth: Sequences,
     ks: Sequence[int],
@@ -92,7 +101,9 @@ def evaluate(
 ) -> Evaluation:
     """Recommend ``max(ks)`` items to every held-out user, score them, and time single queries."""
     n = max(ks)
-    recs, _ = recommend_all(model, histories, n, exclude=exclude, batch_size=batch_size, on_batch=on_batch)
+    recs, _ = recommend_all(
+        model, histories, n, exclude=exclude, batch_size=batch_size, on_batch=on_batch
+    )
     metrics = evaluate_recommendations(recs, truth, ks)
     times = query_latency(model, histories, n, exclude=exclude, n_queries=n_latency_queries)
     return Evaluation(

@@ -61,7 +61,8 @@ def ndcg_at_k(hits: np.ndarray, truth_sizes: np.ndarray, k: int) -> np.ndarray:
 
 def hit_rate_at_k(hits: np.ndarray, truth_sizes: np.ndarray, k: int) -> np.ndarray:
     """``HitRate@k(u) = 1 if |P_u ∩ G_u| > 0 else 0`` → ``(U,)``."""
-    return hits[:, :k].any(axis=1).astype(np.float64)
+    # numpy's stubs also allow a scalar from any(axis=1); on the 2-d hits it is an array.
+    return hits[:, :k].any(axis=1).astype(np.float64)  # type: ignore[return-value]
 
 
 METRICS = {
@@ -73,7 +74,9 @@ METRICS = {
 }
 
 
-def per_user_metrics(recommended: np.ndarray, truth: Sequences, ks: Iterable[int]) -> dict[str, np.ndarray]:
+def per_user_metrics(
+    recommended: np.ndarray, truth: Sequences, ks: Iterable[int]
+) -> dict[str, np.ndarray]:
     """Every metric at every ``k`` for every user: ``{"recall@20": (U,), …}``.
 
     Raises:
@@ -82,7 +85,9 @@ def per_user_metrics(recommended: np.ndarray, truth: Sequences, ks: Iterable[int
     """
     sizes = truth.lengths
     if (sizes == 0).any():
-        raise ValueError(f"{int((sizes == 0).sum())} users have an empty ground truth; drop them first")
+        raise ValueError(
+            f"{int((sizes == 0).sum())} users have an empty ground truth; drop them first"
+        )
     hits = hit_matrix(recommended, truth)
     out = {}
     for k in ks:
@@ -93,6 +98,8 @@ def per_user_metrics(recommended: np.ndarray, truth: Sequences, ks: Iterable[int
     return out
 
 
-def evaluate_recommendations(recommended: np.ndarray, truth: Sequences, ks: Iterable[int]) -> dict[str, float]:
+def evaluate_recommendations(
+    recommended: np.ndarray, truth: Sequences, ks: Iterable[int]
+) -> dict[str, float]:
     """Unweighted means over users of :func:`per_user_metrics`."""
     return {name: float(v.mean()) for name, v in per_user_metrics(recommended, truth, ks).items()}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ConfigError, DRConfig, _from_mapping, to_dict
+from ..config import ConfigError, DRConfig, from_mapping, to_dict
 from ..core.modules.softmax import SoftmaxModel
 from ..core.paths import ItemPathMap, PathCodec
 from ..data.types import Sequences
@@ -124,7 +124,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu", verify: bool = True) -> DRState:
+def load_bundle(
+    path: str | os.PathLike, *, device: torch.device | str = "cpu", verify: bool = True
+) -> DRState:
     """Read a bundle written by :func:`save_bundle`.
 
     Refuses, with a message that names the file and what is wrong: a directory without a
@@ -139,35 +141,46 @@ def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu", 
     manifest = read_manifest(path)
     check_files(path, manifest.get("files"), verify=verify)
     try:
-        config = _from_mapping(DRConfig, manifest["config"])
+        config = from_mapping(DRConfig, manifest["config"])
     except ConfigError as exc:
-        raise ValueError(f"{path / 'manifest.json'}: stored config does not fit this version: {exc}") from exc
+        raise ValueError(
+            f"{path / 'manifest.json'}: stored config does not fit this version: {exc}"
+        ) from exc
     n_items = int(manifest["n_items"])
     s = config.structure
     codec = PathCodec(s.n_layers, s.n_nodes)
 
-    def array(name: str, required: bool = True) -> np.ndarray | None:
-        file = path / f"{name}.npy"
-        if not required and not file.exists():
-            return None
-        return np.load(file, allow_pickle=False)
+    def array(name: str) -> np.ndarray:
+        return np.load(path / f"{name}.npy", allow_pickle=False)
+
+    def optional_array(name: str) -> np.ndarray | None:
+        """The array, or None where the bundle has no such file."""
+        return array(name) if (path / f"{name}.npy").exists() else None
 
     try:
         weights = load_file(path / "weights.safetensors")
-        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        bad = [
+            k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()
+        ]
         if bad:
-            raise ValueError(f"weights.safetensors holds NaN or inf in {', '.join(bad[:5])}: the model diverged"
-                             " before it was saved; retrain it (a lower train.lr helps)")
+            raise ValueError(
+                f"weights.safetensors holds NaN or inf in {', '.join(bad[:5])}: the model diverged"
+                " before it was saved; retrain it (a lower train.lr helps)"
+            )
         item_paths = array("item_paths")
         calib = array("beam_calibration")
-        flags = array("item_flags", required=False)
+        flags = optional_array("item_flags")
         flags = np.zeros(n_items, np.uint8) if flags is None else flags
         if item_paths.shape[0] != n_items or flags.shape != (n_items,):
             raise ValueError(f"item arrays do not have n_items = {n_items} rows")
         removed = (flags & FLAG_REMOVED) != 0
         if (path / "path_items.npy").exists():
             index = ItemPathMap.from_index(
-                item_paths, codec, array("occupied_paths"), array("path_indptr"), array("path_items"),
+                item_paths,
+                codec,
+                array("occupied_paths"),
+                array("path_indptr"),
+                array("path_items"),
                 excluded=removed,
             )
         else:
@@ -175,16 +188,19 @@ def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu", 
         state = build_state(
             config, n_items, ordered=bool(manifest["ordered"]), encoder=manifest["encoder"],
             reranker_options=manifest.get("reranker", {}), item_paths=index,
-            item_counts=array("item_counts"), item_ids=array("item_ids", required=False),
+            item_counts=array("item_counts"), item_ids=optional_array("item_ids"),
         )
         state.net.load_state_dict(weights)
         state.cold = (flags & FLAG_COLD) != 0
         state.removed = removed
-        user_ids = array("user_ids", required=False)
+        user_ids = optional_array("user_ids")
         if user_ids is not None:
-            state.set_known_users(user_ids, Sequences(array("user_indptr"), array("user_items"), state.ordered))
+            known = Sequences(array("user_indptr"), array("user_items"), state.ordered)
+            state.set_known_users(user_ids, known)
     except (SafetensorError, RuntimeError, ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path} is incomplete or corrupt ({exc}); re-save or retrain the model") from exc
+        raise ValueError(
+            f"{path} is incomplete or corrupt ({exc}); re-save or retrain the model"
+        ) from exc
     state.net = state.net.to(device).eval()
     state.device = device
     state.history = manifest.get("history", [])

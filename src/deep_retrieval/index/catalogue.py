@@ -11,19 +11,22 @@ user histories that stand for the people who would pick the item.
 Beam search over each context's user vector gives ``S`` paths with probabilities, summed per item
 (:func:`context_path_scores`, as training accumulates path scores); the item's ``J`` paths are then
 chosen by the penalised greedy step of path assignment against the current path sizes
-(:func:`~deep_retrieval.core.assignment.place_paths`). Its reranker row and bias are fitted by maximum likelihood under the frozen
-softmax model (:func:`fit_item_vectors`). Shapes: ``N`` contexts, ``n`` new items, ``V`` existing
-items, ``F`` features.
+(:func:`~deep_retrieval.core.assignment.place_paths`). Its reranker row and bias are fitted by
+maximum likelihood under the frozen softmax model (:func:`fit_item_vectors`). Shapes: ``N``
+contexts, ``n`` new items, ``V`` existing items, ``F`` features.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..core.assignment import PathScores, place_paths
-from ..data.types import Sequences
-from .ids import item_index
+from ..data.types import Interactions, Sequences
+from .ids import item_index, user_history
 from .retrieval import beam, user_embeddings
 from .state import DRState
 
@@ -79,7 +82,7 @@ def feature_neighbours(
     unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     old = unit[usable]
     k = min(n_neighbours, len(usable))
-    out = []
+    out: list[np.ndarray] = []
     for s in range(0, len(new), batch):
         sim = unit[new[s : s + batch]] @ old.T  # (m', V')
         top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
@@ -89,7 +92,12 @@ def feature_neighbours(
 
 
 def context_path_scores(
-    items: np.ndarray, path_ids: np.ndarray, probs: np.ndarray, n_items: int, n_paths: int, n_keep: int
+    items: np.ndarray,
+    path_ids: np.ndarray,
+    probs: np.ndarray,
+    n_items: int,
+    n_paths: int,
+    n_keep: int,
 ) -> PathScores:
     """Per item, the ``n_keep`` paths with the largest summed probability over its contexts.
 
@@ -130,7 +138,7 @@ def context_path_scores_reference(
     for v in range(n_items):
         total: dict[int, float] = {}
         for row in np.flatnonzero(items == v):
-            for pid, pr in zip(path_ids[row].tolist(), probs[row].tolist()):
+            for pid, pr in zip(path_ids[row].tolist(), probs[row].tolist(), strict=True):
                 total[pid] = total.get(pid, 0.0) + pr
         ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:n_keep]
         ids[v, : len(ranked)] = [pid for pid, _ in ranked]
@@ -182,7 +190,8 @@ def fit_item_vectors(
                 s_ctx, s_bg = s_ctx + b, s_bg + b
             log_z_ctx = torch.logaddexp(log_z_context, torch.logsumexp(s_ctx, dim=1))
             log_z_bg = torch.logaddexp(log_z_background, torch.logsumexp(s_bg, dim=1))
-            loss = (log_z_ctx - s_ctx[rows, owner]).sum() + background_weight * (log_z_bg - log_z_background).sum()
+            context_loss = (log_z_ctx - s_ctx[rows, owner]).sum()
+            loss = context_loss + background_weight * (log_z_bg - log_z_background).sum()
             opt.zero_grad()
             (loss / (len(owner) + background_weight * len(q_background))).backward()
             opt.step()
@@ -198,7 +207,9 @@ def remove_items(state: DRState, items: np.ndarray) -> int:
     (their rows stay, so ids do not shift). Returns how many were newly removed."""
     items = np.asarray(items, dtype=np.int64)
     if len(items) and (items.min() < 0 or items.max() >= state.n_items):
-        raise ValueError(f"item ids must lie in [0, {state.n_items}), got {items.min()}..{items.max()}")
+        raise ValueError(
+            f"item ids must lie in [0, {state.n_items}), got {items.min()}..{items.max()}"
+        )
     newly = int((~state.removed[items]).sum()) if len(items) else 0
     state.removed = state.removed.copy()
     state.removed[items] = True
@@ -206,7 +217,9 @@ def remove_items(state: DRState, items: np.ndarray) -> int:
     return newly
 
 
-def _new_item_names(state: DRState, item_ids: list | np.ndarray | None, n_new: int | None) -> tuple[np.ndarray | None, int]:
+def _new_item_names(
+    state: DRState, item_ids: list | np.ndarray | None, n_new: int | None
+) -> tuple[np.ndarray | None, int]:
     """``(external ids of the new items or None, how many)``, refused when they clash."""
     stored = state.item_ids
     if item_ids is None:
@@ -218,7 +231,8 @@ def _new_item_names(state: DRState, item_ids: list | np.ndarray | None, n_new: i
     names = np.asarray(item_ids)
     known, _ = item_index(state, names)
     if len(known):
-        raise ValueError(f"item ids already in the model: {', '.join(str(stored[i]) for i in known[:10])}")
+        clashes = ", ".join(str(stored[i]) for i in known[:10])
+        raise ValueError(f"item ids already in the model: {clashes}")
     if len({str(x) for x in names.tolist()}) != len(names):
         raise ValueError("item_ids holds duplicates")
     return names, len(names)
@@ -233,7 +247,8 @@ def _contexts(
     total = n_old + n
     ctx_items, ctx_rows = np.zeros(0, np.int64), Sequences.from_lists([])
     if interactions is not None:
-        if len(interactions.items) and (interactions.items.min() < 0 or interactions.items.max() >= total):
+        items = interactions.items
+        if len(items) and (items.min() < 0 or items.max() >= total):
             raise ValueError(f"interactions hold ids outside [0, {total})")
         ctx_items, ctx_rows = occurrence_contexts(interactions, n_old, state.history_length())
     warm = np.zeros(n, dtype=bool)
@@ -242,10 +257,13 @@ def _contexts(
     extra_rows: list[np.ndarray] = []
     if neighbours is not None:
         if len(neighbours) != n:
-            raise ValueError(f"neighbours must have one row per new item ({n}), got {len(neighbours)}")
-        if len(neighbours.items) and (neighbours.items.min() < 0 or neighbours.items.max() >= n_old):
+            raise ValueError(
+                f"neighbours must have one row per new item ({n}), got {len(neighbours)}"
+            )
+        nb_items = neighbours.items
+        if len(nb_items) and (nb_items.min() < 0 or nb_items.max() >= n_old):
             raise ValueError(f"neighbours must be existing item ids in [0, {n_old})")
-        for i in np.flatnonzero(~warm & (neighbours.lengths > 0)):
+        for i in np.flatnonzero(~warm & (neighbours.lengths > 0)).tolist():
             extra_items.append(n_old + i)
             extra_rows.append(neighbours.items[neighbours.indptr[i] : neighbours.indptr[i + 1]])
     covered = warm.copy()
@@ -253,7 +271,9 @@ def _contexts(
     if features is not None and (~covered).any():
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or len(features) != total:
-            raise ValueError(f"features must have shape (V + n = {total}, F), got {features.shape}")
+            raise ValueError(
+                f"features must have shape (V + n = {total}, F), got {features.shape}"
+            )
         todo = n_old + np.flatnonzero(~covered & np.isfinite(features[n_old:]).all(axis=1))
         if len(todo):
             nb = feature_neighbours(features, n_old, todo, n_neighbours)
@@ -294,15 +314,18 @@ def add_items(
     contexts: the histories of the users who picked it in ``interactions`` (warm items) or else
     its neighbours, from ``features`` or given in ``neighbours`` (cold items, flagged ``cold``).
     Its paths come from the contexts' beam-search path scores under the size penalty
-    (:func:`~deep_retrieval.core.assignment.place_paths`); its input embedding is the mean over the contexts' items; its reranker
-    row and bias are fitted by maximum likelihood against a background of users
-    (:func:`fit_item_vectors`). See :meth:`DeepRetrieval.add_items` for the arguments.
+    (:func:`~deep_retrieval.core.assignment.place_paths`); its input embedding is the mean over
+    the contexts' items; its reranker row and bias are fitted by maximum likelihood against a
+    background of users (:func:`fit_item_vectors`). See :meth:`DeepRetrieval.add_items` for the
+    arguments.
     """
     names, n = _new_item_names(state, item_ids, n_new)
     if n < 1:
         raise ValueError("add_items needs at least one new item")
     n_old = state.n_items
-    ctx_items, ctx_rows, warm = _contexts(state, n, names, interactions, features, neighbours, n_neighbours)
+    ctx_items, ctx_rows, warm = _contexts(
+        state, n, names, interactions, features, neighbours, n_neighbours
+    )
 
     # Path scores of every context, summed per item, then the penalised choice of J paths
     # against the current path sizes (as in training's path assignment).
@@ -311,11 +334,22 @@ def add_items(
     # S ≥ J distinct beam paths per context, so every item has J candidates.
     path_ids, log_probs = beam(state, u, min(max(a.n_candidates, J), state.codec.n_paths))
     scores = context_path_scores(
-        ctx_items - n_old, path_ids, np.exp(log_probs.astype(np.float64)), n, state.codec.n_paths, a.n_candidates
+        ctx_items - n_old,
+        path_ids,
+        np.exp(log_probs.astype(np.float64)),
+        n,
+        state.codec.n_paths,
+        a.n_candidates,
     )
     index = state.item_paths
-    paths = place_paths(scores, (index.occupied_paths, index.path_sizes()), paths_per_item=J,
-                        penalty=a.penalty, power=a.power, n_sweeps=a.n_sweeps)
+    paths = place_paths(
+        scores,
+        (index.occupied_paths, index.path_sizes()),
+        paths_per_item=J,
+        penalty=a.penalty,
+        power=a.power,
+        n_sweeps=a.n_sweeps,
+    )
 
     # Input embedding: the mean over the contexts' items; reranker row and bias: fitted by
     # maximum likelihood, starting from the same means.
@@ -337,7 +371,8 @@ def add_items(
 
     occurrences = np.zeros(n, np.int64)
     if interactions is not None:
-        occurrences = np.bincount(interactions.items[interactions.items >= n_old] - n_old, minlength=n)
+        new_occurrences = interactions.items[interactions.items >= n_old] - n_old
+        occurrences = np.bincount(new_occurrences, minlength=n)
     state.item_counts = np.r_[state.item_counts, occurrences]
     state.cold = np.r_[state.cold, ~warm]
     state.removed = np.r_[state.removed, np.zeros(n, bool)]
@@ -356,16 +391,21 @@ def _fit_new_item_vectors(
     head = state.net.reranker
     rng = np.random.default_rng(state.config.seed)
     pool = state.user_histories if state.user_histories is not None else ctx_rows
-    pool = pool.rows(np.sort(rng.choice(len(pool), size=min(n_background, len(pool)), replace=False)))
+    pool = pool.rows(
+        np.sort(rng.choice(len(pool), size=min(n_background, len(pool)), replace=False))
+    )
     keys_old = head.keys()  # (V, E), normalised when the head normalises
     bias_old = head.item_bias
 
     def query_and_log_z(users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = head.query(users).float()
-        log_z = torch.cat([
-            torch.logsumexp(q[s : s + 1024] @ keys_old.T + (bias_old if bias_old is not None else 0), dim=1)
-            for s in range(0, len(q), 1024)
-        ])
+        bias = bias_old if bias_old is not None else 0
+        log_z = torch.cat(
+            [
+                torch.logsumexp(q[s : s + 1024] @ keys_old.T + bias, dim=1)
+                for s in range(0, len(q), 1024)
+            ]
+        )
         return q, log_z
 
     q_ctx, z_ctx = query_and_log_z(u)
@@ -373,10 +413,8 @@ def _fit_new_item_vectors(
     b0 = None
     if bias_old is not None:
         b = bias_old.detach().cpu().numpy()
-        b0 = torch.as_tensor(
-            np.bincount(ctx_owner, weights=b[ctx_rows.items], minlength=len(per_item)) / per_item[:, 0],
-            dtype=torch.float32,
-        )
+        sums = np.bincount(ctx_owner, weights=b[ctx_rows.items], minlength=len(per_item))
+        b0 = torch.as_tensor(sums / per_item[:, 0], dtype=torch.float32)
     weight = float(state.item_counts.sum()) / max(len(q_bg), 1)
     k, b_new = fit_item_vectors(
         q_ctx.cpu(), torch.as_tensor(owner), q_bg.cpu(), z_ctx.cpu(), z_bg.cpu(),
@@ -384,3 +422,90 @@ def _fit_new_item_vectors(
         background_weight=weight, normalize=head.normalize,
     )
     return k.numpy(), None if b_new is None else b_new.numpy()
+
+
+def add_items_by_id(
+    state: DRState,
+    *,
+    interactions: Interactions | None = None,
+    features: Mapping[Any, Sequence[float]] | None = None,
+    neighbours: Mapping[Any, Sequence[Any]] | None = None,
+) -> tuple[np.ndarray, list]:
+    """:func:`add_items` with every input in external ids: the items these inputs name that the
+    model does not hold yet are added, in order of first mention.
+
+    Args:
+        interactions: a log; each user's events (in time order when it has timestamps) follow
+            the user's stored history, when the model knows the user.
+        features: item id → feature vector (all of one width); new items without one are placed
+            from interactions or neighbours.
+        neighbours: new item id → existing item ids (unknown ones are ignored).
+
+    Returns:
+        ``(internal ids of the new items (n,), neighbour ids that were ignored as unknown)``.
+    """
+    new_names: dict[str, int] = {}  # external id → position among the new items
+
+    def internal(x: Any) -> int:
+        known, _ = item_index(state, [x])
+        if len(known):
+            return int(known[0])
+        return state.n_items + new_names.setdefault(str(x), len(new_names))
+
+    rows = None
+    if interactions is not None:
+        order = np.lexsort(
+            (interactions.timestamps,)
+            if interactions.timestamps is not None
+            else (np.arange(len(interactions)),)
+        )
+        by_user: dict[str, list[int]] = {}
+        users, items = interactions.users[order].tolist(), interactions.items[order].tolist()
+        for u, v in zip(users, items, strict=True):
+            # A known user's stored history comes first: it is the context.
+            if str(u) not in by_user:
+                try:
+                    by_user[str(u)] = user_history(state, u).tolist()
+                except KeyError:
+                    by_user[str(u)] = []
+            by_user[str(u)].append(internal(v))
+        rows = Sequences.from_lists(
+            list(by_user.values()), ordered=interactions.timestamps is not None
+        )
+    for x in features or {}:
+        internal(x)
+    ignored: list = []
+    neighbour_rows: dict[str, np.ndarray] = {}
+    for x, given in (neighbours or {}).items():
+        known, unknown = item_index(state, list(given))
+        ignored.extend(unknown)
+        neighbour_rows[str(x)] = known
+        internal(x)
+    n = len(new_names)
+    if n == 0:
+        raise ValueError("the inputs name no item the model does not already hold: nothing to add")
+    feature_matrix = None
+    if features:
+        widths = {len(f) for f in features.values()}
+        if len(widths) != 1:
+            raise ValueError(f"feature rows have different numbers of features {sorted(widths)}")
+        feature_matrix = np.full((state.n_items + n, widths.pop()), np.nan, dtype=np.float32)
+        for x, f in features.items():
+            feature_matrix[internal(x)] = f
+    nb = None
+    if neighbour_rows:
+        nb = Sequences.from_lists(
+            [neighbour_rows.get(x, np.zeros(0, np.int64)) for x in new_names], ordered=False
+        )
+    names = list(new_names)
+    if state.item_ids is None and any(
+        not x.isdigit() or int(x) != state.n_items + i for i, x in enumerate(names)
+    ):
+        raise ValueError(
+            "this model has no external item ids: new items must be numbered from n_items up"
+        )
+    ids = None if state.item_ids is None else np.array(names)
+    added = add_items(
+        state, ids, n_new=n, interactions=rows, features=feature_matrix, neighbours=nb
+    )
+    return added, ignored

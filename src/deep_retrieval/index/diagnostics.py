@@ -29,7 +29,9 @@ def diagnostics(state: DRState, stats: QueryStats | None = None) -> dict[str, An
     }
     if state.beam_calibration is not None:
         beams, means = state.beam_calibration
-        out["beam_calibration"] = {int(b): round(float(m), 2) for b, m in zip(beams, means, strict=True)}
+        out["beam_calibration"] = {
+            int(b): round(float(m), 2) for b, m in zip(beams, means, strict=True)
+        }
     if stats is not None and stats.queries:
         out["candidates_per_query"] = stats.candidates_per_query
         out["fraction_scored"] = stats.candidates_per_query / state.n_items
@@ -46,12 +48,15 @@ def plot_path_sizes(state: DRState, png: str | os.PathLike) -> Path:
     sizes = state.item_paths.path_sizes()
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.unique(np.geomspace(1, max(int(sizes.max(initial=1)), 2) + 1, 40).astype(int))
-    ax.hist(sizes, bins=bins, color="#3b6ea8")
+    ax.hist(sizes, bins=bins.tolist(), color="#3b6ea8")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("items on the path")
     ax.set_ylabel("paths")
-    ax.set_title(f"{len(sizes):,} occupied paths of {state.codec.n_paths:,}; largest {int(sizes.max(initial=0))}")
+    ax.set_title(
+        f"{len(sizes):,} occupied paths of {state.codec.n_paths:,};"
+        f" largest {int(sizes.max(initial=0))}"
+    )
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

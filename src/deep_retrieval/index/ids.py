@@ -4,7 +4,7 @@ re-expressing a data split in a trained model's item ids."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -39,14 +39,18 @@ def user_history(state: DRState, user_id: Any) -> np.ndarray:
     histories, user_ids = state.user_histories, state.user_ids
     if histories is None or user_ids is None:
         raise KeyError(f"unknown user {user_id!r}: this model holds no user histories")
-    lookup = state.derived("user_lookup", lambda: {str(v): i for i, v in enumerate(user_ids.tolist())})
+    lookup = state.derived(
+        "user_lookup", lambda: {str(v): i for i, v in enumerate(user_ids.tolist())}
+    )
     row = lookup.get(str(user_id))
     if row is None:
         raise KeyError(f"unknown user {user_id!r}")
     return histories.items[histories.indptr[row] : histories.indptr[row + 1]]
 
 
-def popular_items(state: DRState, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def popular_items(
+    state: DRState, n: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` most frequent training items not removed or in ``exclude``: the fallback for an
     empty history. Returns ``(ids (n,), counts as float32 scores (n,))``, padded."""
 
@@ -82,6 +86,13 @@ def align_split(state: DRState, split: Split) -> Split:
     unknown = np.flatnonzero(mapped < 0)
     truth_map = mapped.copy()
     truth_map[unknown] = state.n_items + np.arange(len(unknown))
+
+    @overload
+    def remap(seq: Sequences, table: np.ndarray) -> Sequences: ...
+    @overload
+    def remap(seq: None, table: np.ndarray) -> None: ...
+    @overload
+    def remap(seq: Sequences | None, table: np.ndarray) -> Sequences | None: ...
 
     def remap(seq: Sequences | None, table: np.ndarray) -> Sequences | None:
         if seq is None:

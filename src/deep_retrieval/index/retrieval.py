@@ -77,7 +77,9 @@ def user_embeddings(state: DRState, histories: Sequences, batch_size: int = 1024
         # newest `length` of the row), where it has one.
         ids = histories.items[histories.indptr[0] : histories.indptr[1]][-state.history_length() :]
         if len(ids) and (ids.min() < 0 or ids.max() >= state.n_items):
-            raise ValueError(f"history holds item id {int(ids.max())} outside [0, n_items = {state.n_items})")
+            raise ValueError(
+                f"history holds item id {int(ids.max())} outside [0, n_items = {state.n_items})"
+            )
         vec = net.reranker.encoder.encode_row(ids)
         if vec is not None:
             return vec
@@ -86,7 +88,11 @@ def user_embeddings(state: DRState, histories: Sequences, batch_size: int = 1024
         net.user_embedding(torch.as_tensor(mat[s : s + batch_size], device=state.device))
         for s in range(0, len(mat), batch_size)
     ]
-    return torch.cat(out) if out else torch.zeros((0, state.config.train.embedding_dim), device=state.device)
+    return (
+        torch.cat(out)
+        if out
+        else torch.zeros((0, state.config.train.embedding_dim), device=state.device)
+    )
 
 
 def beam_size_for(state: DRState, n: int) -> int:
@@ -103,12 +109,16 @@ def beam_size_for(state: DRState, n: int) -> int:
 
 
 @torch.no_grad()
-def beam(state: DRState, u: torch.Tensor, beam_size: int, *, ordered: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def beam(
+    state: DRState, u: torch.Tensor, beam_size: int, *, ordered: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """``(U, B')`` path ids and log-probs of the beam (``B' = min(B, K^D)``); ``ordered=False``
     skips sorting the beam (same paths), for callers that only need the set."""
     if not ordered and u.device.type == "cpu":
         # Serving on CPU: the numpy twin of beam_search (same paths, less per-call overhead).
-        compiled = state.derived("compiled_structure", lambda: CompiledStructure(state.net.structure))
+        compiled = state.derived(
+            "compiled_structure", lambda: CompiledStructure(state.net.structure)
+        )
         paths, log_probs = compiled.beam_search(u.float().numpy(), beam_size)
         return state.codec.encode(paths), log_probs
     paths_t, log_probs_t = beam_search(state.net.structure, u, beam_size, ordered=ordered)
@@ -139,7 +149,9 @@ def candidates(state: DRState, path_ids: np.ndarray, path_lp: np.ndarray | None)
     return Candidates(indptr, items, lp.astype(np.float32), width)
 
 
-def retrieve(state: DRState, histories: Sequences, *, beam_size: int | None = None, n: int = 10) -> Candidates:
+def retrieve(
+    state: DRState, histories: Sequences, *, beam_size: int | None = None, n: int = 10
+) -> Candidates:
     """Beam search and the union of items on the beam's paths, before reranking."""
     b = beam_size or beam_size_for(state, n)
     if b < 1:
@@ -159,7 +171,11 @@ def rerank_table(state: DRState) -> tuple[np.ndarray, np.ndarray]:
         head = state.net.reranker
         with torch.no_grad():
             keys = head.keys().float().cpu().numpy()
-            bias = head.item_bias.float().cpu().numpy() if head.item_bias is not None else np.zeros(len(keys), np.float32)
+            bias = (
+                head.item_bias.float().cpu().numpy()
+                if head.item_bias is not None
+                else np.zeros(len(keys), np.float32)
+            )
         return np.ascontiguousarray(keys), bias
 
     return state.derived("rerank_table", build)
@@ -265,7 +281,9 @@ def segment_topk(
 
 
 @torch.no_grad()
-def calibrate_beam(state: DRState, train: Sequences, n_users: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def calibrate_beam(
+    state: DRState, train: Sequences, n_users: int = 500
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean candidate count for a grid of beams, on up to ``n_users`` rows of ``train``
     (drawn with ``config.seed``). Returns ``(beams (b,), mean candidates (b,))``."""
     rng = np.random.default_rng(state.config.seed)
@@ -283,5 +301,7 @@ def calibrate_beam(state: DRState, train: Sequences, n_users: int = 500) -> tupl
     grid = np.round(np.sqrt(2) ** np.arange(2 * np.log2(top) + 1)).astype(np.int64)
     beams = np.unique(np.concatenate([np.arange(1, 17), grid, [top]]))
     beams = beams[beams <= top]
-    means = np.array([np.diff(state.item_paths.items_on_batch(path_ids[:, :b])[0]).mean() for b in beams])
+    means = np.array(
+        [np.diff(state.item_paths.items_on_batch(path_ids[:, :b])[0]).mean() for b in beams]
+    )
     return beams, means

@@ -40,15 +40,27 @@ class DRNet(nn.Module):
     """Shared user encoder → structure network (paths) and softmax head (reranker)."""
 
     def __init__(
-        self, n_items: int, config: DRConfig, encoder: str, *, reranker: SoftmaxModel | None = None, **options: Any
+        self,
+        n_items: int,
+        config: DRConfig,
+        encoder: str,
+        *,
+        reranker: SoftmaxModel | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         t, s = config.train, config.structure
         options = {"normalize": t.normalize, "temperature": t.temperature, **options}
         # A given reranker is used as is: building a second (V, E) table pair first would cost
         # gigabytes at 10M items.
-        self.reranker = reranker if reranker is not None else SoftmaxModel(n_items, t.embedding_dim, encoder, **options)
-        self.structure = StructureNet(t.embedding_dim, s.n_layers, s.n_nodes, s.node_dim, s.hidden_dim)
+        self.reranker = (
+            reranker
+            if reranker is not None
+            else SoftmaxModel(n_items, t.embedding_dim, encoder, **options)
+        )
+        self.structure = StructureNet(
+            t.embedding_dim, s.n_layers, s.n_nodes, s.node_dim, s.hidden_dim
+        )
 
     def user_embedding(self, hist: torch.Tensor) -> torch.Tensor:
         """``(U, L)`` history ids (``-1`` padded) → ``(U, E)``."""
@@ -171,20 +183,25 @@ def build_state(
         encoder = config.train.encoder
         if encoder == "auto":
             encoder = "gru" if ordered else "mean"
-    if reranker is not None:
-        if reranker.n_items != n_items or reranker.encoder.dim != config.train.embedding_dim:
-            raise ValueError(
-                "the given reranker does not fit: it has"
-                f" {reranker.n_items} items × {reranker.encoder.dim} dims, the model needs"
-                f" {n_items} × {config.train.embedding_dim} (set train.embedding_dim)"
-            )
+    if reranker is not None and (
+        reranker.n_items != n_items or reranker.encoder.dim != config.train.embedding_dim
+    ):
+        raise ValueError(
+            "the given reranker does not fit: it has"
+            f" {reranker.n_items} items × {reranker.encoder.dim} dims, the model needs"
+            f" {n_items} × {config.train.embedding_dim} (set train.embedding_dim)"
+        )
     net = DRNet(n_items, config, encoder, reranker=reranker, **(reranker_options or {})).to(device)
     if reranker is not None:
         encoder = reranker.encoder.kind
     codec = PathCodec(s.n_layers, s.n_nodes)
     if item_paths is None:
-        item_paths = ItemPathMap.random(n_items, codec, s.paths_per_item, np.random.default_rng(config.seed))
-    counts = np.zeros(n_items, np.int64) if item_counts is None else np.asarray(item_counts, np.int64)
+        item_paths = ItemPathMap.random(
+            n_items, codec, s.paths_per_item, np.random.default_rng(config.seed)
+        )
+    counts = (
+        np.zeros(n_items, np.int64) if item_counts is None else np.asarray(item_counts, np.int64)
+    )
     return DRState(
         config=config,
         net=net,

@@ -47,7 +47,9 @@ class RetrievalClient:
         with self._lock:
             for attempt in (0, 1):  # a kept-alive connection the server closed: reconnect once
                 if self._conn is None:
-                    self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+                    self._conn = http.client.HTTPConnection(
+                        self._host, self._port, timeout=self._timeout
+                    )
                 try:
                     self._conn.request(method, path, body=data, headers=headers)
                     resp = self._conn.getresponse()
@@ -73,7 +75,9 @@ class RetrievalClient:
         exclude: list | None = None,
     ) -> dict[str, Any]:
         """``{"items", "scores", "unknown_items", "fallback", "beam_size", "model_generation"}``."""
-        return self._call("POST", "/v1/recommend", _request(history, user_id, n, beam_size, exclude))
+        return self._call(
+            "POST", "/v1/recommend", _request(history, user_id, n, beam_size, exclude)
+        )
 
     def recommend_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each request is a dict with the keys of :meth:`recommend`; one result per request."""

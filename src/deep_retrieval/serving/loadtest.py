@@ -12,7 +12,7 @@ import http.client
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -20,11 +20,14 @@ import numpy as np
 
 def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
     parts = urlsplit(url)
-    return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    # hostname is None only for a URL without a host, which HTTPConnection rejects.
+    return http.client.HTTPConnection(cast(str, parts.hostname), parts.port or 80, timeout=timeout)
 
 
 def _post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
-    conn.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    conn.request(
+        "POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     resp = conn.getresponse()
     return resp.status, resp.read()
 

@@ -21,27 +21,44 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
+from ..config import ConfigError
 from ..data.types import Sequences
 from ..estimator import DeepRetrieval
 
 log = logging.getLogger("deep_retrieval")
 
-ItemId = Union[int, str]
+ItemId = int | str
 
 
 @dataclass(frozen=True)
 class ServiceLimits:
-    """Request limits; a request over one gets a 422 that names the limit."""
+    """Request limits; a request over one gets a 422 that names the field.
+
+    Attributes:
+        max_n: the largest ``n`` a request may ask for.
+        max_history: the longest ``history`` list.
+        max_exclude: the longest ``exclude`` list.
+        max_batch: the most requests in one ``/v1/recommend/batch`` call.
+        max_request_beam_size: the largest ``beam_size`` a request may ask for. Not the model's
+            ``RetrievalConfig.max_beam_size``, which is the largest beam the serving calibration
+            considers for a request that gives no ``beam_size``. (Was ``max_beam_size``.)
+    """
 
     max_n: int = 1000
     max_history: int = 1000
     max_exclude: int = 10_000
     max_batch: int = 256
-    max_beam_size: int = 1024
+    max_request_beam_size: int = 1024
+
+    def __post_init__(self) -> None:
+        bad = [f"{k} must be ≥ 1, got {v!r}" for k, v in asdict(self).items()
+               if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1)]
+        if bad:
+            raise ConfigError("service limits: " + "; ".join(bad))
 
 
 class _Live:
@@ -70,7 +87,9 @@ def _load(path: Path, device: str, generation: int) -> _Live:
 class ServiceState:
     """The live bundle and the reload lock, shared by every request of one app."""
 
-    def __init__(self, path: str | Path, *, device: str = "cpu", limits: ServiceLimits | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, device: str = "cpu", limits: ServiceLimits | None = None
+    ) -> None:
         self.device = device
         self.limits = limits or ServiceLimits()
         self.live = _load(Path(path), device, 1)
@@ -98,20 +117,29 @@ def create_app(
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
 
-    from .. import __version__
+    from ..utils import __version__
 
-    state = bundle if isinstance(bundle, ServiceState) else ServiceState(bundle, device=device, limits=limits)
+    state = (
+        bundle
+        if isinstance(bundle, ServiceState)
+        else ServiceState(bundle, device=device, limits=limits)
+    )
     lim = state.limits
 
     class RecommendRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         history: list[ItemId] | None = Field(
-            None, description="item ids the user interacted with, oldest first", max_length=lim.max_history
+            None,
+            description="item ids the user interacted with, oldest first",
+            max_length=lim.max_history,
         )
         user_id: ItemId | None = Field(None, description="a user whose history the bundle holds")
         n: int = Field(100, ge=1, le=lim.max_n, description="how many items to return")
         beam_size: int | None = Field(
-            None, ge=1, le=lim.max_beam_size, description="override the beam (default: calibrated to n)"
+            None,
+            ge=1,
+            le=lim.max_request_beam_size,
+            description="override the beam (default: calibrated to n)",
         )
         exclude: list[ItemId] = Field(
             default_factory=list, description="item ids never to return", max_length=lim.max_exclude
@@ -120,9 +148,15 @@ def create_app(
     class Recommendation(BaseModel):
         items: list[ItemId]
         scores: list[float]
-        unknown_items: list[ItemId] = Field(description="history / exclude ids the model does not know (ignored)")
-        fallback: str | None = Field(description='"popularity" when no history item was known, else null')
-        beam_size: int | None = Field(description="the beam used (null for the popularity fallback)")
+        unknown_items: list[ItemId] = Field(
+            description="history / exclude ids the model does not know (ignored)"
+        )
+        fallback: str | None = Field(
+            description='"popularity" when no history item was known, else null'
+        )
+        beam_size: int | None = Field(
+            description="the beam used (null for the popularity fallback)"
+        )
         model_generation: int
 
     class BatchRequest(BaseModel):
@@ -134,7 +168,9 @@ def create_app(
 
     class ReloadRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        path: str | None = Field(None, description="bundle directory to load (default: the current one)")
+        path: str | None = Field(
+            None, description="bundle directory to load (default: the current one)"
+        )
 
     app = FastAPI(
         title="deep-retrieval",
@@ -148,7 +184,8 @@ def create_app(
         # Pydantic's details carry the offending input, which can be any JSON value; keep the
         # message and location (always serialisable).
         problems = [
-            {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "invalid"))} for e in exc.errors()
+            {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "invalid"))}
+            for e in exc.errors()
         ]
         text = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
         return JSONResponse(status_code=422, content={"detail": text, "problems": problems})
@@ -161,7 +198,9 @@ def create_app(
             try:
                 history = model.user_history(req.user_id)
             except KeyError:
-                raise HTTPException(404, f"unknown user_id {req.user_id!r}; send its history instead") from None
+                raise HTTPException(
+                    404, f"unknown user_id {req.user_id!r}; send its history instead"
+                ) from None
             unknown: list[ItemId] = []
         elif req.history is not None:
             history, unknown = model.item_index(req.history)
@@ -170,7 +209,9 @@ def create_app(
         exclude, unknown_ex = model.item_index(req.exclude)
         return history, exclude, unknown + unknown_ex
 
-    def result(live: _Live, ids, scores, unknown: list, fallback: str | None, beam: int | None) -> Recommendation:
+    def result(
+        live: _Live, ids, scores, unknown: list, fallback: str | None, beam: int | None
+    ) -> Recommendation:
         keep = ids >= 0
         return Recommendation(
             items=[live.names[i] for i in ids[keep].tolist()],
@@ -186,7 +227,7 @@ def create_app(
         resolved = [resolve(live, r) for r in reqs]
         out: list[Recommendation | None] = [None] * len(reqs)
         groups: dict[tuple[int, int | None], list[int]] = {}
-        for i, (req, (history, exclude, unknown)) in enumerate(zip(reqs, resolved)):
+        for i, (req, (history, exclude, unknown)) in enumerate(zip(reqs, resolved, strict=True)):
             if len(history) == 0:
                 ids, scores = model.popular_items(req.n, exclude)
                 out[i] = result(live, ids, scores, unknown, "popularity", None)
@@ -205,7 +246,9 @@ def create_app(
     def recommend(req: RecommendRequest) -> Recommendation:
         return answer(state.live, [req])[0]
 
-    @app.post("/v1/recommend/batch", response_model=BatchResponse, summary="Top-n items for several users")
+    @app.post(
+        "/v1/recommend/batch", response_model=BatchResponse, summary="Top-n items for several users"
+    )
     def recommend_batch(req: BatchRequest) -> BatchResponse:
         return BatchResponse(results=answer(state.live, req.requests))
 
@@ -240,7 +283,9 @@ def create_app(
         try:
             live = state.reload(path)
         except (ValueError, OSError) as exc:
-            raise HTTPException(422, f"reload failed, still serving generation {state.live.generation}: {exc}") from exc
+            raise HTTPException(
+                422, f"reload failed, still serving generation {state.live.generation}: {exc}"
+            ) from exc
         return {"status": "reloaded", "bundle": str(live.path), "model_generation": live.generation}
 
     return app

@@ -42,7 +42,13 @@ from ..data.types import Sequences
 from ..index.retrieval import history_matrix
 from ..index.state import DRState
 from . import distributed
-from .checkpoint import capture_rng, fault_point, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    capture_rng,
+    fault_point,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .step import (
     epoch_entry,
     make_optimizer,
@@ -70,8 +76,12 @@ def network_epoch(
         encoder, samples, batch_size, history_dropout=t.history_dropout,
         causal=t.causal and encoder.kind == "mean", grad=joint, device=state.device,
     )
-    probs = negative_sampling_probs(state, np.bincount(samples.train.items, minlength=state.n_items), joint)
-    structure, softmax, n = network_step(state, optimizer, batches, joint=joint, sampling_probs=probs, fault=fault)
+    probs = negative_sampling_probs(
+        state, np.bincount(samples.train.items, minlength=state.n_items), joint
+    )
+    structure, softmax, n = network_step(
+        state, optimizer, batches, joint=joint, sampling_probs=probs, fault=fault
+    )
     return {"structure_loss": structure / max(n, 1), "softmax_loss": softmax / max(n, 1)}
 
 
@@ -93,7 +103,10 @@ def _scoring_batches(
 
 @torch.no_grad()
 def score_paths(
-    state: DRState, train: Sequences, samples: TrainingSamples, timings: dict[str, float] | None = None
+    state: DRState,
+    train: Sequences,
+    samples: TrainingSamples,
+    timings: dict[str, float] | None = None,
 ) -> PathScores:
     """Top-``S`` path scores per item from beam search over the training samples' users, with
     each item's held paths scored exactly (:func:`~deep_retrieval.core.assignment.with_held_paths`).
@@ -101,7 +114,8 @@ def score_paths(
     ``timings``, when given, receives ``accumulation_seconds``: the time spent merging
     ``(item, path, p)`` triples into the per-item top-``S`` (the rest is the network's beam search).
     Under ``torch.distributed`` the rows of this process's users go to the processes owning their
-    items, and the result holds this process's item range only (:mod:`deep_retrieval.training.distributed`).
+    items, and the result holds this process's item range only
+    (:mod:`deep_retrieval.training.distributed`).
     """
     ctx = distributed.current()
     a = state.config.assignment
@@ -133,8 +147,11 @@ def score_paths(
     t0 = time.perf_counter()
     if ctx.active:
         width = a.n_candidates
-        parts = outgoing or [(np.zeros(0, np.int64), np.zeros((0, width), np.int64), np.zeros((0, width)))]
-        items, path_ids, probs = distributed.route_rows(*(np.concatenate(x) for x in zip(*parts, strict=True)), bounds)
+        parts = outgoing or [
+            (np.zeros(0, np.int64), np.zeros((0, width), np.int64), np.zeros((0, width)))
+        ]
+        all_items, all_paths, all_probs = (np.concatenate(x) for x in zip(*parts, strict=True))
+        items, path_ids, probs = distributed.route_rows(all_items, all_paths, all_probs, bounds)
         acc.add(items - lo, path_ids, probs)
         held_scores = distributed.all_reduce_numpy(held_scores)
     out = with_held_paths(acc.result(), held[lo:hi], held_scores[lo:hi])
@@ -143,12 +160,19 @@ def score_paths(
     return out
 
 
-def _fingerprint(state: DRState, train: Sequences, frozen_reranker: bool, world: int) -> dict[str, Any]:
+def _fingerprint(
+    state: DRState, train: Sequences, frozen_reranker: bool, world: int
+) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the config and the training data."""
     digest = hashlib.sha256(np.ascontiguousarray(train.indptr).tobytes())
     digest.update(np.ascontiguousarray(train.items).tobytes())
-    return {"config": to_dict(state.config), "n_items": int(state.n_items), "data_sha256": digest.hexdigest(),
-            "frozen_reranker": frozen_reranker, "processes": world}
+    return {
+        "config": to_dict(state.config),
+        "n_items": int(state.n_items),
+        "data_sha256": digest.hexdigest(),
+        "frozen_reranker": frozen_reranker,
+        "processes": world,
+    }
 
 
 def fit_state(
@@ -160,7 +184,8 @@ def fit_state(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
 ) -> None:
-    """Run the alternating schedule on a new ``state`` (from :func:`~deep_retrieval.index.state.build_state`).
+    """Run the alternating schedule on a new ``state`` (from
+    :func:`~deep_retrieval.index.state.build_state`).
 
     With ``checkpoint_dir``, a checkpoint is written after every network step that a path
     assignment follows, and after every epoch (:mod:`deep_retrieval.training.checkpoint`); with
@@ -170,7 +195,9 @@ def fit_state(
     cfg = state.config
     t = cfg.train
     ctx = distributed.current()
-    fingerprint = _fingerprint(state, train, frozen_reranker, ctx.world) if checkpoint_dir is not None else {}
+    fingerprint = (
+        _fingerprint(state, train, frozen_reranker, ctx.world) if checkpoint_dir is not None else {}
+    )
     if ctx.active:
         # Data parallel: this process trains on every world-th row, from rank 0's weights, and
         # draws its own negatives and shuffles.
@@ -197,8 +224,16 @@ def fit_state(
         # Weights, optimiser and paths are the same on every process; random states are not.
         rng_states = distributed.gather_objects(capture_rng(samples.rng))
         if ctx.rank == 0:
-            save_checkpoint(checkpoint_dir, epoch=epoch, phase=phase, state=state, optimizer=optimizer,
-                            rng=rng_states, fingerprint=fingerprint, pending=entry)
+            save_checkpoint(
+                checkpoint_dir,
+                epoch=epoch,
+                phase=phase,
+                state=state,
+                optimizer=optimizer,
+                rng=rng_states,
+                fingerprint=fingerprint,
+                pending=entry,
+            )
         distributed.barrier()
 
     for epoch in range(start, t.epochs):

@@ -77,7 +77,10 @@ def save_checkpoint(
     name = f"ckpt-{epoch:04d}-{phase}"
 
     def fill(tmp: Path) -> dict[str, Any]:
-        tensors = {f"net.{k}": v.detach().cpu().contiguous().clone() for k, v in state.net.state_dict().items()}
+        tensors = {
+            f"net.{k}": v.detach().cpu().contiguous().clone()
+            for k, v in state.net.state_dict().items()
+        }
         opt = optimizer.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
         for pid, entry in opt["state"].items():
@@ -102,12 +105,15 @@ def save_checkpoint(
             "pending": pending,
             "fingerprint": fingerprint,
             "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
-            "rng": [{k: v for k, v in states.items() if k not in ("torch", "cuda")} for states in rng],
+            "rng": [
+                {k: v for k, v in states.items() if k not in ("torch", "cuda")} for states in rng
+            ],
         }
 
     out = write_directory(folder / name, fill, manifest="state.json")
     atomic_write_text(folder / "LATEST", name + "\n")
-    for old in sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: _order(p.name))[:-keep]:
+    found = (p for p in folder.iterdir() if _NAME.match(p.name))
+    for old in sorted(found, key=lambda p: _order(p.name))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return out
 
@@ -130,11 +136,15 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    for path in sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: _order(p.name), reverse=True):
+    found = (p for p in folder.iterdir() if _NAME.match(p.name))
+    for path in sorted(found, key=lambda p: _order(p.name), reverse=True):
         try:
             doc = json.loads((path / "state.json").read_text())
             if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"unknown checkpoint format {doc.get('format')!r} {doc.get('format_version')!r}")
+                raise ValueError(
+                    f"unknown checkpoint format {doc.get('format')!r}"
+                    f" {doc.get('format_version')!r}"
+                )
             check_files(path, doc.get("files") or {}, verify=True)
             return path
         except (OSError, ValueError) as exc:
@@ -162,8 +172,8 @@ def load_checkpoint(
     doc = json.loads((path / "state.json").read_text())
     if doc["fingerprint"] != fingerprint:
         raise ValueError(
-            f"the checkpoints in {path.parent} come from another config or data set; resume with the"
-            " same settings, or write to a fresh --out"
+            f"the checkpoints in {path.parent} come from another config or data set; resume with"
+            " the same settings, or write to a fresh --out"
         )
     tensors = load_file(path / "state.safetensors")
     state.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
@@ -174,7 +184,9 @@ def load_checkpoint(
             opt_state.setdefault(int(pid), {})[name] = value
     for pid, scalars in doc["optimizer"]["scalars"].items():
         opt_state.setdefault(int(pid), {}).update(scalars)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": doc["optimizer"]["param_groups"]})
+    optimizer.load_state_dict(
+        {"state": opt_state, "param_groups": doc["optimizer"]["param_groups"]}
+    )
     torch.set_rng_state(tensors[f"rng.torch.{rank}"])
     if f"rng.cuda.{rank}" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"])

@@ -66,7 +66,11 @@ def init_from_environment(device: str = "cpu") -> Dist:
 def _device() -> torch.device:
     import torch.distributed as dist
 
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def gather_objects(obj):
@@ -114,7 +118,10 @@ def average_gradients(params: list[torch.nn.Parameter], contributing: bool) -> N
         elif not contributing:
             p.grad.zero_()
         grads.append(p.grad)
-    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([float(contributing)], device=grads[0].device)])
+    flat = torch.cat(
+        [g.reshape(-1) for g in grads]
+        + [torch.tensor([float(contributing)], device=grads[0].device)]
+    )
     dist.all_reduce(flat)
     n = max(float(flat[-1]), 1.0)
     offset = 0
@@ -148,9 +155,9 @@ def route_rows(
     order = np.argsort(owner, kind="stable")
     items, path_ids, probs = items[order], path_ids[order], probs[order]
     send = np.bincount(owner, minlength=world).astype(np.int64)
-    recv = torch.empty(world, dtype=torch.int64)
-    dist.all_to_all_single(recv, torch.from_numpy(send))
-    recv = recv.numpy()
+    recv_counts = torch.empty(world, dtype=torch.int64)
+    dist.all_to_all_single(recv_counts, torch.from_numpy(send))
+    recv = recv_counts.numpy()
     width = path_ids.shape[1]
 
     def exchange(arr: np.ndarray, per_row: int) -> np.ndarray:
@@ -160,7 +167,8 @@ def route_rows(
         return out.numpy()
 
     got_items = exchange(items, 1)
-    return got_items, exchange(path_ids, width).reshape(-1, width), exchange(probs, width).reshape(-1, width)
+    got_paths = exchange(path_ids, width).reshape(-1, width)
+    return got_items, got_paths, exchange(probs, width).reshape(-1, width)
 
 
 def assign_paths_sharded(
@@ -193,7 +201,9 @@ def assign_paths_sharded(
     n_own = scores.n_items
     prev_own = np.ascontiguousarray(previous[lo : lo + n_own], dtype=np.int64)
     # A path can hold every item of every process, hence max_path_size = V, not n_own.
-    greedy = GreedySweep(scores, prev_own, penalty=penalty, power=power, max_path_size=len(previous))
+    greedy = GreedySweep(
+        scores, prev_own, penalty=penalty, power=power, max_path_size=len(previous)
+    )
     active = greedy.active
     visit = np.flatnonzero(active)
     rng = np.random.default_rng([seed, rank])
@@ -208,10 +218,14 @@ def assign_paths_sharded(
     for sweep in range(n_sweeps):
         order = rng.permutation(visit).astype(np.int64)
         for block in np.array_split(order, rounds):
-            sizes = all_reduce_numpy(np.bincount(assign[counted].ravel(), minlength=n_paths).astype(np.int64))
+            sizes = all_reduce_numpy(
+                np.bincount(assign[counted].ravel(), minlength=n_paths).astype(np.int64)
+            )
             greedy.sweep(block, assign, sizes, release=sweep > 0)
             counted[block] = True
-        global_sizes = all_reduce_numpy(np.bincount(assign.ravel(), minlength=n_paths).astype(np.float64))
+        global_sizes = all_reduce_numpy(
+            np.bincount(assign.ravel(), minlength=n_paths).astype(np.float64)
+        )
         like = assignment_objective(scores, assign, 0.0, power)
         like = float(all_reduce_numpy(np.array([like]))[0])
         objective.append(like - penalty * float((global_sizes**power / power).sum()))

@@ -71,7 +71,8 @@ def sample_batches(
     # Grad mode is switched around each encoding only: a generator that yields inside
     # ``set_grad_enabled`` would leave it switched while the caller computes its loss.
     if causal:
-        for items, lengths, target, keep in samples.causal_epoch(batch_size, history_dropout=history_dropout):
+        causal_batches = samples.causal_epoch(batch_size, history_dropout=history_dropout)
+        for items, lengths, target, keep in causal_batches:
             items_t = torch.as_tensor(items, device=device)
             mask = torch.as_tensor(target, device=device)
             with torch.set_grad_enabled(grad):
@@ -131,7 +132,9 @@ def batch_loss(
     structure_loss = net.structure.path_loss(u, item_paths[target]).mean()
     loss, softmax_value = structure_loss, 0.0
     if joint:
-        softmax_loss = net.reranker.sampled_softmax_loss(u, target, t.n_negatives, sampling_probs=sampling_probs)
+        softmax_loss = net.reranker.sampled_softmax_loss(
+            u, target, t.n_negatives, sampling_probs=sampling_probs
+        )
         loss = loss + t.softmax_weight * softmax_loss
         softmax_value = float(softmax_loss.detach())
     if not torch.isfinite(loss):
@@ -158,7 +161,8 @@ def network_step(
 
     Under ``torch.distributed`` the processes step together: one that runs out of batches keeps
     joining the gradient all-reduce with zeros until every process is done. ``fault`` names the
-    crash-test point hit after the first batch (see :func:`~deep_retrieval.training.checkpoint.fault_point`).
+    crash-test point hit after the first batch (see
+    :func:`~deep_retrieval.training.checkpoint.fault_point`).
     """
     net = state.net
     item_paths = torch.as_tensor(state.item_paths.paths, device=state.device)  # (V, J, D)
@@ -177,7 +181,9 @@ def network_step(
             distributed.any_process(True)
         optimizer.zero_grad(set_to_none=True)
         if batch is not None:
-            structure_loss, softmax_loss = batch_loss(state, *batch, item_paths, joint, sampling_probs)
+            structure_loss, softmax_loss = batch_loss(
+                state, *batch, item_paths, joint, sampling_probs
+            )
             structure_sum += structure_loss
             softmax_sum += softmax_loss
             n_batches += 1
@@ -212,24 +218,44 @@ def score_instances(
     if rows is not None:
         path_ids, probs = path_ids[rows], probs[rows]
         u = u[torch.as_tensor(rows, device=u.device)]
-    held = torch.as_tensor(state.codec.decode(state.item_paths.path_ids[items]), device=u.device)  # (N, J, D)
+    held = torch.as_tensor(  # (N, J, D)
+        state.codec.decode(state.item_paths.path_ids[items]), device=u.device
+    )
     held_probs = np.exp(state.net.structure.log_prob(u, held).double().cpu().numpy())
     return path_ids, probs, held_probs
 
 
 def reassign_paths(state: DRState, scores: PathScores, seed: int) -> tuple[dict[str, Any], float]:
     """Path assignment from ``scores`` with the state's settings, starting from its current
-    paths; installs the new item → path map. Returns ``(assign_paths stats, share of items moved)``."""
+    paths; installs the new item → path map. Returns ``(assign_paths stats, share of items
+    moved)``."""
     s, a = state.config.structure, state.config.assignment
     ctx = distributed.current()
-    settings = dict(paths_per_item=s.paths_per_item, penalty=a.penalty, n_paths=state.codec.n_paths,
-                    n_sweeps=a.n_sweeps, power=a.power)
     old = state.item_paths.path_ids
     if ctx.active:
         lo = int(distributed.item_bounds(state.n_items, ctx.world)[ctx.rank])
-        new_ids, stats = distributed.assign_paths_sharded(scores, lo, old, seed=seed, **settings)
+        new_ids, stats = distributed.assign_paths_sharded(
+            scores,
+            lo,
+            old,
+            seed=seed,
+            paths_per_item=s.paths_per_item,
+            penalty=a.penalty,
+            n_paths=state.codec.n_paths,
+            n_sweeps=a.n_sweeps,
+            power=a.power,
+        )
     else:
-        new_ids, stats = assign_paths(scores, previous=old, rng=seed, **settings)
+        new_ids, stats = assign_paths(
+            scores,
+            previous=old,
+            rng=seed,
+            paths_per_item=s.paths_per_item,
+            penalty=a.penalty,
+            n_paths=state.codec.n_paths,
+            n_sweeps=a.n_sweeps,
+            power=a.power,
+        )
     moved = float((np.sort(new_ids, 1) != np.sort(old, 1)).any(1).mean())
     state.set_paths(new_ids)
     return stats, moved

@@ -94,7 +94,10 @@ class StreamChunk:
     def __post_init__(self) -> None:
         users, items = np.asarray(self.users), np.asarray(self.items)
         if users.ndim != 1 or items.shape != users.shape:
-            raise ValueError(f"a chunk needs users and items of one shape (N,), got {users.shape} and {items.shape}")
+            raise ValueError(
+                "a chunk needs users and items of one shape (N,),"
+                f" got {users.shape} and {items.shape}"
+            )
         if items.size and not np.issubdtype(items.dtype, np.integer):
             raise ValueError(f"chunk items must be internal integer ids, got dtype {items.dtype}")
         ts = None if self.timestamps is None else np.asarray(self.timestamps, dtype=np.int64)
@@ -109,7 +112,9 @@ class StreamChunk:
 
     def slice(self, lo: int, hi: int) -> StreamChunk:
         return StreamChunk(
-            self.users[lo:hi], self.items[lo:hi], None if self.timestamps is None else self.timestamps[lo:hi]
+            self.users[lo:hi],
+            self.items[lo:hi],
+            None if self.timestamps is None else self.timestamps[lo:hi],
         )
 
 
@@ -182,19 +187,25 @@ def time_ordered_chunks(
     pos = np.clip(np.searchsorted(vocab[order], data.items), 0, max(len(vocab) - 1, 0))
     known = (vocab[order][pos] == data.items) if len(vocab) else np.zeros(len(data), dtype=bool)
     if not known.all():
-        log.info("time_ordered_chunks: %d events with items outside item_ids dropped", int((~known).sum()))
+        log.info(
+            "time_ordered_chunks: %d events with items outside item_ids dropped",
+            int((~known).sum()),
+        )
     internal = order[pos][known].astype(np.int64)
     data = data.take(known)
+    timestamps = data.timestamps
+    assert timestamps is not None  # checked above, and take() keeps the log's columns
     # Stable sort on time: events with the same timestamp keep their file order, as paper_split
     # orders each user's row.
-    by_time = np.argsort(data.timestamps, kind="stable")
-    u, i, t = data.users[by_time], internal[by_time], data.timestamps[by_time]
+    by_time = np.argsort(timestamps, kind="stable")
+    u, i, t = data.users[by_time], internal[by_time], timestamps[by_time]
     for lo in range(0, len(u), chunk_size):
         yield StreamChunk(u[lo : lo + chunk_size], i[lo : lo + chunk_size], t[lo : lo + chunk_size])
 
 
 def _as_chunks(events: Iterable[Any], chunk_size: int) -> Iterator[StreamChunk]:
-    """Caller batches (``StreamChunk`` or ``(users, items[, timestamps])``) re-cut to ``chunk_size``."""
+    """Caller batches (``StreamChunk`` or ``(users, items[, timestamps])``) re-cut to
+    ``chunk_size``."""
     for batch in events:
         if not isinstance(batch, StreamChunk):
             if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
@@ -296,8 +307,11 @@ class _ReplayBuffer:
         return self.hist[pick], self.target[pick]
 
 
-def _instance_paths(state: DRState, hist: np.ndarray, items: np.ndarray, held: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Each instance's scored paths: ``(path ids (N, S[+J]), probabilities (N, S[+J]))``, ``-1`` / 0 padded.
+def _instance_paths(
+    state: DRState, hist: np.ndarray, items: np.ndarray, held: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each instance's scored paths: ``(path ids (N, S[+J]), probabilities (N, S[+J]))``,
+    ``-1`` / 0 padded.
 
     The beam's ``S`` paths for the instance's user; with ``held``, also its item's ``J`` current
     paths with their exact ``p(π_j(v) | x)`` (dropped where the beam lists the path already: the
@@ -327,13 +341,17 @@ def _prune_bundles(root: Path, keep: int) -> None:
 
 
 def as_chunks(
-    events: Iterable[Any] | Interactions | str | os.PathLike, chunk_size: int, item_ids: np.ndarray | None
+    events: Iterable[Any] | Interactions | str | os.PathLike,
+    chunk_size: int,
+    item_ids: np.ndarray | None,
 ) -> Iterator[StreamChunk]:
     """The events of :func:`stream_state` as chunks: caller batches re-cut, or a log streamed in
     time order with :func:`time_ordered_chunks` (which needs ``item_ids``)."""
     if isinstance(events, (Interactions, str, os.PathLike)):
         if item_ids is None:
-            raise ValueError("streaming an Interactions log needs item_ids (e.g. stream_vocabulary(log))")
+            raise ValueError(
+                "streaming an Interactions log needs item_ids (e.g. stream_vocabulary(log))"
+            )
         events = time_ordered_chunks(events, chunk_size, item_ids=item_ids)
     return _as_chunks(events, chunk_size)
 
@@ -361,7 +379,9 @@ def stream_state(
     rng = np.random.default_rng(cfg.seed)
     histories = _Histories(t.history_len)
     replay = _ReplayBuffer(config.replay_buffer if config.replay else 0, t.history_len)
-    scores = StreamingPathScores(n_items, a.n_candidates + (s.paths_per_item if config.held_paths else 0))
+    scores = StreamingPathScores(
+        n_items, a.n_candidates + (s.paths_per_item if config.held_paths else 0)
+    )
     optimizer = make_optimizer(state)
     joint = config.train_reranker
     bundle_root = Path(config.bundle_dir) if config.bundle_dir is not None else None
@@ -372,8 +392,13 @@ def stream_state(
     last_time: int | None = None
     next_assign = config.reassign_every
     next_bundle = config.bundle_every
-    since: dict[str, float] = {"structure_loss": 0.0, "softmax_loss": 0.0, "batches": 0, "network_seconds": 0.0,
-                               "scoring_seconds": 0.0}
+    since: dict[str, float] = {
+        "structure_loss": 0.0,
+        "softmax_loss": 0.0,
+        "batches": 0,
+        "network_seconds": 0.0,
+        "scoring_seconds": 0.0,
+    }
     assigned_at = 0
 
     def emit(entry: dict[str, Any]) -> None:
@@ -427,7 +452,10 @@ def stream_state(
             continue
         items = chunk.items
         if items.min() < 0 or items.max() >= n_items:
-            raise ValueError(f"chunk items must lie in [0, n_items={n_items}), got [{items.min()}, {items.max()}]")
+            raise ValueError(
+                f"chunk items must lie in [0, n_items={n_items}),"
+                f" got [{items.min()}, {items.max()}]"
+            )
         if chunk.timestamps is not None:
             ts = chunk.timestamps
             first = int(ts[0]) if last_time is None else last_time
@@ -452,9 +480,19 @@ def stream_state(
                 if config.replay and replay.size:
                     rh, ry = replay.draw(config.replay, rng)
                     h, y = np.concatenate([hist, rh]), np.concatenate([items, ry])
-                batches = array_batches(state.net.reranker.encoder, h, y, t.batch_size,
-                                        history_dropout=t.history_dropout, rng=rng, grad=joint, device=state.device)
-                sl, xl, nb = network_step(state, optimizer, batches, joint=joint, sampling_probs=probs)
+                batches = array_batches(
+                    state.net.reranker.encoder,
+                    h,
+                    y,
+                    t.batch_size,
+                    history_dropout=t.history_dropout,
+                    rng=rng,
+                    grad=joint,
+                    device=state.device,
+                )
+                sl, xl, nb = network_step(
+                    state, optimizer, batches, joint=joint, sampling_probs=probs
+                )
                 since["structure_loss"] += sl
                 since["softmax_loss"] += xl
                 since["batches"] += nb
@@ -466,12 +504,20 @@ def stream_state(
             scores.merge(items, path_ids, path_probs, config.decay)
             since["network_seconds"] += t1 - t0
             since["scoring_seconds"] += time.perf_counter() - t1
-        emit({"event": "chunk", "interactions": seen, "samples": n_samples, "chunk_samples": int(len(items))})
+        emit(
+            {
+                "event": "chunk",
+                "interactions": seen,
+                "samples": n_samples,
+                "chunk_samples": int(len(items)),
+            }
+        )
         if seen >= next_assign:
             assign()
             next_assign = seen + config.reassign_every
         if next_bundle is not None and seen >= next_bundle:
             bundle()
+            assert config.bundle_every is not None  # next_bundle stays None without it
             next_bundle = seen + config.bundle_every
 
     if n_samples == 0:

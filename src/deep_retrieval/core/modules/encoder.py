@@ -62,7 +62,9 @@ class UserEncoder(nn.Module):
     def forward(self, hist: torch.Tensor) -> torch.Tensor:
         """``(N, L)`` int64 ids (``-1`` = missing) → ``(N, E)`` float user vectors."""
         if hist.dim() != 2:
-            raise ValueError(f"UserEncoder expects a (N, L) id matrix, got shape {tuple(hist.shape)}")
+            raise ValueError(
+                f"UserEncoder expects a (N, L) id matrix, got shape {tuple(hist.shape)}"
+            )
         mask = hist >= 0  # (N, L)
         ids = torch.where(mask, hist, torch.full_like(hist, self.pad))
         if self.kind == "mean":
@@ -89,7 +91,12 @@ class UserEncoder(nn.Module):
         table's rows (torch's per-op overhead was most of a one-user encoding, ~0.1 ms).
         """
         weight = self.item_embedding.weight
-        if self.kind != "mean" or self.proj is not None or weight.device.type != "cpu" or torch.is_grad_enabled():
+        if (
+            self.kind != "mean"
+            or self.proj is not None
+            or weight.device.type != "cpu"
+            or torch.is_grad_enabled()
+        ):
             return None
         table = weight.detach().numpy()
         vec = table[ids].mean(axis=0) if len(ids) else np.zeros(table.shape[1], table.dtype)
@@ -126,7 +133,9 @@ class UserEncoder(nn.Module):
             ``(n, E)`` user vectors, row-major like ``items``.
         """
         if self.kind != "mean":
-            raise ValueError("encode_positions needs the mean encoder (the GRU has no such shortcut)")
+            raise ValueError(
+                "encode_positions needs the mean encoder (the GRU has no such shortcut)"
+            )
         emb = self.item_embedding(items)  # (n, E)
         if keep is None:
             keep = torch.ones(1, len(items), dtype=torch.bool, device=items.device)
@@ -163,6 +172,7 @@ class UserEncoder(nn.Module):
         return self.proj(out) if self.proj is not None else out
 
     def _gru(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        assert self.gru is not None  # only called for kind == "gru"
         n_rows = ids.shape[0]
         lengths = mask.sum(dim=1)  # (N,)
         # Move real items to the front in their order (stable sort on "is padding"). The GRU is
@@ -172,7 +182,8 @@ class UserEncoder(nn.Module):
         order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
         ids = torch.gather(ids, 1, order)  # (N, L), left-aligned
         width = max(int(lengths.max().item()) if n_rows else 0, 1)
-        emb = self.item_embedding(ids[:, :width])  # (N, width, E); trailing columns all padding dropped
+        # (N, width, E): the trailing columns that are all padding are dropped.
+        emb = self.item_embedding(ids[:, :width])
         out, _ = self.gru(emb)  # (N, width, E)
         # Empty rows read step 0, the state after one (zero) padding embedding: finite, learned.
         last = (lengths - 1).clamp(min=0)

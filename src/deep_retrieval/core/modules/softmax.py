@@ -71,10 +71,13 @@ class SoftmaxModel(nn.Module):
         self.encoder.append_items(inputs)
         old = self.item_table.weight
         self.item_table = nn.Embedding.from_pretrained(
-            torch.cat([old, torch.as_tensor(keys, dtype=old.dtype, device=old.device)]), freeze=False
+            torch.cat([old, torch.as_tensor(keys, dtype=old.dtype, device=old.device)]),
+            freeze=False,
         )
         if self.item_bias is not None:
-            extra = torch.as_tensor(np.zeros(len(keys)) if bias is None else bias, dtype=old.dtype, device=old.device)
+            extra = torch.as_tensor(
+                np.zeros(len(keys)) if bias is None else bias, dtype=old.dtype, device=old.device
+            )
             self.item_bias = nn.Parameter(torch.cat([self.item_bias.detach(), extra]))
         self.n_items += len(keys)
 
@@ -146,9 +149,15 @@ class SoftmaxModel(nn.Module):
             return F.cross_entropy(logits, targets)
         device = u.device
         if sampling_probs is None:
-            negatives = torch.randint(self.n_items, (n_negatives,), device=device, generator=generator)
-            log_q_neg = torch.full((n_negatives,), math.log(n_negatives / self.n_items), device=device)
-            log_q_pos = torch.full(targets.shape, math.log(n_negatives / self.n_items), device=device)
+            negatives = torch.randint(
+                self.n_items, (n_negatives,), device=device, generator=generator
+            )
+            log_q_neg = torch.full(
+                (n_negatives,), math.log(n_negatives / self.n_items), device=device
+            )
+            log_q_pos = torch.full(
+                targets.shape, math.log(n_negatives / self.n_items), device=device
+            )
         else:
             q = sampling_probs / sampling_probs.sum()
             negatives = torch.multinomial(q, n_negatives, replacement=True, generator=generator)
@@ -157,11 +166,16 @@ class SoftmaxModel(nn.Module):
         # One lookup for targets and negatives: a single (dense) gradient for the item table.
         both = torch.cat([targets, negatives])
         k = self.keys(both)  # (N + n_negatives, E)
-        b = self.item_bias[both] if self.item_bias is not None else torch.zeros_like(both, dtype=u.dtype)
+        b = (
+            self.item_bias[both]
+            if self.item_bias is not None
+            else torch.zeros_like(both, dtype=u.dtype)
+        )
         q = self.query(u)  # (N, E)
         n = len(targets)
         pos = (q * k[:n]).sum(dim=1) + b[:n] - log_q_pos  # (N,)
         neg = q @ k[n:].T + b[n:] - log_q_neg  # (N, n_negatives)
         neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-        logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + n_negatives); the target is column 0
+        # (N, 1 + n_negatives); the target is column 0.
+        logits = torch.cat([pos[:, None], neg], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(targets))

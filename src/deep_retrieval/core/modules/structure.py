@@ -1,7 +1,7 @@
 """The structure model: ``p(c | u) = Π_d p(c_d | u, c_1, …, c_{d-1})`` (paper Eq. 1).
 
-Shape letters as in :mod:`deep_retrieval.core.paths` (``N`` users, ``J`` paths per item, ``D`` layers,
-``K`` nodes, ``E`` user-embedding width).
+Shape letters as in :mod:`deep_retrieval.core.paths` (``N`` users, ``J`` paths per item, ``D``
+layers, ``K`` nodes, ``E`` user-embedding width).
 """
 
 from __future__ import annotations
