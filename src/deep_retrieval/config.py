@@ -330,10 +330,8 @@ class HNSWConfig(_Validated):
     ``m`` (≥ 2): graph neighbours per node; ``ef_construction`` / ``ef_search`` (≥ 1): candidate
     list sizes while building / searching.
     ``metric``: ``"l2-reduction"`` (default: an L2 graph over items augmented so that L2 order is
-    inner-product order; top-20 overlap with exact search on Gowalla 0.97 at ``ef_search`` 128,
-    0.98 at 256)
-    or ``"inner-product"`` (``METRIC_INNER_PRODUCT`` directly; 0.76 there, the biased item vectors
-    have unequal norms).
+    inner-product order) or ``"inner-product"`` (``METRIC_INNER_PRODUCT`` directly, which the
+    biased item vectors' unequal norms defeat; README, "Choices", ANN baselines).
     """
 
     _section = "ann_hnsw"
@@ -357,10 +355,8 @@ class IVFConfig(_Validated):
     """faiss ``IndexIVFFlat`` over the softmax model's item embeddings (inner product).
 
     ``n_lists`` (≥ 1): ``None`` → about ``4·√V``; at most ``V`` are used. ``n_probe`` (≥ 1): lists
-    scanned per query. Excluding each
-    user's training items means searching ``n`` + (excluded count) neighbours, hundreds on
-    Gowalla, so few probes cannot even fill the list: top-20 overlap with exact search there is
-    0.63 at 16 probes, 0.88 at 64 and 0.997 at 128 (of 810 lists).
+    scanned per query. Excluding each user's training items means searching ``n`` + (excluded
+    count) neighbours, so few probes cannot even fill the list (README, "Choices", ANN baselines).
     """
 
     _section = "ann_ivf"
@@ -391,9 +387,8 @@ class StreamConfig(_Validated):
         passes: gradient passes over each chunk's own samples.
         replay: samples drawn (uniformly, without replacement) from the replay buffer and
             trained on with each chunk, per pass; 0 = no replay. Without replay an item's path is
-            trained only by the instances that arrive after it was assigned, and the network
-            barely learns the paths of items that occur a few times (measured on latest-small,
-            seed 0: test recall@20 0.093 without, 0.117 with; passes=1 gives 0.098).
+            trained only by the instances that arrive after it was assigned (measured cost:
+            README, "Streaming training").
         replay_buffer: how many of the most recent samples the replay buffer holds.
         decay: ``η`` of the decayed merge (paper: 0.999), applied once per occurrence of an item.
         reassign_every: interactions between path assignments.
@@ -777,11 +772,8 @@ class DRTrainConfig(EncoderTrainingConfig):
         structure_lr: learning rate of the structure network (> 0), ``None`` = ``lr``.
         causal: (mean encoder only) embed each training row once and train on every position of
             it (a causal pass over prefix sums) instead of encoding an ``L``-item window per
-            sample. Off by default: with mean pooling the encoder is a small part of a step
-            (``embedding_bag``); measured on a 480K-sample ML-20M-shaped corpus, the causal pass
-            ran 30.3K samples/s against 28.2K without history dropout, but 20.8K against 34.5K with
-            it (its dropout needs several masks; see
-            :meth:`~deep_retrieval.data.samples.TrainingSamples.causal_epoch`).
+            sample. Off by default: with history dropout it is slower (README, "Choices", the
+            training pass; :meth:`~deep_retrieval.data.samples.TrainingSamples.causal_epoch`).
         softmax_weight: weight of the reranker's softmax loss in ``Q`` (≥ 0).
     """
 

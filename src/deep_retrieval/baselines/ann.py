@@ -11,14 +11,11 @@ Exclusion: faiss cannot drop a different item set per query, so each row is sear
 afterwards; that leaves at least ``n`` results whenever the index returns that many. Returned
 scores are the exact inner products of the returned items (the model's logits).
 
-HNSW metric (measured on Gowalla, softmax defaults, top-20 overlap with the exact search after
-excluding each user's training items): the item vectors are unit vectors plus a bias coordinate,
-so their norms range from 1 to about 4.7, and ``IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``
-reaches only 0.76 overlap at ``efSearch`` 128 and 0.82 at 2048 (the graph is built for a metric,
-and inner product is not one). The standard MIPS → nearest-neighbour reduction (Bachrach et al.,
-RecSys 2014: items ``[x, √(M² − ‖x‖²)]``, queries ``[q, 0]``, so the L2 order is the inner-product
-order) gives 0.97 at ``efSearch`` 128 and 0.99 at 512 for the same build cost; it is the default
-(``HNSWConfig.metric = "l2-reduction"``; ``"inner-product"`` keeps the plain index).
+HNSW metric: the item vectors are unit vectors plus a bias coordinate, so their norms vary and
+an inner-product HNSW graph finds few of the true neighbours; the default is the standard MIPS →
+nearest-neighbour reduction (Bachrach et al., RecSys 2014: items ``[x, √(M² − ‖x‖²)]``, queries
+``[q, 0]``, so the L2 order is the inner-product order; ``HNSWConfig.metric``). The measurements:
+README, "Choices the paper leaves open", ANN baselines.
 """
 
 from __future__ import annotations

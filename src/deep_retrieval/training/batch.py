@@ -7,20 +7,12 @@ user, ``s[v, c] += p(c | x)`` per item, keep the top-``S`` paths per item, then 
 descent under the path-size penalty. The first ``joint_epochs`` train the reranker too; after that
 the reranker and the shared encoder are frozen (paper §2.5) and only the structure network learns.
 
-Choices the paper leaves open (measured; see the README):
-
-- Paths start uniformly random (paper §1.1), J distinct per item.
-- Path scores use the batch form (a sum over the epoch's interactions), not the streaming decay.
-- Unordered rows (fixed splits, no time) score a path once per *row* with the whole row as the
-  history and credit it to every item of the row; a leave-one-out sample's history is a random
-  subset of that same row, so this is the same estimate at a fraction of the cost.
-- Items that never occur in training keep their random paths.
-- An item's current J paths are always among its candidates, scored exactly
-  (``Σ_i p(π_j(v) | x_i)``). The beam alone lists only each user's top paths, which early in
-  training are the same few popular paths for every user: all items then crowd onto about S
-  paths (measured on latest-small: 32 distinct candidate paths over 5,345 items, largest path
-  798 items at any α). With the held paths the largest path settles at 120 and DR matches
-  brute force.
+What the paper leaves open, as built (the measurements behind each: README, "Choices the paper
+leaves open"): paths start uniformly random (paper §1.1), J distinct per item; path scores use the
+batch form (a sum over the epoch's interactions); unordered rows score a path once per row and
+credit it to every item of the row; items that never occur keep their random paths; an item's
+current J paths are always among its candidates, scored exactly
+(:func:`~deep_retrieval.core.assignment.with_held_paths`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ system does:
    no history and trains nothing, as in :class:`~deep_retrieval.data.samples.TrainingSamples`).
 2. **Network step** on the chunk's samples (``passes`` times), plus ``replay`` samples drawn from a
    buffer of recent ones, with the paths fixed: the loss of
-   :func:`~deep_retrieval.training.batch.network_epoch` (multi-path likelihood + sampled softmax).
+   :func:`~deep_retrieval.training.step.network_step` (multi-path likelihood + sampled softmax).
 3. **Path scores.** Beam search (beam ``S``) for every sample's user under the updated network;
    each instance's list of ``(path, p(path | user))`` is merged into its item's stored top list
    with the paper's decayed merge (:func:`~deep_retrieval.core.assignment.streaming_update`, decay
@@ -20,22 +20,10 @@ system does:
 5. Every ``bundle_every`` interactions, a model bundle (:meth:`DeepRetrieval.save`, atomic) in
    ``bundle_dir``; the last ``keep_bundles`` are kept and ``LATEST`` names the newest.
 
-Adaptation (measured; see ``benchmarks/results/streaming/results.md``): each instance's list is the
-beam's ``S`` paths *plus its item's current ``J`` paths* with their exact probabilities, and the
-stored lists hold ``S + J`` slots. It is the streaming twin of
-:func:`~deep_retrieval.core.assignment.with_held_paths` in batch training: without it an item's
-candidates are just the paths its users rank highest, which early on are the same few popular
-paths for every user, and the penalty can only crowd items onto them.
-
-Known gap (measured, ``results.md``): served recall is within a few percent of the 4-epoch batch
-fit on MovieLens-100K and above it on latest-small, and so is the index alone on ML-100K (about
-30 training interactions per item). On latest-small (about 5 per item) the index alone is weaker:
-at the same candidate budget the streamed paths hold about two thirds of the truth items the
-batch paths hold, and the largest path is ~3× larger. The streamed *structure network* is the
-cause, not the decayed scores: re-scoring all samples batch-style with the streamed network and
-re-assigning gives the same paths. In one pass an item seen a few times barely teaches the network
-its path; more replay, other η, assigning more or less often, and structure-only passes after each
-assignment did not close it there; the reranker, trained on every event, makes up for it.
+One change from the paper: each instance's list is the beam's ``S`` paths *plus its item's
+current ``J`` paths* with their exact probabilities (stored lists hold ``S + J`` slots), the
+streaming twin of :func:`~deep_retrieval.core.assignment.with_held_paths` in batch training. Why,
+and the measured gap of the streamed paths on sparse data: README, "Streaming training".
 
 Shapes: ``N`` events in a chunk, ``L`` history length, ``V`` items, ``S`` beam paths per instance
 (``assignment.n_candidates``), ``J`` paths per item, ``D`` layers.
