@@ -86,6 +86,7 @@ class DeepRetrieval:
 
     @classmethod
     def from_state(cls, state: DRState, *, device: str = "auto") -> DeepRetrieval:
+        """A model around an existing state (a loaded bundle's, a streamed one)."""
         model = cls(state.config, device=device)
         model.state_ = state
         return model

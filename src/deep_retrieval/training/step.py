@@ -232,30 +232,15 @@ def reassign_paths(state: DRState, scores: PathScores, seed: int) -> tuple[dict[
     s, a = state.config.structure, state.config.assignment
     ctx = distributed.current()
     old = state.item_paths.path_ids
+    settings: dict[str, Any] = {
+        "paths_per_item": s.paths_per_item, "penalty": a.penalty, "n_paths": state.codec.n_paths,
+        "n_sweeps": a.n_sweeps, "power": a.power,
+    }
     if ctx.active:
         lo = int(distributed.item_bounds(state.n_items, ctx.world)[ctx.rank])
-        new_ids, stats = distributed.assign_paths_sharded(
-            scores,
-            lo,
-            old,
-            seed=seed,
-            paths_per_item=s.paths_per_item,
-            penalty=a.penalty,
-            n_paths=state.codec.n_paths,
-            n_sweeps=a.n_sweeps,
-            power=a.power,
-        )
+        new_ids, stats = distributed.assign_paths_sharded(scores, lo, old, seed=seed, **settings)
     else:
-        new_ids, stats = assign_paths(
-            scores,
-            previous=old,
-            rng=seed,
-            paths_per_item=s.paths_per_item,
-            penalty=a.penalty,
-            n_paths=state.codec.n_paths,
-            n_sweeps=a.n_sweeps,
-            power=a.power,
-        )
+        new_ids, stats = assign_paths(scores, previous=old, rng=seed, **settings)
     moved = float((np.sort(new_ids, 1) != np.sort(old, 1)).any(1).mean())
     state.set_paths(new_ids)
     return stats, moved
