@@ -1,0 +1,1 @@
+"""Experiment runners: the side-by-side benchmark, the DR ablations, the speed benchmark."""

@@ -1,0 +1,1 @@
+"""The HTTP service over a model bundle, its standard-library client and the load test."""

@@ -1,0 +1,2 @@
+"""Training over a ``DRState``: the shared step (``step``), the epoch schedule (``batch``),
+streaming, torchrun, checkpoints."""

@@ -1,0 +1,1 @@
+"""Torch modules (user encoder, structure network, softmax head); no I/O, no metrics."""
