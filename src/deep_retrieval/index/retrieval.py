@@ -192,15 +192,10 @@ def recommend(
     rerank: bool | None = None,
     stats: QueryStats | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``n`` items per query: beam search → candidates → rerank (or path order).
-
-    Args:
-        histories: ``U`` rows of internal item ids (the query users' behaviour).
-        exclude: items never to return, per row.
-        beam_size: override the beam (default: :func:`beam_size_for` ``n``).
-        rerank: ``False`` ranks candidates by their best path log-prob (ties: more popular
-            first) instead of the softmax head — the "DR without reranker" ablation.
-        stats: a caller-owned :class:`QueryStats` that receives the candidate counts.
+    """Top ``n`` items per query: beam search → candidates → rerank (``rerank=False``: best path
+    log-prob, ties by popularity). ``histories`` and ``exclude``: ``U`` rows of internal item ids;
+    ``stats`` receives the candidate counts. The public form, with every argument explained, is
+    ``DeepRetrieval.recommend``.
 
     Returns:
         ``(item_ids (U, n) int64, scores (U, n) float32)``, padded ``-1`` / ``-inf``.
