@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..config import StreamConfig
 from ..core.assignment import StreamingPathScores
@@ -295,6 +296,7 @@ class _ReplayBuffer:
         return self.hist[pick], self.target[pick]
 
 
+@torch.no_grad()
 def _instance_paths(
     state: DRState, hist: np.ndarray, items: np.ndarray, held: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -305,8 +307,6 @@ def _instance_paths(
     paths with their exact ``p(π_j(v) | x)`` (dropped where the beam lists the path already: the
     merge sums a path repeated in one list, and the beam's probability is the exact one).
     """
-    import torch
-
     ids, probs = [], []
     for lo in range(0, len(items), 1024):
         u = state.net.user_embedding(torch.as_tensor(hist[lo : lo + 1024], device=state.device))
