@@ -24,8 +24,10 @@ from deep_retrieval.baselines import (
     BASELINES,
     FaissHNSW,
     FaissIVF,
+    FaissIVFPQ,
     ItemCF,
     MostPopular,
+    ScaNN,
     SoftmaxRecommender,
     make_baseline,
 )
@@ -35,6 +37,8 @@ from deep_retrieval.config import (
     HNSWConfig,
     ItemCFConfig,
     IVFConfig,
+    IVFPQConfig,
+    ScaNNConfig,
     SoftmaxConfig,
 )
 from deep_retrieval.data.types import Sequences
@@ -91,6 +95,11 @@ def _fit(name: str, train: Sequences) -> object:
     if name == "ann-hnsw":
         config = HNSWConfig(m=8, ef_construction=64, ef_search=64)
         return FaissHNSW(config, softmax).fit(train, N_ITEMS)
+    if name == "ann-ivfpq":
+        return FaissIVFPQ(IVFPQConfig(n_lists=4, n_probe=4), softmax).fit(train, N_ITEMS)
+    if name == "ann-scann":
+        pytest.importorskip("scann")
+        return ScaNN(ScaNNConfig(n_leaves=4, leaves_to_search=4), softmax).fit(train, N_ITEMS)
     return FaissIVF(IVFConfig(n_lists=4, n_probe=4), softmax).fit(train, N_ITEMS)
 
 
@@ -114,7 +123,8 @@ def fitted(request: pytest.FixtureRequest, ordered: bool) -> object:
 
 def test_registry_names_match_classes() -> None:
     assert set(BASELINES) == {
-        "most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf"
+        "most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf", "ann-ivfpq",
+        "ann-scann",
     }
     for name, cls in BASELINES.items():
         assert cls.name == name
@@ -209,6 +219,23 @@ def test_softmax_embeddings_reproduce_brute_force_and_hnsw(normalize: bool) -> N
         np.testing.assert_allclose(ann_scores, scores, rtol=1e-4, atol=1e-4)
     ivf = FaissIVF(IVFConfig(n_lists=4, n_probe=4), softmax).fit(train, N_ITEMS)
     np.testing.assert_array_equal(ivf.recommend(hist, 8, exclude=exclude)[0], ids)
+    # IVF-PQ probing every list and refining every item it returns, and ScaNN searching every
+    # leaf and reordering every item, are exact too (the quantised scores only pick candidates).
+    exhaustive: list[object] = [
+        FaissIVFPQ(IVFPQConfig(n_lists=4, n_probe=4, refine_factor=N_ITEMS), softmax)
+    ]
+    try:
+        import scann  # noqa: F401
+
+        exhaustive.append(
+            ScaNN(ScaNNConfig(n_leaves=4, leaves_to_search=4, reorder_factor=N_ITEMS), softmax)
+        )
+    except ImportError:
+        pass
+    for index in exhaustive:
+        ann_ids, ann_scores = index.fit(train, N_ITEMS).recommend(hist, 8, exclude=exclude)
+        np.testing.assert_array_equal(ann_ids, ids, err_msg=type(index).__name__)
+        np.testing.assert_allclose(ann_scores, scores, rtol=1e-4, atol=1e-4)
 
 
 def test_softmax_refit_is_deterministic_and_reports_epochs() -> None:

@@ -8,7 +8,16 @@ Public API (arrays in, ``(item_ids, scores)`` out, batch first)::
 
 from __future__ import annotations
 
-from .baselines import ALS, FaissHNSW, FaissIVF, ItemCF, MostPopular, SoftmaxRecommender
+from .baselines import (
+    ALS,
+    FaissHNSW,
+    FaissIVF,
+    FaissIVFPQ,
+    ItemCF,
+    MostPopular,
+    ScaNN,
+    SoftmaxRecommender,
+)
 from .config import (
     BenchmarkConfig,
     ConfigError,
@@ -40,6 +49,7 @@ __all__ = [
     "DeepRetrieval",
     "FaissHNSW",
     "FaissIVF",
+    "FaissIVFPQ",
     "FixedSplit",
     "Interactions",
     "ItemCF",
@@ -48,6 +58,7 @@ __all__ = [
     "PathCodec",
     "PathScores",
     "ProtocolConfig",
+    "ScaNN",
     "Sequences",
     "SoftmaxRecommender",
     "Split",

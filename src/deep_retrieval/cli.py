@@ -163,7 +163,13 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .config import load_config
-    from .experiments.speed import SpeedConfig, plot_speed, run_speed, speed_markdown
+    from .experiments.speed import (
+        SpeedConfig,
+        plot_frontier,
+        plot_speed,
+        run_speed,
+        speed_markdown,
+    )
     from .utils import atomic_write_text
 
     sizes = _parse_list(args.n_items, int)
@@ -178,9 +184,10 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
         doc = run_speed(dataclasses.replace(base, n_items=n), progress=say)
         atomic_write_text(out / "speed.json", json.dumps(doc, indent=2) + "\n")
         atomic_write_text(out / "speed.md", speed_markdown([doc]))
+        plot_frontier(doc, out / "frontier.png")
         docs.append(doc)
         print(speed_markdown([doc]))
-        print(f"wrote {out}/speed.json, speed.md")
+        print(f"wrote {out}/speed.json, speed.md, frontier.png")
     if len(docs) > 1:
         atomic_write_text(args.out / "speed.md", speed_markdown(docs))
     plot_speed(docs, args.out / "speed.png")
@@ -603,8 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench-speed",
-        help="DR against exact search (torch, faiss) and HNSW/IVF on a synthetic corpus: latency,"
-        " recall, build and training cost",
+        help="DR against exact search (torch, faiss) and HNSW, IVF, IVF-PQ, ScaNN on a synthetic"
+        " corpus: recall-latency frontiers, index size, build, add/delete and training cost",
     )
     p.add_argument(
         "--n-items", required=True, help="catalogue size(s), comma-separated, e.g. 100000,1000000"

@@ -372,6 +372,67 @@ class IVFConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class IVFPQConfig(_Validated):
+    """faiss IVF-PQ with 4-bit fast-scan codes and an exact refine step (``IVF…,PQ…x4fs,RFlat``).
+
+    ``n_lists`` (≥ 1): ``None`` → about ``4·√V`` (faiss's guideline is 4–16·√V lists), at most
+    ``V``. ``dims_per_code`` (≥ 1): vector dimensions per 4-bit sub-quantizer (the vectors are
+    zero-padded to a multiple; 2 is the fast-scan setting of faiss's benchmarks). ``n_probe``
+    (≥ 1): lists scanned per query. ``refine_factor`` (≥ 1): the PQ search returns
+    ``refine_factor · n`` neighbours, re-scored exactly (``IndexRefineFlat.k_factor``).
+    """
+
+    _section = "ann_ivfpq"
+
+    n_lists: int | None = None
+    dims_per_code: int = 2
+    n_probe: int = 32
+    refine_factor: int = 4
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "n_lists", self.n_lists, 1, optional=True)
+        _int(p, "dims_per_code", self.dims_per_code, 1)
+        _int(p, "n_probe", self.n_probe, 1)
+        _int(p, "refine_factor", self.refine_factor, 1)
+        return p
+
+
+@dataclass(frozen=True)
+class ScaNNConfig(_Validated):
+    """ScaNN (the ``scann`` package, ``pip install 'deep-retrieval[scann]'``): a k-means tree,
+    anisotropic (asymmetric-hashing) scoring, exact reordering — the configuration of ScaNN's
+    README and its ``docs/algorithms.md``.
+
+    ``n_leaves`` (≥ 1): ``None`` → about ``√V`` (README: "roughly the square root of the
+    number of datapoints"), at most ``V``. ``leaves_to_search`` (≥ 1): leaves scanned per query.
+    ``reorder_factor`` (≥ 1): ``reorder_factor · n`` quantised hits re-scored exactly.
+    ``dims_per_block`` (≥ 1): dimensions per AH block (README: 2).
+    ``anisotropic_quantization_threshold`` (README: 0.2). ``training_sample_size`` (≥ 1):
+    vectors the tree is trained on (README: 250,000).
+    """
+
+    _section = "ann_scann"
+
+    n_leaves: int | None = None
+    leaves_to_search: int = 64
+    reorder_factor: int = 4
+    dims_per_block: int = 2
+    anisotropic_quantization_threshold: float = 0.2
+    training_sample_size: int = 250_000
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "n_leaves", self.n_leaves, 1, optional=True)
+        _int(p, "leaves_to_search", self.leaves_to_search, 1)
+        _int(p, "reorder_factor", self.reorder_factor, 1)
+        _int(p, "dims_per_block", self.dims_per_block, 1)
+        _real(p, "anisotropic_quantization_threshold", self.anisotropic_quantization_threshold)
+        _int(p, "training_sample_size", self.training_sample_size, 1)
+        return p
+
+
+@dataclass(frozen=True)
 class StreamConfig(_Validated):
     """Settings of :func:`stream_train` (the network and path settings come from the model's
     :class:`~deep_retrieval.config.DRConfig`; its ``train.epochs`` / ``joint_epochs`` /
@@ -475,6 +536,8 @@ class BenchmarkConfig(_Validated):
     softmax: SoftmaxConfig = field(default_factory=SoftmaxConfig)
     ann_hnsw: HNSWConfig = field(default_factory=HNSWConfig)
     ann_ivf: IVFConfig = field(default_factory=IVFConfig)
+    ann_ivfpq: IVFPQConfig = field(default_factory=IVFPQConfig)
+    ann_scann: ScaNNConfig = field(default_factory=ScaNNConfig)
     dr: DRConfig = field(default_factory=lambda: DRConfig())
     stream: StreamConfig = field(default_factory=StreamConfig)
     share_reranker: bool = True
@@ -491,7 +554,8 @@ class BenchmarkConfig(_Validated):
         p: list[str] = []
         sections = {"protocol": ProtocolConfig, "item_cf": ItemCFConfig, "als": ALSConfig,
                     "softmax": SoftmaxConfig, "ann_hnsw": HNSWConfig, "ann_ivf": IVFConfig,
-                    "dr": DRConfig, "stream": StreamConfig}
+                    "ann_ivfpq": IVFPQConfig, "ann_scann": ScaNNConfig, "dr": DRConfig,
+                    "stream": StreamConfig}
         for name, cls in sections.items():
             if not isinstance(getattr(self, name), cls):
                 p.append(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")

@@ -9,6 +9,8 @@ benchmark name     class                       what it is
 ``brute-force``    :class:`SoftmaxRecommender` softmax model, exact inner product over all items
 ``ann-hnsw``       :class:`FaissHNSW`          the same embeddings, faiss HNSW
 ``ann-ivf``        :class:`FaissIVF`           the same embeddings, faiss IVF-Flat
+``ann-ivfpq``      :class:`FaissIVFPQ`         the same embeddings, faiss IVF-PQ fast-scan + refine
+``ann-scann``      :class:`ScaNN`              the same embeddings, ScaNN (optional ``scann``)
 =================  ==========================  ==============================================
 
 Example::
@@ -25,13 +27,16 @@ from typing import TypedDict
 from ..config import BenchmarkConfig
 from ..core.contract import Recommender, pad_results, topk_from_scores
 from .als import ALS
-from .ann import FaissHNSW, FaissIVF
+from .ann import FaissHNSW, FaissIVF, FaissIVFPQ, ScaNN
 from .item_cf import ItemCF
 from .popular import MostPopular
 from .softmax import SoftmaxRecommender
 
 BASELINES: dict[str, type] = {
-    cls.name: cls for cls in (MostPopular, ItemCF, ALS, SoftmaxRecommender, FaissHNSW, FaissIVF)
+    cls.name: cls
+    for cls in (
+        MostPopular, ItemCF, ALS, SoftmaxRecommender, FaissHNSW, FaissIVF, FaissIVFPQ, ScaNN
+    )
 }
 
 
@@ -77,7 +82,7 @@ def make_baseline(
         return ALS(config.als, **common)
     if name == SoftmaxRecommender.name:
         return SoftmaxRecommender(config.softmax, **common)
-    if name in (FaissHNSW.name, FaissIVF.name):
+    if name in (FaissHNSW.name, FaissIVF.name, FaissIVFPQ.name, ScaNN.name):
         if softmax is None or softmax.model_ is None:
             raise ValueError(
                 f"{name} indexes a trained softmax model: fit make_baseline('brute-force', config)"
@@ -85,7 +90,11 @@ def make_baseline(
             )
         if name == FaissHNSW.name:
             return FaissHNSW(config.ann_hnsw, softmax, **common)
-        return FaissIVF(config.ann_ivf, softmax, **common)
+        if name == FaissIVF.name:
+            return FaissIVF(config.ann_ivf, softmax, **common)
+        if name == FaissIVFPQ.name:
+            return FaissIVFPQ(config.ann_ivfpq, softmax, **common)
+        return ScaNN(config.ann_scann, softmax, **common)
     raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
 
 
@@ -94,9 +103,11 @@ __all__ = [
     "BASELINES",
     "FaissHNSW",
     "FaissIVF",
+    "FaissIVFPQ",
     "ItemCF",
     "MostPopular",
     "Recommender",
+    "ScaNN",
     "SoftmaxRecommender",
     "make_baseline",
     "pad_results",

@@ -1,4 +1,5 @@
-"""Approximate inner-product search over the softmax model's embeddings (faiss HNSW and IVF).
+"""Approximate inner-product search over the softmax model's embeddings: faiss HNSW, IVF-Flat,
+IVF-PQ fast-scan, and ScaNN.
 
 Both wrap an already fitted :class:`~deep_retrieval.baselines.softmax.SoftmaxRecommender`, so the
 benchmark trains the softmax model once and the three methods (``brute-force``, ``ann-hnsw``,
@@ -21,20 +22,22 @@ README, "Choices the paper leaves open", ANN baselines.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from ..config import HNSWConfig, IVFConfig
+from ..config import HNSWConfig, IVFConfig, IVFPQConfig, ScaNNConfig
 from ..core.contract import check_query, check_train, drop_excluded, empty_results
 from ..data.types import Sequences
 from .softmax import SoftmaxRecommender
 
 if TYPE_CHECKING:
-    import faiss  # imported where an index is built: faiss is slow to import
+    # Named in the classes' (string) type arguments; imported at run time only where an index
+    # is built, since faiss is slow to import.
+    import faiss  # noqa: F401
 
 ConfigT = TypeVar("ConfigT")  # the subclass's config dataclass
-IndexT = TypeVar("IndexT", bound="faiss.Index")  # the subclass's faiss index type
+IndexT = TypeVar("IndexT")  # the subclass's index type (a faiss.Index, or a ScaNN searcher)
 
 
 class _FaissInnerProduct(Generic[ConfigT, IndexT]):
@@ -83,6 +86,12 @@ class _FaissInnerProduct(Generic[ConfigT, IndexT]):
         """Query vectors as the index expects them (subclasses may augment)."""
         return queries
 
+    def _search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """``(B, k)`` neighbour ids of ``queries (B, E')``, ``-1`` where none was found (faiss's
+        ``search``; ScaNN overrides this)."""
+        index: Any = self.index_
+        return index.search(self._index_queries(queries), k)[1]
+
     def recommend(
         self, histories: Sequences, n: int, *, exclude: Sequences | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +115,7 @@ class _FaissInnerProduct(Generic[ConfigT, IndexT]):
             k = min(n + extra, self.n_items_)
             # (B, E') queries; (B, k) neighbour ids, -1 where nothing was found.
             queries = np.ascontiguousarray(self.softmax.user_embeddings(histories.rows(rows)))
-            _, idx = self.index_.search(self._index_queries(queries), k)
+            idx = self._search(queries, k)
             # Exact logits of the returned items, best first (the index's own distances may be
             # of a transformed problem, or rounded differently from the brute-force scores).
             scores = np.einsum("be,bke->bk", queries, self.item_vectors_[np.maximum(idx, 0)])
@@ -205,3 +214,137 @@ class FaissIVF(_FaissInnerProduct[IVFConfig, "faiss.IndexIVFFlat"]):
     def _prepare_search(self) -> None:
         assert self.index_ is not None  # called by recommend, after its fitted check
         self.index_.nprobe = min(self.config.n_probe, self.index_.nlist)
+
+
+def _n_lists(n_lists: int | None, n_items: int) -> int:
+    """``n_lists``, or about ``4·√V`` when ``None``; k-means needs a training point per list."""
+    return min(n_lists if n_lists is not None else max(1, round(4 * math.sqrt(n_items))), n_items)
+
+
+class FaissIVFPQ(_FaissInnerProduct[IVFPQConfig, "faiss.Index"]):
+    """faiss IVF-PQ with 4-bit fast-scan codes, refined exactly: ``IndexIVFPQFastScan`` inside an
+    ``IndexRefineFlat`` (factory string ``IVF{n_lists},PQ{m}x4fs,RFlat``, inner product).
+
+    The item vectors are zero-padded to a multiple of ``dims_per_code`` (queries likewise, which
+    leaves every inner product unchanged), so ``m = padded width / dims_per_code`` sub-quantizers.
+
+    Args:
+        config: :class:`~deep_retrieval.config.IVFPQConfig`.
+        softmax: the fitted softmax model whose embeddings are indexed.
+    """
+
+    name = "ann-ivfpq"
+    default_config = IVFPQConfig
+
+    def _padded(self, x: np.ndarray) -> np.ndarray:
+        width = -(-x.shape[1] // self.config.dims_per_code) * self.config.dims_per_code
+        if width == x.shape[1]:
+            return np.ascontiguousarray(x, dtype=np.float32)
+        out = np.zeros((len(x), width), np.float32)
+        out[:, : x.shape[1]] = x
+        return out
+
+    def fit(self, train: Sequences, n_items: int) -> FaissIVFPQ:
+        """Train the coarse quantiser and the product quantiser on the item vectors, add them."""
+        import faiss
+
+        vectors = self._item_vectors(train, n_items)
+        indexed = self._padded(vectors)
+        n_lists = _n_lists(self.config.n_lists, n_items)
+        m = indexed.shape[1] // self.config.dims_per_code
+        index = faiss.index_factory(
+            indexed.shape[1], f"IVF{n_lists},PQ{m}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT
+        )
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = self.seed
+        ivf.cp.min_points_per_centroid = 1
+        index.train(indexed)
+        index.add(indexed)
+        self.index_ = index
+        self.item_vectors_ = vectors
+        self.n_items_ = int(n_items)
+        return self
+
+    def _index_queries(self, queries: np.ndarray) -> np.ndarray:
+        return self._padded(queries)
+
+    def _prepare_search(self) -> None:
+        import faiss
+
+        assert self.index_ is not None
+        ivf = faiss.extract_index_ivf(self.index_)
+        ivf.nprobe = min(self.config.n_probe, ivf.nlist)
+        refine: Any = faiss.downcast_index(self.index_)  # an IndexRefineFlat
+        refine.k_factor = float(self.config.refine_factor)
+
+
+class ScaNN(_FaissInnerProduct[ScaNNConfig, Any]):
+    """ScaNN over the softmax item embeddings (dot product): a k-means tree of ``n_leaves``,
+    anisotropic 4-bit asymmetric hashing, exact reordering of ``reorder_factor · n`` hits.
+
+    Needs the optional ``scann`` package (``pip install 'deep-retrieval[scann]'``).
+
+    Args:
+        config: :class:`~deep_retrieval.config.ScaNNConfig`.
+        softmax: the fitted softmax model whose embeddings are indexed.
+    """
+
+    name = "ann-scann"
+    default_config = ScaNNConfig
+
+    def fit(self, train: Sequences, n_items: int, *, mutable: bool = False) -> ScaNN:
+        """Train the tree and the quantiser on the item vectors and build the searcher.
+
+        ``mutable``: build with ScaNN docids (the item ids as strings), which its ``upsert`` and
+        ``delete`` need; searches then return strings, converted back (slower), so the default
+        is an immutable searcher.
+        """
+        try:
+            import scann
+        except ImportError as err:
+            raise ImportError(
+                "ann-scann needs the scann package: pip install 'deep-retrieval[scann]'"
+            ) from err
+        vectors = self._item_vectors(train, n_items)
+        cfg = self.config
+        n_leaves = min(
+            cfg.n_leaves if cfg.n_leaves is not None else max(1, round(math.sqrt(n_items))),
+            n_items,
+        )
+        builder = scann.scann_ops_pybind.builder(vectors, 10, "dot_product")
+        builder = builder.tree(
+            num_leaves=n_leaves,
+            num_leaves_to_search=min(cfg.leaves_to_search, n_leaves),
+            training_sample_size=min(cfg.training_sample_size, n_items),
+        )
+        builder = builder.score_ah(
+            cfg.dims_per_block,
+            anisotropic_quantization_threshold=cfg.anisotropic_quantization_threshold,
+        )
+        # reorder(·) only switches exact reordering on: its depth is set per search.
+        docids = [str(i) for i in range(n_items)] if mutable else None
+        self.index_ = builder.reorder(4 * 10).build(docids=docids)
+        self.n_leaves_ = n_leaves
+        self.item_vectors_ = vectors
+        self.n_items_ = int(n_items)
+        return self
+
+    def _search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        searcher: Any = self.index_
+        cfg = self.config
+        kwargs = {
+            "final_num_neighbors": k,
+            "pre_reorder_num_neighbors": max(k, cfg.reorder_factor * k),
+            "leaves_to_search": min(cfg.leaves_to_search, self.n_leaves_),
+        }
+        if len(queries) == 1:
+            ids, _ = searcher.search(queries[0], **kwargs)
+            ids = np.asarray(ids)[None]
+        else:
+            ids, _ = searcher.search_batched_parallel(queries, **kwargs)
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":  # built with docids: ScaNN returns them as strings
+            ids = ids.astype(np.int64)
+        out = np.full((len(queries), k), -1, np.int64)
+        out[:, : ids.shape[1]] = ids
+        return out

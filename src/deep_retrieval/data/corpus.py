@@ -7,7 +7,8 @@ numpy (about a second per 10M interactions) and fully determined by the seed.
 
 The generative story, per user ``u``:
 
-- ``u`` likes 1–3 taste clusters (cluster choice ∝ cluster weight, itself a power law);
+- ``u`` likes 1–3 taste clusters (``interests``; cluster choice ∝ cluster weight, itself a power
+  law);
 - each interaction picks one of ``u``'s clusters, then an item of that cluster by a Zipf law over
   the cluster's items (exponent ``zipf``); with probability ``noise`` it picks any item instead,
   by global popularity;
@@ -164,6 +165,7 @@ def make_corpus(
     zipf: float = 1.1,
     noise: float = 0.05,
     item_noise: float = 0.5,
+    interests: tuple[int, int] = (1, 3),
     seed: int = 0,
 ) -> SyntheticCorpus:
     """Generate a corpus (see the module docstring for the model).
@@ -176,6 +178,9 @@ def make_corpus(
         zipf: popularity exponent inside a cluster (and across clusters).
         noise: share of interactions drawn from the whole catalogue by popularity.
         item_noise: spread of an item's vector around its cluster centroid (centroids are unit).
+        interests: ``(low, high)``: each user likes between ``low`` and ``high`` clusters
+            (uniformly), each interaction coming from one of them. ``(2, 4)`` is the
+            multi-interest corpus, where the mean of a history's vectors lies between tastes.
         seed: everything is drawn from ``numpy.random.default_rng(seed)``.
     """
     if min(n_users, n_items) < 1 or n_interactions < 2 * n_users:
@@ -185,6 +190,9 @@ def make_corpus(
         )
     if not 0.0 <= noise <= 1.0 or zipf <= 0:
         raise ValueError(f"need 0 ≤ noise ≤ 1 and zipf > 0, got noise={noise}, zipf={zipf}")
+    low, high = interests
+    if not 1 <= low <= high:
+        raise ValueError(f"interests must be (low, high) with 1 ≤ low ≤ high, got {interests}")
     rng = np.random.default_rng(seed)
     n_clusters = n_clusters or int(np.clip(round(np.sqrt(n_items)), 8, 4096))
     n_clusters = min(n_clusters, n_items)
@@ -205,8 +213,8 @@ def make_corpus(
     counts = 2 + np.floor(share).astype(np.int64)
     counts[: n_interactions - int(counts.sum())] += 1
     users = np.repeat(np.arange(n_users), counts)
-    n_liked = rng.integers(1, 4, size=n_users)
-    liked = rng.choice(n_clusters, size=(n_users, 3), p=cluster_mass)
+    n_liked = rng.integers(low, high + 1, size=n_users)
+    liked = rng.choice(n_clusters, size=(n_users, high), p=cluster_mass)
     pick = (rng.random(len(users)) * n_liked[users]).astype(np.int64)
     cluster = liked[users, pick]
     items = perm[start[cluster] + _zipf_ranks(rng, sizes[cluster], zipf)]

@@ -28,7 +28,9 @@ from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import evaluate_recommendations
 from ..utils import atomic_write_text, resolve_device, seed_everything, versions
 
-BASELINE_METHODS = ("most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf")
+BASELINE_METHODS = (
+    "most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf", "ann-ivfpq", "ann-scann"
+)
 
 Progress = Callable[[str], None]
 
