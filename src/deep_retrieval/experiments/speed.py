@@ -61,8 +61,13 @@ class SpeedConfig:
     embedding width (``dr.train.embedding_dim`` follows it). ``joint``: DR trains its own encoder
     and reranker (needs a catalogue small enough for dense Adam); otherwise the planted model is
     the frozen reranker and only the structure network learns. ``hnsw_max_items``: HNSW is
-    skipped above this size (its build is the slow part). ``dr``: the DR settings (K = 100, two
-    epochs by default here).
+    skipped above this size (its build is the slow part). ``n_single`` one-user calls time each
+    point, ``n_single_exact`` the exact searches (``None``: ``n_single``; at 10M items one exact
+    query takes a third of a second). ``dr_add_sample``: new items DR's add timing adds (scaled
+    to 1 % of the catalogue; see ``_dr_mutations``). ``corpus``: a :data:`CORPORA` name;
+    ``"multi-interest"`` needs ``joint``. ``dr``: the DR settings (K = 100, two epochs by default
+    here); ``hnsw``, ``ivf``, ``ivf_pq``, ``scann``: the ANN indexes' build settings (their search
+    knob is swept along :data:`CURVES`).
     """
 
     n_items: int = 100_000
@@ -74,6 +79,8 @@ class SpeedConfig:
     joint: bool = False
     n_test_users: int = 1_000
     n_single: int = 300
+    n_single_exact: int | None = None
+    dr_add_sample: int = 2_000
     batch_size: int = 256
     k: int = 100
     hnsw_max_items: int = 2_000_000
@@ -263,7 +270,8 @@ def run_speed(config: SpeedConfig, progress: Callable[[str], None] | None = None
 
     say("exact-torch")
     exact_fn = lambda h: softmax.recommend(h, c.k)[0]  # noqa: E731
-    point, bench.exact = bench.point(exact_fn, batch=_exact_batch(c))
+    n_exact = c.n_single_exact or c.n_single
+    point, bench.exact = bench.point(exact_fn, batch=_exact_batch(c), n_single=n_exact)
     methods["exact-torch"] = {
         **point, "curve": [], "index_bytes_per_item": 0.0, "build_seconds": 0.0,
         "add_seconds_per_1pct": None, "delete_seconds_per_1pct": None,
@@ -299,7 +307,7 @@ def run_speed(config: SpeedConfig, progress: Callable[[str], None] | None = None
     t0 = time.perf_counter()
     flat = _ExactFaiss(softmax)
     build = time.perf_counter() - t0
-    point, _ = bench.point(partial(_peer_search, flat, c.k))
+    point, _ = bench.point(partial(_peer_search, flat, c.k), n_single=n_exact)
     methods["exact-faiss"] = {
         **point, "curve": [_curve_point(None, None, point)],
         "index_bytes_per_item": round(_faiss_extra_bytes(flat.index, flat.index.d) / c.n_items, 2),
@@ -378,11 +386,12 @@ class _Bench:
         self.exact: np.ndarray | None = None  # exact search's top k, set by the first point
 
     def point(
-        self, fn: Callable[[Sequences], np.ndarray], batch: int | None = None
+        self, fn: Callable[[Sequences], np.ndarray], batch: int | None = None,
+        n_single: int | None = None,
     ) -> tuple[dict[str, Any], np.ndarray]:
         c = self.c
         ids, qps = _time_batched(fn, self.hist, batch or c.batch_size)
-        p50, p99 = _time_single(fn, self.hist, c.n_single)
+        p50, p99 = _time_single(fn, self.hist, n_single or c.n_single)
         exact = ids if self.exact is None else self.exact
         return _figures(p50, p99, qps, ids, exact, self.truth, c.k), ids
 
@@ -570,22 +579,35 @@ class _Padded:
         self.peer.index_.remove_ids(ids)
 
 
+_ADD_CHUNK = 1_000  # new items per DeepRetrieval.add_items call in the add timing
+
+
 def _dr_mutations(c: SpeedConfig, dr: Any) -> dict[str, Any]:
-    """DR: add 1 % new items as cold items, each placed from one neighbour (the existing item it
-    was copied from; :meth:`DeepRetrieval.add_items` also fits their reranker rows), then
-    remove 1 % of the old items."""
+    """DR: add new items as cold items, each placed from one neighbour (the existing item it was
+    copied from; :meth:`DeepRetrieval.add_items` also fits their reranker rows by maximum
+    likelihood), then remove 1 % of the old items.
+
+    Items are added in calls of :data:`_ADD_CHUNK` (one call's reranker fit couples every new
+    item with every other, so a call's cost grows with the square of its size), and only the
+    first ``dr_add_sample`` of the 1 % are timed: each call costs the same (its log-partition
+    terms run over all ``V`` old items), so the time scales linearly to 1 %
+    (``add_items_timed`` says how many were).
+    """
     n = max(1, c.n_items // 100)
+    timed = min(n, c.dr_add_sample)
     rng = np.random.default_rng(c.seed)
-    src = rng.integers(0, c.n_items, n)
-    neighbours = Sequences(np.arange(n + 1), src.astype(np.int64))
+    src = rng.integers(0, c.n_items, timed).astype(np.int64)
     t0 = time.perf_counter()
-    dr.add_items(n_new=n, neighbours=neighbours)
-    add = time.perf_counter() - t0
+    for s in range(0, timed, _ADD_CHUNK):
+        part = src[s : s + _ADD_CHUNK]
+        dr.add_items(n_new=len(part), neighbours=Sequences(np.arange(len(part) + 1), part))
+    add = (time.perf_counter() - t0) * n / timed
     doomed = np.random.default_rng(c.seed + 1).choice(c.n_items, n, replace=False)
     t0 = time.perf_counter()
     dr.remove_items(doomed)
     delete = time.perf_counter() - t0
-    return {"add_seconds_per_1pct": round(add, 4), "delete_seconds_per_1pct": round(delete, 4)}
+    return {"add_seconds_per_1pct": round(add, 4), "delete_seconds_per_1pct": round(delete, 4),
+            "add_items_timed": timed}
 
 
 def _exact_batch(c: SpeedConfig) -> int:
