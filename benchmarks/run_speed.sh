@@ -8,7 +8,7 @@
 # everything recorded is a timing. About 1.5 hours on 2 cores.
 #   benchmarks/run_speed.sh            # everything
 #   benchmarks/run_speed.sh 1000000    # one catalogue size (or: multi-interest-1000000,
-#                                      # ml-20m-train, plot)
+#                                      # profile-1000000, ml-20m-train, plot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DR=${DR:-.venv/bin/deep-retrieval}
@@ -32,6 +32,12 @@ size 10000000 10000000 --set n_users=500000 dr.train.epochs=1 dr.train.joint_epo
 # method is handed the generating model: DR trains its encoder and reranker (two joint epochs),
 # and every other method searches that reranker's embeddings.
 size multi-interest-1000000 1000000 --set corpus=multi-interest joint=true
+
+# Where DR's serving time goes at 1M items, stage by stage, the numpy reference path against
+# the fused kernel (the same corpus and model as the 1M run).
+if [[ -z $ONLY || $ONLY == profile-1000000 ]]; then
+  .venv/bin/python benchmarks/profile_retrieval.py --n-items 1000000 --out "$OUT/profile-1000000"
+fi
 
 # Training throughput on the ML-20M shape (138,493 users, 26,744 items, 10M interactions): one
 # epoch with DR's own encoder and reranker trained jointly. Rows are sets here, so path scoring

@@ -38,7 +38,9 @@ from deep_retrieval.config import (
     HNSWConfig,
     ItemCFConfig,
     IVFConfig,
+    IVFPQConfig,
     ProtocolConfig,
+    ScaNNConfig,
     SoftmaxConfig,
     load_config,
 )
@@ -73,6 +75,8 @@ CONFIG = BenchmarkConfig(
     # Deliberately approximate: HNSW's beam below V, IVF probing half of its lists.
     ann_hnsw=HNSWConfig(m=8, ef_construction=32, ef_search=16),
     ann_ivf=IVFConfig(n_lists=4, n_probe=2),
+    ann_ivfpq=IVFPQConfig(n_lists=4, n_probe=2),
+    ann_scann=ScaNNConfig(n_leaves=4, leaves_to_search=2),
 )
 
 
@@ -85,11 +89,20 @@ _DR_VIOLATIONS: dict[str, str] = {}
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ("dr", case): f"DeepRetrieval: {why}" for case, why in _DR_VIOLATIONS.items()
 }
+# ScaNN (checked directly on its searcher): its Python builder takes no seed for the tree's
+# k-means, so two builds can partition differently; and a batched search returns other items
+# for a row than searching that row alone.
+KNOWN_VIOLATIONS.update({
+    ("ann-scann", "refit"): "ScaNN: its k-means tree training is not seeded",
+    ("ann-scann", "batch"): "ScaNN: a batched search depends on the other rows of the batch",
+})
 
 
 def _xfail(name: str, case: str | None) -> list[Any]:
     reason = KNOWN_VIOLATIONS.get((name, case)) if case is not None else None
-    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    # ScaNN's violations show on some runs only (its threads, its unseeded k-means).
+    strict = name != "ann-scann"
+    return [pytest.mark.xfail(strict=strict, reason=reason)] if reason else []
 
 
 def _params(names: tuple[str, ...], case: str | None = None) -> list[Any]:
@@ -235,7 +248,7 @@ def history_exclude(data: Data) -> Sequences:
 # ------------------------------------------------------------------------------------- the tests
 def test_the_suite_covers_every_registered_method() -> None:
     assert set(METHODS) == set(BASELINES) | {"dr"}
-    assert len(METHODS) == len(set(METHODS)) == 7
+    assert len(METHODS) == len(set(METHODS)) == 9
 
 
 @pytest.mark.parametrize("name", _params(METHODS))
@@ -292,7 +305,7 @@ def test_exclude_is_respected(
     np.testing.assert_array_equal(empty_scores, none_scores)
 
 
-@pytest.mark.parametrize("name", _params(METHODS))
+@pytest.mark.parametrize("name", _params(METHODS, "batch"))
 def test_batch_equals_single_user(
     name: str, flavour: str, fitted_models: Fitted, datasets: dict[str, Data]
 ) -> None:
@@ -335,7 +348,7 @@ def test_zero_query_rows_give_empty_results(name: str, fitted_models: Fitted) ->
     assert ids.dtype == np.int64 and scores.dtype == np.float32
 
 
-@pytest.mark.parametrize("name", _params(METHODS))
+@pytest.mark.parametrize("name", _params(METHODS, "refit"))
 def test_refit_with_the_same_seed_repeats(
     name: str, flavour: str, fitted_models: Fitted, datasets: dict[str, Data]
 ) -> None:

@@ -86,9 +86,10 @@ class _FaissInnerProduct(Generic[ConfigT, IndexT]):
         """Query vectors as the index expects them (subclasses may augment)."""
         return queries
 
-    def _search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        """``(B, k)`` neighbour ids of ``queries (B, E')``, ``-1`` where none was found (faiss's
-        ``search``; ScaNN overrides this)."""
+    def _search(self, queries: np.ndarray, k: int, n: int) -> np.ndarray:
+        """``(B, k)`` neighbour ids of ``queries (B, E')``, ``-1`` where none was found, for a
+        request of ``n`` results (``k ≥ n`` makes room for excluded items): faiss's ``search``;
+        ScaNN overrides this."""
         import faiss
 
         index: Any = self.index_
@@ -127,7 +128,7 @@ class _FaissInnerProduct(Generic[ConfigT, IndexT]):
             k = min(n + extra, self.n_items_)
             # (B, E') queries; (B, k) neighbour ids, -1 where nothing was found.
             queries = np.ascontiguousarray(self.softmax.user_embeddings(histories.rows(rows)))
-            idx = self._search(queries, k)
+            idx = self._search(queries, k, n)
             # Exact logits of the returned items, best first (the index's own distances may be
             # of a transformed problem, or rounded differently from the brute-force scores).
             scores = np.einsum("be,bke->bk", queries, self.item_vectors_[np.maximum(idx, 0)])
@@ -341,22 +342,22 @@ class ScaNN(_FaissInnerProduct[ScaNNConfig, Any]):
         self.n_items_ = int(n_items)
         return self
 
-    def _search(self, queries: np.ndarray, k: int) -> np.ndarray:
+    def _search(self, queries: np.ndarray, k: int, n: int) -> np.ndarray:
         searcher: Any = self.index_
         cfg = self.config
         kwargs = {
             "final_num_neighbors": k,
-            "pre_reorder_num_neighbors": max(k, cfg.reorder_factor * k),
+            # From n, not k: k grows with the most items any row of the block excludes, and a
+            # row's result must not depend on the other rows of its block.
+            "pre_reorder_num_neighbors": max(k, cfg.reorder_factor * n),
             "leaves_to_search": min(cfg.leaves_to_search, self.n_leaves_),
         }
-        if len(queries) == 1:
-            ids, _ = searcher.search(queries[0], **kwargs)
-            ids = np.asarray(ids)[None]
-        else:
-            ids, _ = searcher.search_batched_parallel(queries, **kwargs)
-        ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu":  # built with docids: ScaNN returns them as strings
-            ids = ids.astype(np.int64)
+        # (B, k), padded with id 0 and distance nan where a row found fewer; one query without
+        # the thread pool.
+        search = searcher.search_batched if len(queries) == 1 else searcher.search_batched_parallel
+        ids, dist = search(queries, **kwargs)
+        ids, dist = np.asarray(ids), np.asarray(dist)
+        ids = ids.astype(np.int64)  # uint32, or strings when built with docids
         out = np.full((len(queries), k), -1, np.int64)
-        out[:, : ids.shape[1]] = ids
+        out[:, : ids.shape[1]] = np.where(np.isnan(dist), -1, ids)
         return out

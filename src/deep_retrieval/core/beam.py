@@ -158,6 +158,10 @@ class CompiledStructure:
     per-op dispatch. :func:`beam_search` stays the reference (and the GPU path); a test checks
     that both return the same paths and log-probabilities.
 
+    One matmul for the ``W_u·u`` of all layers (their ``W_u`` side by side) would save ``D − 1``
+    calls, but OpenBLAS then rounds some shapes differently (``E = 64, H = 100``): the results
+    would move by an ulp, so each layer keeps its own.
+
     Args:
         net: the trained structure network (copied; later changes to it are not seen).
     """
@@ -197,11 +201,16 @@ class CompiledStructure:
                     self.out_b.append(last.bias.detach().cpu().float().numpy())
 
     def _log_probs(self, d: int, z: np.ndarray) -> np.ndarray:
-        """Layer ``d``'s log-softmax from its first-linear output ``z (..., H)``."""
+        """Layer ``d``'s log-softmax from its first-linear output ``z (..., H)``, computed in
+        ``z``'s memory where it can (the caller hands over a scratch array)."""
         if self.out_w[d] is not None:
-            z = np.maximum(z, 0.0) @ self.out_w[d] + self.out_b[d]  # (..., K)
-        z = z - z.max(axis=-1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+            np.maximum(z, 0.0, out=z)
+            z = z @ self.out_w[d]  # (..., K)
+            z += self.out_b[d]
+        z -= z.max(axis=-1, keepdims=True)
+        norm = np.exp(z).sum(axis=-1, keepdims=True)
+        z -= np.log(norm, out=norm)
+        return z
 
     def beam_search(self, user_emb: np.ndarray, beam_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The paths of :func:`beam_search`, unordered within a row.
@@ -222,26 +231,42 @@ class CompiledStructure:
             )
         n, k = u.shape[0], self.n_nodes
         rows = np.arange(n)[:, None]
-        scores = self._log_probs(0, u @ self.user_w[0] + self.bias[0])  # (N, K)
+        z = u @ self.user_w[0]
+        z += self.bias[0]
+        scores = self._log_probs(0, z)  # (N, K)
         width = min(beam_size, k)
         nodes = _top_unordered(scores, width)  # (N, B)
         scores = scores[rows, nodes]
         paths = nodes[:, :, None]
         for d in range(1, self.n_layers):
-            z = (u @ self.user_w[d] + self.bias[d])[:, None, :]  # (N, 1, H)
-            for i in range(d):
-                z = z + self.tables[d][i][paths[:, :, i]]  # (N, B, H)
-            succ = (scores[:, :, None] + self._log_probs(d, z)).reshape(n, -1)  # (N, B·K)
+            # (T_0[c_1] + W_u·u) + T_1[c_2] + …: the reference's sums, in its order (a + b is
+            # exact-commutative), accumulated in one (N, B, H) array.
+            projected = u @ self.user_w[d]
+            projected += self.bias[d]
+            z = self.tables[d][0][paths[:, :, 0]]  # (N, B, H)
+            z += projected[:, None, :]
+            for i in range(1, d):
+                z += self.tables[d][i][paths[:, :, i]]
+            succ = self._log_probs(d, z)  # (N, B, K)
+            succ += scores[:, :, None]
+            succ = succ.reshape(n, -1)  # (N, B·K)
             width = min(beam_size, succ.shape[1])
-            flat = _top_unordered(succ, width)
-            scores = succ[rows, flat]
+            flat = _top_unordered(succ, width, scratch=True)  # negates succ in place
+            scores = -succ[rows, flat]
             parent, node = np.divmod(flat, k)
             paths = np.concatenate([paths[rows, parent], node[:, :, None]], axis=2)
         return paths.astype(np.int64), scores.astype(np.float32)
 
 
-def _top_unordered(x: np.ndarray, width: int) -> np.ndarray:
-    """Column indices of the ``width`` largest entries of each row, in no particular order."""
+def _top_unordered(x: np.ndarray, width: int, *, scratch: bool = False) -> np.ndarray:
+    """Column indices of the ``width`` largest entries of each row, in no particular order.
+
+    ``scratch``: ``x`` is overwritten with ``-x`` (the partition's input, so no copy is made);
+    the caller reads the selected values back negated.
+    """
     if width >= x.shape[1]:
+        if scratch:
+            np.negative(x, out=x)
         return np.broadcast_to(np.arange(x.shape[1]), x.shape).copy()
-    return np.argpartition(-x, width - 1, axis=1)[:, :width]
+    neg = np.negative(x, out=x if scratch else None)
+    return np.argpartition(neg, width - 1, axis=1)[:, :width]

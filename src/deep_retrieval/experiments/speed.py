@@ -528,7 +528,10 @@ def _mutations(c: SpeedConfig, name: str, index: Any, vectors: np.ndarray) -> di
 
 def _peer_mutations(name: str, c: SpeedConfig, index: Any, train: Sequences) -> dict[str, Any]:
     if name == "scann":
-        # ScaNN mutates only a searcher built with docids (a second build, not timed).
+        # ScaNN mutates only a searcher built with docids (a second build, not timed); the
+        # first searcher goes first (at 10M items each holds gigabytes).
+        index.index_ = None
+        gc.collect()
         mutable = _make_peer(name, c, index.softmax).fit(train, c.n_items, mutable=True)
         n = max(1, c.n_items // 100)
         new = _new_vectors(index.item_vectors_, n, c.seed)

@@ -16,6 +16,7 @@ from ..core.beam import CompiledStructure, beam_search
 from ..core.contract import pad_results
 from ..data.protocols import split_rows
 from ..data.types import Sequences
+from . import kernels
 from .state import DRState
 
 
@@ -181,6 +182,12 @@ def rerank_table(state: DRState) -> tuple[np.ndarray, np.ndarray]:
     return state.derived("rerank_table", build)
 
 
+def path_slots(state: DRState) -> np.ndarray:
+    """The fused kernel's dense path → inverted-index slot table (:func:`kernels.path_slots`),
+    computed once per inverted index."""
+    return state.derived("path_slots", lambda: kernels.path_slots(state.item_paths))
+
+
 @torch.no_grad()
 def recommend(
     state: DRState,
@@ -191,11 +198,17 @@ def recommend(
     beam_size: int | None = None,
     rerank: bool | None = None,
     stats: QueryStats | None = None,
+    fused: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``n`` items per query: beam search → candidates → rerank (``rerank=False``: best path
     log-prob, ties by popularity). ``histories`` and ``exclude``: ``U`` rows of internal item ids;
     ``stats`` receives the candidate counts. The public form, with every argument explained, is
     ``DeepRetrieval.recommend``.
+
+    Reranked on CPU, the candidates, scores and top ``n`` come from one numba pass
+    (:mod:`.kernels`); ``fused=False`` forces the numpy path, its reference (same counts, same
+    ids but where two scores lie within float32 rounding of each other, scores equal to
+    rounding).
 
     Returns:
         ``(item_ids (U, n) int64, scores (U, n) float32)``, padded ``-1`` / ``-inf``.
@@ -207,6 +220,18 @@ def recommend(
     u = user_embeddings(state, histories)
     # Reranking needs only the set of beam paths: no beam sort, no per-item path log-probs.
     path_ids, lp = beam(state, u, b, ordered=not rerank)
+    if rerank and fused and u.device.type == "cpu" and (
+        exclude is None or len(exclude) == len(histories)
+    ):
+        keys, bias = rerank_table(state)
+        q = state.net.reranker.query(u).float().numpy()  # (U, E)
+        ids, scores, counts = kernels.serve(
+            state.item_paths, path_slots(state), path_ids, q, keys, bias, n,
+            None if exclude is None else (exclude.indptr, exclude.items),
+        )
+        if stats is not None:
+            stats.add(counts)
+        return ids, scores
     cand = candidates(state, path_ids, None if rerank else lp)
     rows = np.repeat(np.arange(len(histories)), cand.counts)
     items = cand.items

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..config import to_dict
-from ..core.assignment import PathScoreAccumulator, PathScores, with_held_paths
+from ..core.assignment import PathScoreAccumulator, PathScores
 from ..data.samples import TrainingSamples
 from ..data.types import Sequences
 from ..index.retrieval import history_matrix
@@ -146,7 +146,8 @@ def score_paths(
         items, path_ids, probs = distributed.route_rows(all_items, all_paths, all_probs, bounds)
         acc.add(items - lo, path_ids, probs)
         held_scores = distributed.all_reduce_numpy(held_scores)
-    out = with_held_paths(acc.result(), held[lo:hi], held_scores[lo:hi])
+    # = with_held_paths(acc.result(), ...), without the (V, S) intermediate
+    out = acc.result(held[lo:hi], held_scores[lo:hi])
     if timings is not None:
         timings["accumulation_seconds"] = spent + time.perf_counter() - t0
     return out
