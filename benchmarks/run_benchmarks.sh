@@ -46,5 +46,5 @@ ablate movielens-1m-m1 20 --grid paths_per_item=3 n_layers=3 hidden_dim=256 pena
 ablate gowalla 20 --grid paths_per_item=3 n_layers=3 hidden_dim=256 penalty=3e-4 beam_size=2,4,6,8,16 $GOWALLA_SET
 if [[ -z $ONLY || $ONLY == gowalla ]]; then  # the structure layer's hidden width, on Gowalla
   $DR -q ablate --dataset gowalla --data-dir "$DATA" --k 20 --out benchmarks/results/gowalla/hidden-width \
-    --grid paths_per_item=3 n_layers=3 hidden_dim=none,256 penalty=3e-4 beam_size=4,8 $GOWALLA_SET
+    --grid paths_per_item=3 n_layers=3 hidden_dim=none,64,128,256 penalty=3e-4 beam_size=4,8 $GOWALLA_SET
 fi

@@ -25,9 +25,10 @@ size 100000 100000
 size 1000000 1000000
 # 10M items: 500K users (6M interactions) and one epoch keep the run near 40 minutes; IVF and
 # IVF-PQ get 4,096 lists (4·√V = 12,649 would make k-means the longest step of the whole run);
-# 50 single queries time each exact search (a third of a second each).
+# 50 single queries time each exact search (a third of a second each), and DR's add is timed on
+# one call of 1,000 new items (each call computes log-partitions over all 10M items).
 size 10000000 10000000 --set n_users=500000 dr.train.epochs=1 dr.train.joint_epochs=0 \
-  ivf.n_lists=4096 ivf_pq.n_lists=4096 n_single_exact=50
+  ivf.n_lists=4096 ivf_pq.n_lists=4096 n_single_exact=50 dr_add_sample=1000
 # The multi-interest corpus: each user's interactions come from 2-4 taste clusters, and no
 # method is handed the generating model: DR trains its encoder and reranker (two joint epochs),
 # and every other method searches that reranker's embeddings.
