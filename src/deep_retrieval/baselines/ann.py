@@ -208,9 +208,7 @@ class FaissIVF(_FaissInnerProduct[IVFConfig, "faiss.IndexIVFFlat"]):
         vectors = self._item_vectors(train, n_items)
         cfg = self.config
         # An IVFConfig checks its own ranges (n_lists ≥ 1 or None, n_probe ≥ 1); n_items ≥ 1 here.
-        n_lists = cfg.n_lists if cfg.n_lists is not None else max(1, round(4 * math.sqrt(n_items)))
-        # k-means needs at least one training point per centroid.
-        n_lists = min(n_lists, n_items)
+        n_lists = _n_lists(cfg.n_lists, n_items)
         quantizer = faiss.IndexFlatIP(vectors.shape[1])
         index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], n_lists, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = self.seed
