@@ -22,7 +22,7 @@ README, "Choices the paper leaves open", ANN baselines.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import numpy as np
 
@@ -78,6 +78,13 @@ class _FaissInnerProduct(Generic[ConfigT, IndexT]):
                 f" fit() got n_items={n_items}; fit both on the same split"
             )
         return np.ascontiguousarray(self.softmax.item_embeddings(), dtype=np.float32)  # (V, E')
+
+    def _fitted(self, index: IndexT, vectors: np.ndarray, n_items: int) -> Self:
+        """Install what ``fit`` built: the index and the un-augmented vectors it re-scores with."""
+        self.index_ = index
+        self.item_vectors_ = vectors
+        self.n_items_ = int(n_items)
+        return self
 
     def _prepare_search(self) -> None:
         """Set per-search parameters on the index (subclasses)."""
@@ -173,10 +180,7 @@ class FaissHNSW(_FaissInnerProduct[HNSWConfig, "faiss.IndexHNSWFlat"]):
             index = faiss.IndexHNSWFlat(vectors.shape[1], cfg.m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = cfg.ef_construction
         index.add(indexed)
-        self.index_ = index
-        self.item_vectors_ = vectors
-        self.n_items_ = int(n_items)
-        return self
+        return self._fitted(index, vectors, n_items)
 
     def _index_queries(self, queries: np.ndarray) -> np.ndarray:
         if self.config.metric == "l2-reduction":
@@ -217,10 +221,7 @@ class FaissIVF(_FaissInnerProduct[IVFConfig, "faiss.IndexIVFFlat"]):
         index.train(vectors)
         index.add(vectors)
         self.quantizer_ = quantizer  # the IVF index keeps a raw pointer to it
-        self.index_ = index
-        self.item_vectors_ = vectors
-        self.n_items_ = int(n_items)
-        return self
+        return self._fitted(index, vectors, n_items)
 
     def _prepare_search(self) -> None:
         assert self.index_ is not None  # called by recommend, after its fitted check
@@ -271,10 +272,7 @@ class FaissIVFPQ(_FaissInnerProduct[IVFPQConfig, "faiss.Index"]):
         ivf.cp.min_points_per_centroid = 1
         index.train(indexed)
         index.add(indexed)
-        self.index_ = index
-        self.item_vectors_ = vectors
-        self.n_items_ = int(n_items)
-        return self
+        return self._fitted(index, vectors, n_items)
 
     def _index_queries(self, queries: np.ndarray) -> np.ndarray:
         return self._padded(queries)
