@@ -92,7 +92,7 @@ def test_dr_recommendations_and_manifest(split, tmp_path):
         **_recs(ids, scores),
         "paths_only_ids": paths_ids.tolist(),
         "paths_only_scores": np.round(paths_scores.astype(float), 5).tolist(),
-        "item_paths_sha": _sha(model.item_paths_.path_ids),
+        "item_paths_sha": _sha(model.item_paths_.path_ids.astype(np.int64)),  # values, not width
         "beam_for_n": model.beam_size_for(N),
         "largest_path_size": model.diagnostics()["largest_path_size"],
         "manifest": {k: manifest[k] for k in MANIFEST_FIELDS},

@@ -131,3 +131,28 @@ def test_random_paths_uniform() -> None:
     assert len(freq) == 6
     for count in freq.values():
         assert abs(count / 30_000 - 1 / 6) < 0.015
+
+
+def test_tables_are_32_bit_and_corrupt_ids_cannot_wrap() -> None:
+    """The four tables are stored as int32 (half the index memory) while the methods still
+    return int64; a stored id beyond int32 is refused before narrowing, not wrapped into range."""
+    codec = PathCodec(2, 4)
+    m = ItemPathMap.random(30, codec, paths_per_item=2, rng=0)
+    for name in ("path_ids", "occupied_paths", "path_indptr", "path_items"):
+        assert getattr(m, name).dtype == np.int32, name
+    assert m.path_sizes().dtype == np.int64
+    assert m.items_on(m.occupied_paths[:2]).dtype == np.int64
+    assert m.items_on_batch(m.path_ids)[1].dtype == np.int64
+    again = ItemPathMap.from_index(
+        m.path_ids.astype(np.int64), codec, m.occupied_paths, m.path_indptr, m.path_items
+    )
+    np.testing.assert_array_equal(again.path_items, m.path_items)
+    assert again.path_ids.dtype == np.int32
+    wrapped = m.occupied_paths.astype(np.int64)
+    wrapped[-1] += 1 << 32  # narrowed to int32 this would be the same id again
+    with pytest.raises(ValueError, match="occupied_paths holds ids outside"):
+        ItemPathMap.from_index(m.path_ids, codec, wrapped, m.path_indptr, m.path_items)
+    bad_ids = m.path_ids.astype(np.int64)
+    bad_ids[0, 0] += 1 << 32
+    with pytest.raises(ValueError, match="path_ids holds ids outside"):
+        ItemPathMap.from_index(bad_ids, codec, m.occupied_paths, m.path_indptr, m.path_items)

@@ -53,6 +53,16 @@ def as_int_array(values: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def compact_ints(values: np.ndarray, largest: int) -> np.ndarray:
+    """``values`` as int32 when ``largest`` (the largest value they may hold) fits, else int64.
+
+    The index's tables are ``J + 2·P/V`` ids per item; 32-bit ids halve them (1M items, J = 3:
+    64.8 → 33 B per item beyond the item vectors) and every catalogue a 2-core machine can
+    hold fits."""
+    dtype = np.int32 if largest <= np.iinfo(np.int32).max else np.int64
+    return np.asarray(values).astype(dtype, copy=False)
+
+
 def check_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     """``rng`` itself when it is a generator (so the caller's stream advances), else a new one
     seeded with it (``None``: fresh entropy)."""
@@ -185,13 +195,16 @@ class ItemPathMap:
             serving) while keeping their row of ``path_ids``.
 
     Attributes:
-        path_ids: ``(V, J)`` int64, read-only.
+        path_ids: ``(V, J)`` path ids, read-only.
         codec: the codec.
         excluded: ``(V,)`` bool, read-only.
-        occupied_paths: ``(P,)`` int64 sorted ids of the paths holding at least one item.
-        path_indptr: ``(P + 1,)`` int64; items on ``occupied_paths[p]`` are
+        occupied_paths: ``(P,)`` sorted ids of the paths holding at least one item.
+        path_indptr: ``(P + 1,)``; items on ``occupied_paths[p]`` are
             ``path_items[path_indptr[p]:path_indptr[p + 1]]`` (ascending).
-        path_items: ``(V·J,)`` int64 item indices grouped by path (CSR layout).
+        path_items: ``(V·J,)`` item indices grouped by path (CSR layout).
+
+    The four tables are int32 wherever their values fit (:func:`compact_ints`), else int64;
+    its methods return int64.
 
     Example::
 
@@ -222,7 +235,7 @@ class ItemPathMap:
                     f"path ids {ids[item].tolist()}"
                 )
         self.codec = codec
-        self.path_ids = ids.copy()
+        self.path_ids = compact_ints(ids, codec.n_paths - 1).copy()
         self.path_ids.flags.writeable = False  # the inverted index below must stay consistent
 
         self.excluded = self._check_excluded(excluded, len(ids))
@@ -238,9 +251,18 @@ class ItemPathMap:
         is_start = np.ones(len(order), dtype=bool)
         is_start[1:] = sorted_ids[1:] != sorted_ids[:-1]
         starts = np.flatnonzero(is_start)
-        self.occupied_paths = sorted_ids[starts]  # (P,)
-        self.path_indptr = np.r_[starts, len(order)].astype(np.int64)  # (P + 1,)
-        self.path_items = (order // self.path_ids.shape[1]).astype(np.int64)  # (indexed V·J,)
+        self._install(
+            sorted_ids[starts],  # (P,)
+            np.r_[starts, len(order)],  # (P + 1,)
+            order // self.path_ids.shape[1],  # (indexed V·J,)
+        )
+        for arr in (self.occupied_paths, self.path_indptr, self.path_items):
+            arr.flags.writeable = False
+
+    def _install(self, occupied: np.ndarray, indptr: np.ndarray, items: np.ndarray) -> None:
+        self.occupied_paths = compact_ints(occupied, self.codec.n_paths - 1)
+        self.path_indptr = compact_ints(indptr, len(items))
+        self.path_items = compact_ints(items, len(self.path_ids) - 1)
         for arr in (self.occupied_paths, self.path_indptr, self.path_items):
             arr.flags.writeable = False
 
@@ -271,31 +293,37 @@ class ItemPathMap:
         Checks the invariants that cost one pass (shapes, ranges, sorted ``occupied_paths``,
         monotone ``path_indptr``, entry count); content corruption is the bundle checksums' job.
         """
-        self = cls.__new__(cls)
-        self.codec = codec
-        self.path_ids = as_int_array(path_ids, "path_ids")
-        self.excluded = cls._check_excluded(excluded, len(self.path_ids))
-        self.occupied_paths = as_int_array(occupied_paths, "occupied_paths")
-        self.path_indptr = as_int_array(path_indptr, "path_indptr")
-        self.path_items = as_int_array(path_items, "path_items")
-        n_indexed = int((~self.excluded).sum()) * self.path_ids.shape[1]
+        ids = as_int_array(path_ids, "path_ids")
+        occupied = as_int_array(occupied_paths, "occupied_paths")
+        indptr = as_int_array(path_indptr, "path_indptr")
+        items = as_int_array(path_items, "path_items")
+        excluded = cls._check_excluded(excluded, len(ids))
+        n_indexed = int((~excluded).sum()) * (ids.shape[1] if ids.ndim == 2 else 0)
         problems = []
-        if self.path_ids.ndim != 2:
-            problems.append(f"path_ids has shape {self.path_ids.shape}")
-        if len(self.path_indptr) != len(self.occupied_paths) + 1 or self.path_indptr[0] != 0:
+        if ids.ndim != 2:
+            problems.append(f"path_ids has shape {ids.shape}")
+        elif ids.size and (ids.min() < 0 or ids.max() >= codec.n_paths):
+            problems.append(f"path_ids holds ids outside [0, {codec.n_paths})")
+        if len(indptr) != len(occupied) + 1 or indptr[0] != 0:
             problems.append("path_indptr does not match occupied_paths")
-        elif np.any(np.diff(self.path_indptr) <= 0) or self.path_indptr[-1] != len(self.path_items):
+        elif np.any(np.diff(indptr) <= 0) or indptr[-1] != len(items):
             problems.append("path_indptr is not strictly increasing up to len(path_items)")
-        if len(self.path_items) != n_indexed:
-            problems.append(f"path_items has {len(self.path_items)} entries, expected {n_indexed}")
-        if np.any(np.diff(self.occupied_paths) <= 0):
+        if len(items) != n_indexed:
+            problems.append(f"path_items has {len(items)} entries, expected {n_indexed}")
+        if np.any(np.diff(occupied) <= 0):
             problems.append("occupied_paths is not strictly increasing")
-        if len(self.path_items) and (
-            self.path_items.min() < 0 or self.path_items.max() >= len(self.path_ids)
-        ):
+        elif occupied.size and (occupied[0] < 0 or occupied[-1] >= codec.n_paths):
+            problems.append(f"occupied_paths holds ids outside [0, {codec.n_paths})")
+        if len(items) and (items.min() < 0 or items.max() >= len(ids)):
             problems.append("path_items holds ids outside the item range")
         if problems:
             raise ValueError("inconsistent path index: " + "; ".join(problems))
+        # Checked at full width first: narrowing a corrupt value could wrap it into range.
+        self = cls.__new__(cls)
+        self.codec = codec
+        self.path_ids = compact_ints(ids, codec.n_paths - 1)
+        self.excluded = excluded
+        self._install(occupied, indptr, items)
         for arr in (self.path_ids, self.occupied_paths, self.path_indptr, self.path_items):
             arr.flags.writeable = False
         return self
@@ -370,7 +398,7 @@ class ItemPathMap:
             ``(C,)`` int64 sorted unique item indices.
         """
         ids = self._check_query(path_ids, 1)
-        return _sorted_unique(self._gather(ids)[1])
+        return _sorted_unique(self._gather(ids)[1]).astype(np.int64, copy=False)
 
     def items_on_batch(self, path_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the unique items on any of its paths (ragged, CSR layout).
@@ -389,7 +417,7 @@ class ItemPathMap:
         n_rows, width = ids.shape
         query, items = self._gather(ids.ravel())
         rows = query // max(width, 1)
-        key = _sorted_unique(rows * max(self.n_items, 1) + items)
+        key = _sorted_unique(rows * max(self.n_items, 1) + items.astype(np.int64))
         rows, items = np.divmod(key, max(self.n_items, 1))
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
@@ -397,7 +425,7 @@ class ItemPathMap:
 
     def path_sizes(self) -> np.ndarray:
         """``(P,)`` int64 number of items on each occupied path, aligned with ``occupied_paths``."""
-        return np.diff(self.path_indptr)
+        return np.diff(self.path_indptr).astype(np.int64, copy=False)
 
     def largest_path_size(self) -> int:
         """Items on the fullest path (0 when there are no items)."""

@@ -469,11 +469,14 @@ def _knob_values(name: str, index: Any, values: tuple[int, ...]) -> list[int]:
 
 def dr_index_bytes(state: Any) -> int:
     """Bytes DR keeps beyond the reranker's item vectors: the item → path table, the inverted
-    index (per-path offsets and item lists), the removed-item flags, and the structure
-    network's parameters."""
+    index (per-path offsets and item lists), the removed-item flags, the structure network's
+    parameters, and the fused kernel's dense path → slot table (``4·K**D`` bytes, built on the
+    first query)."""
+    from ..index.retrieval import path_slots
+
     paths = state.item_paths
     arrays = (paths.path_ids, paths.occupied_paths, paths.path_indptr, paths.path_items,
-              paths.excluded)
+              paths.excluded, path_slots(state))
     params = sum(p.numel() * p.element_size() for p in state.net.structure.parameters())
     return int(sum(a.nbytes for a in arrays) + params)
 

@@ -78,7 +78,7 @@ def save_bundle(
         if ids is not None:
             ids = np.asarray(ids)
             arrays["item_ids"] = ids.astype(str) if ids.dtype == object else ids
-        if state.user_histories is not None:
+        if state.user_histories is not None and state.user_ids is not None:
             arrays["user_ids"] = state.user_ids
             arrays["user_indptr"] = state.user_histories.indptr
             arrays["user_items"] = state.user_histories.items
