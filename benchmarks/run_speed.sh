@@ -4,8 +4,8 @@
 # fast-scan and ScaNN in one process each, every method's recall-latency frontier, frontier.png
 # per size), the multi-interest corpus at 1M items (every method searches the embeddings DR's
 # jointly trained reranker learns), the ML-20M-shaped training run (10M interactions, joint
-# training), and the growth plot over the three sizes. Run it on an otherwise idle machine:
-# everything recorded is a timing. About 1.5 hours on 2 cores.
+# training), the growth plot over the three sizes, and the README's Speed tables. Run it on an
+# otherwise idle machine: everything recorded is a timing. About 1.5 hours on 2 cores.
 #   benchmarks/run_speed.sh            # everything
 #   benchmarks/run_speed.sh 1000000    # one catalogue size (or: multi-interest-1000000,
 #                                      # profile-1000000, ml-20m-train, plot)
@@ -64,4 +64,5 @@ extra = [json.loads(multi.read_text())] if multi.exists() else []
 (out / "speed.md").write_text(speed_markdown(docs + extra))
 print(f"wrote {out}/growth.png, {out}/speed.md")
 PY
+  .venv/bin/python benchmarks/speed_readme.py  # the README's Speed tables from these files
 fi

@@ -377,6 +377,9 @@ class ItemPathMap:
         """Items on each of ``flat_ids (M,)`` as ``(query position (T,), item (T,))``."""
         if len(self.occupied_paths) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        # In the table's own width (ids are checked < K**D): with mixed widths numpy would
+        # copy the whole (P,) table to int64 on every call (0.4 ms per query at 1M items).
+        flat_ids = flat_ids.astype(self.occupied_paths.dtype, copy=False)
         pos = np.searchsorted(self.occupied_paths, flat_ids)  # (M,)
         pos = np.minimum(pos, len(self.occupied_paths) - 1)
         hit = (self.occupied_paths[pos] == flat_ids) & (flat_ids >= 0)

@@ -172,6 +172,9 @@ def _time_single(
 def _time_batched(
     fn: Callable[[Sequences], np.ndarray], histories: Sequences, batch: int
 ) -> tuple[np.ndarray, float]:
+    # Warm-up, as for single queries: the first call builds lazy tables (DR's numpy reranker,
+    # its path → slot table), which would otherwise be charged to the first point of a curve.
+    fn(histories.rows(np.arange(min(batch, len(histories)))))
     out = []
     t0 = time.perf_counter()
     for s in range(0, len(histories), batch):
