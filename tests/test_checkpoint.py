@@ -116,3 +116,37 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     assert (out / "checkpoints" / "LATEST").exists()
     with pytest.raises(ValueError, match="resume needs"):
         DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items, resume=True)
+
+
+def test_resume_from_a_reranker_epoch_ends_where_the_uninterrupted_fit_ends(tmp_path):
+    """Reranker epochs count in the checkpoints' epochs: a fit resumed from the checkpoint after
+    the first reranker epoch equals the uninterrupted fit."""
+    import shutil
+
+    data = make_clustered(n_users=200, n_items=80, n_clusters=4, interactions_per_user=12, seed=0)
+    split = paper_split(
+        data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=20, min_rating=0)
+    )
+    cfg = load_config(DRConfig, overrides=[*TINY_DR, "train.epochs=1", "train.joint_epochs=0",
+                                           "train.reranker_epochs=2"])
+    folder, early = tmp_path / "ckpt", tmp_path / "early"
+
+    def keep_first(entry):
+        if entry["epoch"] == 1:
+            shutil.copytree(folder, early)
+
+    reference = DeepRetrieval(cfg, device="cpu").fit(
+        split.train, split.n_items, checkpoint_dir=folder, on_event=keep_first
+    )
+    assert latest_checkpoint(early).name == "ckpt-0000-epoch"
+    resumed = DeepRetrieval(cfg, device="cpu").fit(
+        split.train, split.n_items, checkpoint_dir=early, resume=True
+    )
+    np.testing.assert_array_equal(resumed.item_paths_.path_ids, reference.item_paths_.path_ids)
+    for k, v in reference.state.net.state_dict().items():
+        np.testing.assert_array_equal(resumed.state.net.state_dict()[k].numpy(), v.numpy(), k)
+
+    def timeless(history):
+        return [{k: v for k, v in e.items() if not k.endswith("_seconds")} for e in history]
+
+    assert timeless(resumed.history_) == timeless(reference.history_)  # restored, then continued

@@ -261,13 +261,15 @@ def test_from_mapping_is_public_and_the_old_name_is_an_alias():
 DR_CONFIG_DICT = {
     "structure": {"n_layers": 3, "n_nodes": 50, "paths_per_item": 3, "node_dim": 32,
                   "hidden_dim": 256},
-    "train": {"epochs": 4, "joint_epochs": 2, "assign_every": 1, "batch_size": 1024, "lr": 5e-3,
+    "train": {"epochs": 4, "joint_epochs": 2, "reranker_epochs": 0, "assign_every": 1,
+              "batch_size": 1024, "lr": 5e-3,
               "structure_lr": None, "weight_decay": 0.0, "encoder": "mean", "causal": False,
               "embedding_dim": 128, "history_len": 69, "query_history_len": 1000,
               "n_negatives": 1024, "negative_sampling": "popularity", "history_dropout": 0.3,
               "normalize": True, "temperature": 0.1, "softmax_weight": 1.0},
     "assignment": {"n_candidates": 20, "penalty": 3e-4, "power": 4, "n_sweeps": 3},
-    "retrieval": {"beam_size": None, "candidate_factor": 10.0, "max_beam_size": 1024,
+    "retrieval": {"beam_size": None, "candidate_factor": 10.0, "target_recall": None,
+                  "max_beam_size": 1024,
                   "rerank": True},
     "seed": 0,
 }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 
 import numpy as np
@@ -212,3 +213,107 @@ def test_causal_and_per_sample_training_both_learn_the_planted_clusters(planted,
     r_bf = evaluate_recommendations(bf, split.test_truth, [10])["recall@10"]
     # Observed (seed 0): per-sample 0.558 / 0.558, causal 0.573 / 0.573 (DR / brute force).
     assert r_bf > 0.5 and r_dr >= 0.95 * r_bf, (r_dr, r_bf)
+
+
+def test_reranker_epochs_train_the_reranker_alone_first(planted):
+    """``reranker_epochs`` pass over the samples training the encoder and reranker only (the
+    structure network keeps its weights, no path assignment follows), then the network epochs
+    run as before (here with the reranker frozen: ``joint_epochs=0``)."""
+    from deep_retrieval.index.state import build_state
+    from deep_retrieval.training.batch import fit_state
+
+    _, split = planted
+    cfg = load_config(DRConfig, overrides=[*TINY, "train.epochs=1", "train.joint_epochs=0",
+                                           "train.reranker_epochs=2"])
+    state = build_state(cfg, split.n_items, ordered=split.train.ordered)
+
+    def weights():
+        return {k: v.clone() for k, v in state.net.state_dict().items()}
+
+    snapshots = [weights()]
+    paths = [state.item_paths.path_ids.copy()]
+
+    def on_event(entry):
+        snapshots.append(weights())
+        paths.append(state.item_paths.path_ids.copy())
+
+    fit_state(state, split.train, on_event=on_event)
+    history = state.history
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert [e.get("reranker_only", False) for e in history] == [True, True, False]
+    for e in history[:2]:
+        assert e["structure_loss"] == 0.0 and e["softmax_loss"] > 0
+        assert "largest_path_size" not in e
+    assert history[2]["softmax_loss"] == 0.0 and "largest_path_size" in history[2]
+
+    def changed(a, b, prefix):
+        return any(not torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+
+    for before, after in itertools.pairwise(snapshots[:3]):
+        assert changed(before, after, "reranker.") and not changed(before, after, "structure.")
+    assert changed(snapshots[2], snapshots[3], "structure.")
+    assert not changed(snapshots[2], snapshots[3], "reranker.")
+    np.testing.assert_array_equal(paths[0], paths[2])  # no assignment after reranker epochs
+    assert not np.array_equal(paths[2], paths[3])
+
+
+ONE_EPOCH = ["train.epochs=1", "train.joint_epochs=1"]
+
+
+def test_exhaustive_top_matches_a_full_sort_and_skips_removed_items(planted):
+    from deep_retrieval.index import retrieval
+
+    _, split = planted
+    model = DeepRetrieval(load_config(DRConfig, overrides=[*TINY, *ONE_EPOCH]), device="cpu")
+    model.fit(split.train, split.n_items)
+    state = model.state
+    state.removed[::7] = True
+    u = retrieval.user_embeddings(state, split.test_history)
+    keys, bias = retrieval.rerank_table(state)
+    scores = state.net.reranker.query(u).numpy() @ keys.T + bias  # (U, V)
+    scores[:, state.removed] = -np.inf
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :30]
+    got = retrieval.exhaustive_top(state, u, 30, item_block=17)  # blocks merge across 10 steps
+    np.testing.assert_array_equal(got, want)
+    assert not np.isin(got, np.flatnonzero(state.removed)).any()
+    padded = retrieval.exhaustive_top(state, u[:2], split.n_items + 5)
+    assert (padded[:, -5 - state.removed.sum() :] == -1).all()
+
+
+def test_recall_targeted_calibration_picks_the_smallest_beam_reaching_it(planted, tmp_path):
+    """With ``target_recall``, fit measures recall@n against the reranker's exhaustive top n per
+    beam; a request gets the smallest beam reaching the target; the beam that covers every path
+    reaches recall 1; the curve is saved with the bundle and shown in ``diagnostics()``."""
+    from deep_retrieval.index import retrieval
+
+    _, split = planted
+    cfg = load_config(DRConfig, overrides=[*TINY, *ONE_EPOCH, "retrieval.target_recall=0.9"])
+    model = DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items)
+    beams, _ = model.state.beam_calibration
+    ns, recall = model.state.recall_calibration
+    assert ns.tolist() == [1, 5, 10, 20, 50, 100] and recall.shape == (len(ns), len(beams))
+    assert beams[-1] == 64 and recall[:, -1].min() > 0.999  # all 8² paths: every item scored
+    for n in (1, 10, 30, 100, 150):
+        row = recall[min(np.searchsorted(ns, n), len(ns) - 1)]
+        want = beams[np.flatnonzero(row >= 0.9)[0]]
+        assert model.beam_size_for(n) == want
+    # Measured independently: at the chosen beam the served top 10 reaches the target.
+    b = model.beam_size_for(10)
+    hist = split.train.rows(np.arange(200))
+    u = retrieval.user_embeddings(model.state, hist)
+    got, _ = model.recommend(hist, 10, beam_size=b)
+    exact = retrieval.exhaustive_top(model.state, u, 10)
+    assert np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact, strict=True)]) > 0.8
+    diag = model.diagnostics()["beam_for_n"]
+    assert diag[10]["beam"] == b and diag[10]["recall"] >= 0.9 and diag[10]["fraction_scored"] > 0
+    loaded = DeepRetrieval.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.state.recall_calibration[1], recall)
+    assert loaded.beam_size_for(10) == b
+    # Without a target the candidate rule applies and no recall curve is measured.
+    plain = DeepRetrieval(load_config(DRConfig, overrides=[*TINY, *ONE_EPOCH]), device="cpu")
+    plain.fit(split.train, split.n_items)
+    assert plain.state.recall_calibration is None
+    assert "recall" not in plain.diagnostics()["beam_for_n"][10]
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(ConfigError, match="target_recall"):
+            load_config(DRConfig, overrides=[f"retrieval.target_recall={bad}"])

@@ -279,7 +279,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = DeepRetrieval(config.dr, device=device)
     # Under torchrun every process reads them on --resume: OUT must be on a shared filesystem.
     checkpoints = None if args.no_checkpoints else args.out / "checkpoints"
-    with tqdm(total=config.dr.train.epochs, desc="train", unit="epoch", disable=quiet) as bar:
+    t = config.dr.train
+    with tqdm(total=t.reranker_epochs + t.epochs, desc="train", unit="epoch", disable=quiet) as bar:
 
         def on_event(entry: dict) -> None:
             bar.write(json.dumps(entry), file=sys.stderr)

@@ -436,7 +436,7 @@ class ScaNNConfig(_Validated):
 class StreamConfig(_Validated):
     """Settings of :func:`stream_train` (the network and path settings come from the model's
     :class:`~deep_retrieval.config.DRConfig`; its ``train.epochs`` / ``joint_epochs`` /
-    ``assign_every`` do not apply to a stream).
+    ``reranker_epochs`` / ``assign_every`` do not apply to a stream).
 
     Defaults are the settings measured on time-ordered MovieLens
     (``benchmarks/results/streaming/results.md``): two passes over each chunk plus as many replayed
@@ -524,6 +524,9 @@ class BenchmarkConfig(_Validated):
 
     ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the torch models.
     ``query_batch_size`` (≥ 1): query rows per ``recommend`` call while evaluating.
+    ``tune_baselines``: tune ALS and Item-CF on validation users (the protocol's, else 1,000
+    carved from the training rows) before fitting them
+    (:mod:`deep_retrieval.experiments.tuning`); the chosen settings go into ``results.json``.
     """
 
     _section = "benchmark"
@@ -541,6 +544,7 @@ class BenchmarkConfig(_Validated):
     dr: DRConfig = field(default_factory=lambda: DRConfig())
     stream: StreamConfig = field(default_factory=StreamConfig)
     share_reranker: bool = True
+    tune_baselines: bool = False
     seed: int = 0
     device: str = "auto"
     query_batch_size: int = 256
@@ -560,6 +564,7 @@ class BenchmarkConfig(_Validated):
             if not isinstance(getattr(self, name), cls):
                 p.append(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
         _flag(p, "share_reranker", self.share_reranker)
+        _flag(p, "tune_baselines", self.tune_baselines)
         _int(p, "seed", self.seed, 0)
         _device(p, "device", self.device)
         _int(p, "query_batch_size", self.query_batch_size, 1)
@@ -832,6 +837,10 @@ class DRTrainConfig(EncoderTrainingConfig):
         epochs: network epochs (≥ 1). The first ``joint_epochs`` (0..epochs) train encoder,
             structure network and reranker together; later epochs freeze the reranker and
             encoder and train the structure network only (paper §2.5: 2 joint + 2).
+        reranker_epochs: epochs (≥ 0) that train the encoder and reranker alone, on the
+            reranker's sampled softmax, before the network epochs (no path assignment follows
+            them): the brute-force model's recipe (its 8 epochs), so the reranker a fit trains
+            is as good as that model. Skipped when ``fit`` is given a trained reranker.
         assign_every: run path assignment after every that many epochs (and after the last; ≥ 1).
         structure_lr: learning rate of the structure network (> 0), ``None`` = ``lr``.
         causal: (mean encoder only) embed each training row once and train on every position of
@@ -845,6 +854,7 @@ class DRTrainConfig(EncoderTrainingConfig):
 
     epochs: int = 4
     joint_epochs: int = 2
+    reranker_epochs: int = 0
     assign_every: int = 1
     structure_lr: float | None = None
     causal: bool = False
@@ -857,6 +867,7 @@ class DRTrainConfig(EncoderTrainingConfig):
                  high_label=f"epochs ({self.epochs})")
         else:
             _int(p, "joint_epochs", self.joint_epochs, 0)
+        _int(p, "reranker_epochs", self.reranker_epochs, 0)
         _int(p, "assign_every", self.assign_every, 1)
         # > 0, not ≥ 0: the training loops read ``structure_lr or lr``, so 0 would mean ``lr``.
         _real(p, "structure_lr", self.structure_lr, low=0, low_open=True, optional=True)
@@ -896,7 +907,10 @@ class RetrievalConfig(_Validated):
     """Serving: beam search over the grid, union of the items on the B paths, rerank, top-M.
 
     ``beam_size = None`` picks, per request size M, the smallest calibrated beam whose mean
-    candidate count reaches ``candidate_factor``·M (> 0; the paper keeps it at 5–10× M).
+    candidate count reaches ``candidate_factor``·M (> 0; the paper keeps it at 5–10× M); with
+    ``target_recall`` (in (0, 1]) instead the smallest whose top M overlaps the reranker's
+    exhaustive top M by that share on the calibration users (training users: the way ANN
+    libraries tune to a recall target; ``None``: the candidate rule).
     ``max_beam_size`` (≥ 1) is the largest beam that calibration considers (capped at K^D): the
     beam a ``beam_size = None`` request can get. It does not limit an explicit ``beam_size``; the
     HTTP service's cap on a request's beam is ``ServiceLimits.max_request_beam_size``.
@@ -907,6 +921,7 @@ class RetrievalConfig(_Validated):
 
     beam_size: int | None = None
     candidate_factor: float = 10.0
+    target_recall: float | None = None
     max_beam_size: int = 1024
     rerank: bool = True
 
@@ -914,6 +929,8 @@ class RetrievalConfig(_Validated):
         p: list[str] = []
         _int(p, "beam_size", self.beam_size, 1, optional=True)
         _real(p, "candidate_factor", self.candidate_factor, low=0, low_open=True)
+        _real(p, "target_recall", self.target_recall, low=0, high=1, low_open=True,
+              optional=True)
         _int(p, "max_beam_size", self.max_beam_size, 1)
         _flag(p, "rerank", self.rerank)
         return p
@@ -973,7 +990,7 @@ class TrainConfig(_Validated):
     _key_hints: typing.ClassVar[Mapping[str, str]] = {
         **dict.fromkeys(
             ("item_cf", "als", "softmax", "ann_hnsw", "ann_ivf", "stream", "share_reranker",
-             "query_batch_size"),
+             "tune_baselines", "query_batch_size"),
             "a benchmark setting; train reads protocol.*, dr.* and device",
         ),
         "seed": "train has no top-level seed: the model's seed is dr.seed"

@@ -37,6 +37,7 @@ __all__ = ["Candidates", "DeepRetrieval", "QueryStats", "stream_train"]
 _STATE_ATTRIBUTES = {
     "net_": "net", "codec_": "codec", "item_paths_": "item_paths", "n_items_": "n_items",
     "item_counts_": "item_counts", "history_": "history", "beam_calibration_": "beam_calibration",
+    "recall_calibration_": "recall_calibration",
     "item_ids_": "item_ids", "cold_": "cold", "removed_": "removed", "ordered_": "ordered",
     "encoder_kind_": "encoder_kind", "device_": "device", "user_ids_": "user_ids",
     "user_histories_": "user_histories", "training_": "training", "path_scores_": "path_scores",
@@ -129,7 +130,7 @@ class DeepRetrieval:
         )
         fit_state(state, train, frozen_reranker=reranker is not None, on_event=on_event,
                   checkpoint_dir=checkpoint_dir, resume=resume)
-        state.beam_calibration = retrieval.calibrate_beam(state, train)
+        retrieval.calibrate(state, train)
         self.state_ = state
         return self
 

@@ -27,6 +27,7 @@ from ..data.types import Sequences, Split
 from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import evaluate_recommendations
 from ..utils import atomic_write_text, resolve_device, seed_everything, versions
+from . import tuning
 
 BASELINE_METHODS = (
     "most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf", "ann-ivfpq", "ann-scann"
@@ -153,10 +154,20 @@ def run_benchmark(
     fit_seconds: dict[str, float] = {}
     results: dict[str, Any] = {}
     recommendations: dict[str, np.ndarray] = {}
+    tuned: dict[str, tuple[BenchmarkConfig, dict[str, Any]]] = {}
+    to_tune = [m for m in methods if m in tuning.GRIDS] if config.tune_baselines else []
+    if to_tune:
+        valid = tuning.validation_for(split, 1000, config.seed)
+        for name in to_tune:
+            say(f"tuning {name} on {len(valid.truth):,} validation users")
+            tuned[name] = tuning.tune_baseline(
+                name, config, valid, split.n_items, ks[0],
+                lambda n, c: _build(n, c, fitted, device),
+            )
     for name in fit_order:
         seed_everything(config.seed)
         say(f"fitting {name}")
-        model = _build(name, config, fitted, device)
+        model = _build(name, tuned[name][0] if name in tuned else config, fitted, device)
         t0 = time.perf_counter()
         model.fit(split.train, split.n_items)
         fit_seconds[name] = time.perf_counter() - t0
@@ -184,6 +195,8 @@ def run_benchmark(
         extra = getattr(model, "figures", None)
         if callable(extra):
             results[name].update(extra())
+        if name in tuned:
+            results[name]["tuning"] = tuned[name][1]
         say(
             f"{name}: "
             + ", ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items() if k.startswith("recall"))
@@ -262,6 +275,14 @@ def results_markdown(doc: dict[str, Any]) -> str:
                 f" {r['candidates_per_query']:,.0f} candidates"
                 f" per query ({100 * r['fraction_scored']:.2f} % of the items scored), largest path"
                 f" {r['largest_path_size']:,} items, {r['occupied_paths']:,} paths occupied."
+            )
+        if "tuning" in r:
+            t = r["tuning"]
+            score = next(k for k in t if k.startswith("validation_recall"))
+            chosen = ", ".join(f"{k} = {v:g}" for k, v in t["chosen"].items())
+            lines.append(
+                f"\n{name}: tuned on {t['validation_users']:,} validation users"
+                f" ({len(t['tried'])} settings tried): {chosen} ({score} {t[score]:.4f})."
             )
     return "\n".join(lines) + "\n"
 

@@ -3,8 +3,10 @@
 Files: ``manifest.json`` (format version, config, sizes, history, versions, and the byte size
 and SHA-256 of every other file), ``weights.safetensors``, ``item_paths.npy`` ``(V, J)`` path ids,
 the inverted index ``occupied_paths.npy`` / ``path_indptr.npy`` / ``path_items.npy``,
-``item_flags.npy`` ``(V,)`` (1 = cold, 2 = removed), ``item_counts.npy``, ``beam_calibration.npy``;
-when known, ``item_ids.npy`` (external ids) and the known users' histories ``user_ids.npy`` /
+``item_flags.npy`` ``(V,)`` (1 = cold, 2 = removed), ``item_counts.npy``, ``beam_calibration.npy``
+``(2, b)`` (beams, mean candidates); with recall-targeted calibration ``beam_recall.npy``
+``(m, 1 + b)`` (``n``, then recall@n per beam); when known, ``item_ids.npy`` (external ids)
+and the known users' histories ``user_ids.npy`` /
 ``user_indptr.npy`` / ``user_items.npy``. No pickle. Written into a temporary directory beside
 the target, flushed, then renamed over it (:func:`~deep_retrieval.utils.write_directory`).
 """
@@ -74,6 +76,9 @@ def save_bundle(
             "item_counts": state.item_counts,
             "beam_calibration": np.stack(calibration).astype(np.float64),
         }
+        if state.recall_calibration is not None:  # (m, 1 + b): n, then recall@n per beam
+            ns, recall = state.recall_calibration
+            arrays["beam_recall"] = np.column_stack([ns, recall]).astype(np.float64)
         ids = item_ids if item_ids is not None else state.item_ids
         if ids is not None:
             ids = np.asarray(ids)
@@ -169,6 +174,11 @@ def load_bundle(
             )
         item_paths = array("item_paths")
         calib = array("beam_calibration")
+        recall = optional_array("beam_recall")
+        if recall is not None and (recall.ndim != 2 or recall.shape[1] != calib.shape[1] + 1):
+            raise ValueError(
+                f"beam_recall.npy has shape {recall.shape}, expected (m, {calib.shape[1] + 1})"
+            )
         flags = optional_array("item_flags")
         flags = np.zeros(n_items, np.uint8) if flags is None else flags
         if item_paths.shape[0] != n_items or flags.shape != (n_items,):
@@ -206,4 +216,6 @@ def load_bundle(
     state.history = manifest.get("history", [])
     state.training = manifest.get("training")
     state.beam_calibration = (calib[0].astype(np.int64), calib[1])
+    if recall is not None:
+        state.recall_calibration = (recall[:, 0].astype(np.int64), recall[:, 1:])
     return state

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .retrieval import QueryStats
+from .retrieval import RECALL_NS, QueryStats, beam_size_for
 from .state import DRState
 
 
@@ -32,9 +32,35 @@ def diagnostics(state: DRState, stats: QueryStats | None = None) -> dict[str, An
         out["beam_calibration"] = {
             int(b): round(float(m), 2) for b, m in zip(beams, means, strict=True)
         }
+        out["beam_for_n"] = _beam_for_n(state)
     if stats is not None and stats.queries:
         out["candidates_per_query"] = stats.candidates_per_query
         out["fraction_scored"] = stats.candidates_per_query / state.n_items
+    return out
+
+
+def _beam_for_n(state: DRState) -> dict[int, dict[str, float]]:
+    """Per calibrated result count ``n``: the beam a request gets, its mean candidates on the
+    calibration users, the share of the catalogue that is, and (recall-targeted calibration)
+    its recall@n against the reranker's exhaustive top n."""
+    assert state.beam_calibration is not None
+    beams, means = state.beam_calibration
+    ns = (
+        state.recall_calibration[0]
+        if state.recall_calibration is not None
+        else [n for n in RECALL_NS if n <= state.n_items]
+    )
+    out: dict[int, dict[str, float]] = {}
+    for i, n in enumerate(ns):
+        b = beam_size_for(state, int(n))
+        row: dict[str, float] = {"beam": b}
+        j = np.flatnonzero(beams == b)
+        if len(j):
+            row["candidates"] = round(float(means[j[0]]), 2)
+            row["fraction_scored"] = round(float(means[j[0]]) / state.n_items, 5)
+            if state.recall_calibration is not None:
+                row["recall"] = round(float(state.recall_calibration[1][i, j[0]]), 4)
+        out[int(n)] = row
     return out
 
 

@@ -97,15 +97,23 @@ def user_embeddings(state: DRState, histories: Sequences, batch_size: int = 1024
 
 
 def beam_size_for(state: DRState, n: int) -> int:
-    """The beam used for ``n`` results: the configured one, else the smallest calibrated beam
-    whose mean candidate count reaches ``candidate_factor · n``."""
+    """The beam used for ``n`` results: the configured one; else, with ``target_recall``, the
+    smallest calibrated beam whose recall@n against the reranker's exhaustive top ``n`` reaches
+    it (measured at the smallest calibrated ``n' ≥ n``); else the smallest calibrated beam
+    whose mean candidate count reaches ``candidate_factor · n``. The largest calibrated beam
+    when none does."""
     r = state.config.retrieval
     if r.beam_size is not None:
         return r.beam_size
     if state.beam_calibration is None:
         raise ValueError("this model has no beam calibration: set retrieval.beam_size")
     beams, means = state.beam_calibration
-    ok = np.flatnonzero(means >= r.candidate_factor * n)
+    if r.target_recall is not None and state.recall_calibration is not None:
+        ns, recall = state.recall_calibration
+        row = recall[min(int(np.searchsorted(ns, n)), len(ns) - 1)]  # (b,)
+        ok = np.flatnonzero(row >= r.target_recall)
+    else:
+        ok = np.flatnonzero(means >= r.candidate_factor * n)
     return int(beams[ok[0]] if len(ok) else beams[-1])
 
 
@@ -300,18 +308,95 @@ def segment_topk(
     return pad_results(ids, out, n)
 
 
-@torch.no_grad()
-def calibrate_beam(
-    state: DRState, train: Sequences, n_users: int = 500
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean candidate count for a grid of beams, on up to ``n_users`` rows of ``train``
-    (drawn with ``config.seed``). Returns ``(beams (b,), mean candidates (b,))``."""
+#: Result counts ``n`` at which recall-targeted calibration measures each beam.
+RECALL_NS = (1, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def calibrate(state: DRState, train: Sequences, n_users: int = 500) -> None:
+    """Calibrate the beam on up to ``n_users`` rows of ``train`` (drawn with ``config.seed``):
+    set ``state.beam_calibration`` and, with ``retrieval.target_recall``, also
+    ``state.recall_calibration`` (:func:`calibrate_recall`)."""
     rng = np.random.default_rng(state.config.seed)
     rows = rng.choice(len(train), size=min(n_users, len(train)), replace=False)
     histories = train.rows(np.sort(rows))
     if state.ordered:
         # A held-out user's history is the first half of a sequence: use first halves too.
         histories, _ = split_rows(histories, np.maximum(histories.lengths // 2, 1))
+    state.beam_calibration = calibrate_beam(state, histories)
+    state.recall_calibration = (
+        calibrate_recall(state, histories, state.beam_calibration[0])
+        if state.config.retrieval.target_recall is not None
+        else None
+    )
+
+
+def calibrate_recall(
+    state: DRState, histories: Sequences, beams: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Recall of DR's top ``n`` against the reranker's exhaustive top ``n`` (what scoring every
+    item with the same reranker returns), per beam and ``n``, on the users ``histories``:
+    ``recall[i, j] = mean over users of |DR_n(u) ∩ exact_n(u)| / |exact_n(u)|`` with
+    ``n = ns[i]`` and beam ``beams[j]``.
+
+    Training users stand in for future queries: the network has seen them, so the recall they
+    give can be optimistic; their histories are whole rows (first halves for ordered rows),
+    like a query's.
+
+    Returns:
+        ``(ns (m,) int64, recall (m, b) float64)``, ``ns`` = :data:`RECALL_NS` up to the
+        number of servable items.
+    """
+    n_servable = int((~state.removed).sum())
+    ns = np.array([n for n in RECALL_NS if n <= n_servable] or [max(n_servable, 1)])
+    top = int(ns[-1])
+    exact = exhaustive_top(state, user_embeddings(state, histories), top)  # (U, top)
+    recall = np.zeros((len(ns), len(beams)))
+    for j, b in enumerate(beams):
+        ids, _ = recommend(state, histories, top, beam_size=int(b))
+        for i, n in enumerate(ns):
+            recall[i, j] = _overlap(ids[:, :n], exact[:, :n])
+    return ns, recall
+
+
+def _overlap(got: np.ndarray, want: np.ndarray) -> float:
+    """Mean over rows of ``|got ∩ want| / |want|`` for ``(U, n)`` id arrays padded with ``-1``."""
+    n_rows = len(want)
+    width = max(int(want.max(initial=0)), int(got.max(initial=0))) + 1
+    offset = np.arange(n_rows)[:, None] * width  # (row, id) → one key, so one isin does all rows
+    hits = np.isin(np.where(got >= 0, got + offset, -1), np.where(want >= 0, want + offset, -2))
+    sizes = np.maximum((want >= 0).sum(axis=1), 1)
+    return float((hits.sum(axis=1) / sizes).mean()) if n_rows else 1.0
+
+
+@torch.no_grad()
+def exhaustive_top(
+    state: DRState, u: torch.Tensor, n: int, item_block: int = 1 << 18
+) -> np.ndarray:
+    """``(U, n)`` the reranker's exact top ``n`` items over the whole catalogue (removed items
+    left out), best first, ``-1`` padded: the brute-force answer DR approximates. Items are
+    scored in blocks of ``item_block``, so memory stays ``O(U · (n + item_block))``."""
+    keys, bias = rerank_table(state)
+    q = state.net.reranker.query(u).float().cpu()  # (U, E)
+    best_s = torch.full((len(q), 0), -torch.inf)
+    best_i = torch.zeros((len(q), 0), dtype=torch.int64)
+    for lo in range(0, state.n_items, item_block):
+        hi = min(lo + item_block, state.n_items)
+        scores = q @ torch.from_numpy(keys[lo:hi]).T + torch.from_numpy(bias[lo:hi])  # (U, h)
+        scores[:, torch.from_numpy(state.removed[lo:hi])] = -torch.inf
+        cat_s = torch.cat([best_s, scores], dim=1)
+        cat_i = torch.cat([best_i, torch.arange(lo, hi).expand(len(q), -1)], dim=1)
+        k = min(n, cat_s.shape[1])
+        best_s, pos = torch.topk(cat_s, k, dim=1)
+        best_i = torch.gather(cat_i, 1, pos)
+    ids = np.full((len(q), n), -1, dtype=np.int64)
+    ids[:, : best_i.shape[1]] = np.where(np.isfinite(best_s.numpy()), best_i.numpy(), -1)
+    return ids
+
+
+@torch.no_grad()
+def calibrate_beam(state: DRState, histories: Sequences) -> tuple[np.ndarray, np.ndarray]:
+    """Mean candidate count for a grid of beams on the users ``histories``. Returns
+    ``(beams (b,), mean candidates (b,))``."""
     u = user_embeddings(state, histories)
     top = min(state.config.retrieval.max_beam_size, state.codec.n_paths)
     path_ids, _ = beam(state, u, top)

@@ -81,6 +81,8 @@ class DRState:
         ordered: trained on time-ordered rows. encoder_kind: ``"mean"`` or ``"gru"``.
         device: where the network lives.
         beam_calibration: ``(beams (b,), mean candidates (b,))``, or ``None`` before calibration.
+        recall_calibration: ``(ns (m,), recall (m, b))``: recall@n against the reranker's
+            exhaustive top n per calibrated beam (``retrieval.target_recall``), or ``None``.
         history: one log entry per epoch (or per streaming path assignment).
         item_ids: ``(V,)`` external item ids, or ``None`` (internal ids are the ids).
         user_ids / user_histories: known users and their histories (internal item ids).
@@ -99,6 +101,7 @@ class DRState:
     encoder_kind: str
     device: torch.device | str
     beam_calibration: tuple[np.ndarray, np.ndarray] | None = None
+    recall_calibration: tuple[np.ndarray, np.ndarray] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     item_ids: np.ndarray | None = None
     user_ids: np.ndarray | None = None

@@ -6,6 +6,8 @@ sample on ``−log Σ_j p(π_j(y) | x) − w·log p_softmax(y | x)`` with the it
 user, ``s[v, c] += p(c | x)`` per item, keep the top-``S`` paths per item, then greedy coordinate
 descent under the path-size penalty. The first ``joint_epochs`` train the reranker too; after that
 the reranker and the shared encoder are frozen (paper §2.5) and only the structure network learns.
+Before all of them, ``reranker_epochs`` train the encoder and reranker alone (the brute-force
+model's recipe), with no path assignment.
 
 What the paper leaves open, as built (the measurements behind each: README, "Choices the paper
 leaves open"): paths start uniformly random (paper §1.1), J distinct per item; path scores use the
@@ -56,10 +58,10 @@ log = logging.getLogger("deep_retrieval")
 
 def network_epoch(
     state: DRState, samples: TrainingSamples, optimizer: torch.optim.Optimizer, *, joint: bool,
-    fault: str | None = None,
+    structure: bool = True, fault: str | None = None,
 ) -> dict[str, float]:
-    """One pass of the network step over every training sample; returns the mean structure and
-    softmax losses."""
+    """One pass of the network step over every training sample (``structure=False``: the
+    reranker alone); returns the mean structure and softmax losses."""
     t = state.config.train
     encoder = state.net.reranker.encoder
     # N processes step together on N per-process batches: keep the global batch size.
@@ -71,10 +73,11 @@ def network_epoch(
     probs = negative_sampling_probs(
         state, np.bincount(samples.train.items, minlength=state.n_items), joint
     )
-    structure, softmax, n = network_step(
-        state, optimizer, batches, joint=joint, sampling_probs=probs, fault=fault
+    structure_sum, softmax_sum, n = network_step(
+        state, optimizer, batches, joint=joint, sampling_probs=probs, structure=structure,
+        fault=fault,
     )
-    return {"structure_loss": structure / max(n, 1), "softmax_loss": softmax / max(n, 1)}
+    return {"structure_loss": structure_sum / max(n, 1), "softmax_loss": softmax_sum / max(n, 1)}
 
 
 def _scoring_batches(
@@ -229,18 +232,24 @@ def fit_state(
             )
         distributed.barrier()
 
-    for epoch in range(start, t.epochs):
-        assign = (epoch + 1) % t.assign_every == 0 or epoch == t.epochs - 1
+    # Reranker epochs (none with a given, frozen reranker) come first, then the network epochs;
+    # checkpoints count both.
+    n_reranker = 0 if frozen_reranker else t.reranker_epochs
+    for epoch in range(start, n_reranker + t.epochs):
+        step = epoch - n_reranker  # the network epoch, < 0 for a reranker epoch
+        assign = step >= 0 and ((step + 1) % t.assign_every == 0 or step == t.epochs - 1)
         if pending is not None:  # resumed between this epoch's network step and its assignment
             entry, pending = pending, None
         else:
-            joint = not frozen_reranker and epoch < t.joint_epochs
+            joint = not frozen_reranker and step < t.joint_epochs
             t0 = time.perf_counter()
-            losses = network_epoch(state, samples, optimizer, joint=joint, fault=f"network-{epoch}")
+            losses = network_epoch(state, samples, optimizer, joint=joint, structure=step >= 0,
+                                   fault=f"network-{epoch}")
             entry = {
                 "event": "epoch",
                 "epoch": epoch + 1,
                 "joint": joint,
+                **({} if step >= 0 else {"reranker_only": True}),
                 **{k: round(v, 5) for k, v in losses.items()},
                 "network_seconds": round(time.perf_counter() - t0, 2),
             }

@@ -117,25 +117,31 @@ def batch_loss(
     state: DRState,
     u: torch.Tensor,
     target: torch.Tensor,
-    item_paths: torch.Tensor,
+    item_paths: torch.Tensor | None,
     joint: bool,
     sampling_probs: torch.Tensor | None,
 ) -> tuple[float, float]:
     """The network step's loss on one batch, back-propagated: the multi-path likelihood of the
-    targets' paths plus, when ``joint``, the reranker's sampled softmax. Returns the two loss
-    values; raises ``FloatingPointError`` when the loss is not finite (the network diverged).
+    targets' paths (unless ``item_paths`` is ``None``: a reranker epoch) plus, when ``joint``,
+    the reranker's sampled softmax. Returns the two loss values; raises ``FloatingPointError``
+    when the loss is not finite (the network diverged).
 
     Args:
         u: ``(N, E)`` user vectors; ``target``: ``(N,)`` items; ``item_paths``: ``(V, J, D)``.
     """
     t, net = state.config.train, state.net
-    structure_loss = net.structure.path_loss(u, item_paths[target]).mean()
-    loss, softmax_value = structure_loss, 0.0
+    loss = torch.zeros((), device=u.device)
+    structure_value = softmax_value = 0.0
+    if item_paths is not None:
+        structure_loss = net.structure.path_loss(u, item_paths[target]).mean()
+        loss = loss + structure_loss
+        structure_value = float(structure_loss.detach())
     if joint:
         softmax_loss = net.reranker.sampled_softmax_loss(
             u, target, t.n_negatives, sampling_probs=sampling_probs
         )
-        loss = loss + t.softmax_weight * softmax_loss
+        # A reranker epoch trains the softmax alone, at weight 1 as the brute-force model does.
+        loss = loss + (t.softmax_weight if item_paths is not None else 1.0) * softmax_loss
         softmax_value = float(softmax_loss.detach())
     if not torch.isfinite(loss):
         raise FloatingPointError(
@@ -143,7 +149,7 @@ def batch_loss(
             " (or structure_lr), or check the data for extreme values"
         )
     loss.backward()
-    return float(structure_loss.detach()), softmax_value
+    return structure_value, softmax_value
 
 
 def network_step(
@@ -153,21 +159,28 @@ def network_step(
     *,
     joint: bool,
     sampling_probs: torch.Tensor | None,
+    structure: bool = True,
     fault: str | None = None,
 ) -> tuple[float, float, int]:
     """One network step over ``batches`` of ``(user vectors, targets)``, the paths fixed;
-    ``joint=False`` freezes the reranker and the shared encoder. Returns the summed structure and
-    softmax losses and the number of batches.
+    ``joint=False`` freezes the reranker and the shared encoder, ``structure=False`` the
+    structure network (a reranker epoch: the reranker's softmax alone). Returns the summed
+    structure and softmax losses and the number of batches.
 
     Under ``torch.distributed`` the processes step together: one that runs out of batches keeps
     joining the gradient all-reduce with zeros until every process is done. ``fault`` names the
     crash-test point hit after the first batch (see
     :func:`~deep_retrieval.training.checkpoint.fault_point`).
     """
+    if not (joint or structure):
+        raise ValueError("a network step trains the reranker, the structure network, or both")
     net = state.net
-    item_paths = torch.as_tensor(state.item_paths.paths, device=state.device)  # (V, J, D)
+    item_paths = (
+        torch.as_tensor(state.item_paths.paths, device=state.device) if structure else None
+    )  # (V, J, D)
     net.train()
     net.reranker.requires_grad_(joint)
+    net.structure.requires_grad_(structure)
     ctx = distributed.current()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     structure_sum = softmax_sum = 0.0
@@ -195,6 +208,7 @@ def network_step(
 
             fault_point(fault)  # mid-epoch
     net.reranker.requires_grad_(True)
+    net.structure.requires_grad_(True)
     net.eval()
     state.changed()
     return structure_sum, softmax_sum, n_batches

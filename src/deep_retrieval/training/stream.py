@@ -48,7 +48,7 @@ from ..config import StreamConfig
 from ..core.assignment import StreamingPathScores
 from ..data.types import Interactions, Sequences
 from ..index.bundle import save_bundle
-from ..index.retrieval import calibrate_beam
+from ..index.retrieval import calibrate as calibrate_beam
 from ..index.state import DRState
 from ..utils import atomic_write_text
 from .step import (
@@ -421,7 +421,7 @@ def stream_state(
     def calibrate() -> None:
         # Its own generator: writing bundles must not change the training draws.
         sample = histories.sequences(config.calibration_users, np.random.default_rng(cfg.seed))
-        state.beam_calibration = calibrate_beam(state, sample)
+        calibrate_beam(state, sample)
 
     def bundle() -> None:
         assert bundle_root is not None
