@@ -370,11 +370,12 @@ def _overlap(got: np.ndarray, want: np.ndarray) -> float:
 
 @torch.no_grad()
 def exhaustive_top(
-    state: DRState, u: torch.Tensor, n: int, item_block: int = 1 << 18
+    state: DRState, u: torch.Tensor, n: int, item_block: int = 1 << 16
 ) -> np.ndarray:
     """``(U, n)`` the reranker's exact top ``n`` items over the whole catalogue (removed items
     left out), best first, ``-1`` padded: the brute-force answer DR approximates. Items are
-    scored in blocks of ``item_block``, so memory stays ``O(U · (n + item_block))``."""
+    scored in blocks of ``item_block`` and each block's top ``n`` merged into the running top
+    ``n``, so memory stays ``O(U · (n + item_block))``."""
     keys, bias = rerank_table(state)
     q = state.net.reranker.query(u).float().cpu()  # (U, E)
     best_s = torch.full((len(q), 0), -torch.inf)
@@ -383,10 +384,10 @@ def exhaustive_top(
         hi = min(lo + item_block, state.n_items)
         scores = q @ torch.from_numpy(keys[lo:hi]).T + torch.from_numpy(bias[lo:hi])  # (U, h)
         scores[:, torch.from_numpy(state.removed[lo:hi])] = -torch.inf
-        cat_s = torch.cat([best_s, scores], dim=1)
-        cat_i = torch.cat([best_i, torch.arange(lo, hi).expand(len(q), -1)], dim=1)
-        k = min(n, cat_s.shape[1])
-        best_s, pos = torch.topk(cat_s, k, dim=1)
+        block_s, block_i = torch.topk(scores, min(n, hi - lo), dim=1)
+        cat_s = torch.cat([best_s, block_s], dim=1)  # (U, ≤ 2n)
+        cat_i = torch.cat([best_i, block_i + lo], dim=1)
+        best_s, pos = torch.topk(cat_s, min(n, cat_s.shape[1]), dim=1)
         best_i = torch.gather(cat_i, 1, pos)
     ids = np.full((len(q), n), -1, dtype=np.int64)
     ids[:, : best_i.shape[1]] = np.where(np.isfinite(best_s.numpy()), best_i.numpy(), -1)
