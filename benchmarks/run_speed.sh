@@ -64,5 +64,5 @@ extra = [json.loads(multi.read_text())] if multi.exists() else []
 (out / "speed.md").write_text(speed_markdown(docs + extra))
 print(f"wrote {out}/growth.png, {out}/speed.md")
 PY
-  .venv/bin/python benchmarks/speed_readme.py  # the README's Speed tables from these files
+  .venv/bin/python benchmarks/fill_readme.py  # the README's generated tables from the result files
 fi

@@ -26,6 +26,7 @@ TINY = [
     "dr.train.encoder=mean",
     "dr.train.epochs=3",
     "dr.train.joint_epochs=2",
+    "dr.train.reranker_epochs=0",
     "dr.train.embedding_dim=16",
     "dr.assignment.penalty=1e-4",
 ]

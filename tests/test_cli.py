@@ -17,6 +17,7 @@ TINY_DR = [
     "dr.train.encoder=mean",
     "dr.train.epochs=2",
     "dr.train.joint_epochs=1",
+    "dr.train.reranker_epochs=0",
     "dr.train.embedding_dim=16",
     "dr.assignment.penalty=1e-4",
 ]

@@ -261,15 +261,16 @@ def test_from_mapping_is_public_and_the_old_name_is_an_alias():
 DR_CONFIG_DICT = {
     "structure": {"n_layers": 3, "n_nodes": 50, "paths_per_item": 3, "node_dim": 32,
                   "hidden_dim": 256},
-    "train": {"epochs": 4, "joint_epochs": 2, "reranker_epochs": 0, "assign_every": 1,
+    "train": {"epochs": 4, "joint_epochs": 0, "reranker_epochs": 8, "assign_every": 1,
               "batch_size": 1024, "lr": 5e-3,
               "structure_lr": None, "weight_decay": 0.0, "encoder": "mean", "causal": False,
               "embedding_dim": 128, "history_len": 69, "query_history_len": 1000,
               "n_negatives": 1024, "negative_sampling": "popularity", "history_dropout": 0.3,
               "normalize": True, "temperature": 0.1, "softmax_weight": 1.0},
-    "assignment": {"n_candidates": 20, "penalty": 3e-4, "power": 4, "n_sweeps": 3},
-    "retrieval": {"beam_size": None, "candidate_factor": 10.0, "target_recall": None,
-                  "max_beam_size": 1024,
+    "assignment": {"n_candidates": 20, "penalty": 3e-4, "power": 4, "n_sweeps": 3,
+                   "init": "random", "penalty_scale": "interactions"},
+    "retrieval": {"beam_size": None, "candidate_factor": 10.0, "target_recall": 0.99,
+                  "max_fraction_scored": None, "max_beam_size": 1024,
                   "rerank": True},
     "seed": 0,
 }
@@ -297,6 +298,8 @@ def test_softmax_and_dr_train_share_one_definition():
     for name in shared - {"epochs"}:  # same defaults (epochs: 8 for the baseline, 4 for DR)
         assert getattr(SoftmaxConfig(), name) == getattr(DRTrainConfig(), name), name
     assert (SoftmaxConfig().epochs, DRTrainConfig().epochs) == (8, 4)
+    # DR's own reranker trains on the brute-force model's recipe first, epochs included.
+    assert DRTrainConfig().reranker_epochs == SoftmaxConfig().epochs
     for name in ("structure_lr", "joint_epochs"):
         assert name not in vars(EncoderTrainingConfig)["__dataclass_fields__"]
 

@@ -1,6 +1,7 @@
 """The recommend contract (``deep_retrieval.core.contract``), checked for every registered method.
 
-Every method of the benchmark registry (``available_methods()``: the six baselines and ``dr``) is
+Every method of the benchmark registry (``available_methods()``: the baselines, ``dr`` and
+``dr-shared``, DR over the fitted brute-force model's reranker, as the benchmark runs it) is
 fitted once per data flavour on a small planted data set and must honour the same promises:
 
 - ``fit(train, n_items)`` returns the model itself;
@@ -24,6 +25,7 @@ fixed its test starts passing, fails as XPASS, and the entry must be removed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -48,7 +50,7 @@ from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Sequences
 from deep_retrieval.estimator import DeepRetrieval
-from deep_retrieval.experiments.benchmark import available_methods
+from deep_retrieval.experiments.benchmark import _DRMethod, available_methods
 
 METHODS = available_methods()
 # Ordered rows: the softmax model encodes with its GRU; unordered rows: with mean pooling.
@@ -147,16 +149,21 @@ def datasets() -> dict[str, Data]:
 
 
 def unfitted(name: str, softmax: Any = None) -> Any:
-    """A fresh, unfitted model of method ``name`` (ANN methods index the given fitted softmax)."""
+    """A fresh, unfitted model of method ``name`` (ANN methods index the given fitted softmax,
+    ``dr-shared`` reranks with it)."""
     if name == "dr":
         return DeepRetrieval(load_config(DRConfig, overrides=TINY), device="cpu")
+    if name == "dr-shared":
+        config = replace(CONFIG, dr=load_config(DRConfig, overrides=TINY))
+        return _DRMethod(config, softmax, "cpu")
     return make_baseline(name, CONFIG, softmax=softmax if name.startswith("ann-") else None)
 
 
 def fit_chain(name: str, data: Data, cache: dict[str, Any] | None = None) -> tuple[Any, Any]:
-    """``(model, what fit returned)``; ANN methods first fit brute force (or reuse ``cache``'s)."""
+    """``(model, what fit returned)``; ANN methods and ``dr-shared`` first fit brute force (or
+    reuse ``cache``'s)."""
     softmax = None
-    if name.startswith("ann-"):
+    if name.startswith("ann-") or name == "dr-shared":
         softmax = cache.get("brute-force") if cache is not None else None
         if softmax is None:
             softmax = unfitted("brute-force").fit(data.train, data.n_items)
@@ -247,8 +254,8 @@ def history_exclude(data: Data) -> Sequences:
 
 # ------------------------------------------------------------------------------------- the tests
 def test_the_suite_covers_every_registered_method() -> None:
-    assert set(METHODS) == set(BASELINES) | {"dr"}
-    assert len(METHODS) == len(set(METHODS)) == 9
+    assert set(METHODS) == set(BASELINES) | {"dr", "dr-shared"}
+    assert len(METHODS) == len(set(METHODS)) == 10
 
 
 @pytest.mark.parametrize("name", _params(METHODS))

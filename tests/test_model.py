@@ -24,6 +24,11 @@ TINY = [
     "train.encoder=mean",
     "train.epochs=6",
     "train.joint_epochs=4",
+    "train.reranker_epochs=0",
+    # The candidate rule (10 × n) and the penalty as given: these tests pin behaviour that
+    # predates the recall target and the penalty scale, which have their own tests below.
+    "retrieval.target_recall=none",
+    "assignment.penalty_scale=none",
     "train.embedding_dim=32",
     "train.n_negatives=64",
     "train.batch_size=256",
@@ -257,6 +262,52 @@ def test_reranker_epochs_train_the_reranker_alone_first(planted):
     assert not np.array_equal(paths[2], paths[3])
 
 
+def test_kmeans_init_places_items_from_the_trained_reranker(planted, monkeypatch):
+    """``assignment.init=kmeans``: when the first network epoch starts, after the reranker
+    epochs, every item's paths are residual k-means of the reranker's item vectors as they are
+    then; random init never calls it."""
+    from deep_retrieval.core.paths import kmeans_path_ids
+    from deep_retrieval.index.state import build_state
+    from deep_retrieval.training import batch, step
+
+    _, split = planted
+    seen = []
+
+    def spy(state):
+        keys = state.net.reranker.keys().detach().numpy().copy()
+        step.kmeans_paths(state)
+        seen.append((keys, state.item_paths.path_ids.copy()))
+
+    monkeypatch.setattr(batch, "kmeans_paths", spy)
+    for init, calls in (("kmeans", 1), ("random", 1)):  # calls so far
+        cfg = load_config(DRConfig, overrides=[
+            *TINY, "train.epochs=2", "train.joint_epochs=0", "train.reranker_epochs=1",
+            f"assignment.init={init}",
+        ])
+        state = build_state(cfg, split.n_items, ordered=split.train.ordered)
+        batch.fit_state(state, split.train)
+        assert len(seen) == calls
+    keys, ids = seen[0]
+    codec = build_state(cfg, split.n_items, ordered=True).codec
+    np.testing.assert_array_equal(ids, kmeans_path_ids(keys, codec, 2, np.random.default_rng(0)))
+    with pytest.raises(ConfigError, match=r"paths_per_item \(3\) must be ≤ structure.n_nodes"):
+        load_config(DRConfig, overrides=["structure.n_nodes=2", "assignment.init=kmeans"])
+
+
+def test_penalty_scale_follows_the_interactions_per_item(planted):
+    from deep_retrieval.config import PENALTY_REFERENCE_DENSITY
+    from deep_retrieval.index.state import build_state
+
+    _, split = planted
+    counts = np.full(split.n_items, 40)  # interactions per item
+    for scale, want in (("none", 1e-4), ("interactions", 40e-4 / PENALTY_REFERENCE_DENSITY)):
+        cfg = load_config(DRConfig, overrides=[*TINY, f"assignment.penalty_scale={scale}"])
+        state = build_state(cfg, split.n_items, ordered=True, item_counts=counts)
+        assert state.penalty() == pytest.approx(want)
+    with pytest.raises(ConfigError, match="penalty_scale"):
+        load_config(DRConfig, overrides=["assignment.penalty_scale=items"])
+
+
 ONE_EPOCH = ["train.epochs=1", "train.joint_epochs=1"]
 
 
@@ -287,7 +338,8 @@ def test_recall_targeted_calibration_picks_the_smallest_beam_reaching_it(planted
     from deep_retrieval.index import retrieval
 
     _, split = planted
-    cfg = load_config(DRConfig, overrides=[*TINY, *ONE_EPOCH, "retrieval.target_recall=0.9"])
+    cfg = load_config(DRConfig, overrides=[*TINY, *ONE_EPOCH, "retrieval.target_recall=0.9",
+                                           "retrieval.max_fraction_scored=1"])
     model = DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items)
     beams, _ = model.state.beam_calibration
     ns, recall = model.state.recall_calibration
@@ -309,11 +361,27 @@ def test_recall_targeted_calibration_picks_the_smallest_beam_reaching_it(planted
     loaded = DeepRetrieval.load(model.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.state.recall_calibration[1], recall)
     assert loaded.beam_size_for(10) == b
+    # A budget: beams past it are not measured (nan) and never chosen; a target beyond reach
+    # gets the largest beam within the budget.
+    budget = load_config(DRConfig, overrides=[*TINY, *ONE_EPOCH, "retrieval.target_recall=1",
+                                              "retrieval.max_fraction_scored=0.3"])
+    capped = DeepRetrieval(budget, device="cpu").fit(split.train, split.n_items)
+    beams, means = capped.state.beam_calibration
+    within = means <= 0.3 * split.n_items
+    assert 0 < within.sum() < len(beams)
+    assert np.isnan(capped.state.recall_calibration[1][:, ~within]).all()
+    assert not np.isnan(capped.state.recall_calibration[1][:, within]).any()
+    assert capped.beam_size_for(10) == beams[np.flatnonzero(within)[-1]]
     # Without a target the candidate rule applies and no recall curve is measured.
-    plain = DeepRetrieval(load_config(DRConfig, overrides=[*TINY, *ONE_EPOCH]), device="cpu")
+    plain = DeepRetrieval(
+        load_config(DRConfig, overrides=[*TINY, *ONE_EPOCH, "retrieval.target_recall=none"]),
+        device="cpu",
+    )
     plain.fit(split.train, split.n_items)
     assert plain.state.recall_calibration is None
     assert "recall" not in plain.diagnostics()["beam_for_n"][10]
     for bad in ("0", "1.5", "-0.1"):
         with pytest.raises(ConfigError, match="target_recall"):
             load_config(DRConfig, overrides=[f"retrieval.target_recall={bad}"])
+        with pytest.raises(ConfigError, match="max_fraction_scored"):
+            load_config(DRConfig, overrides=[f"retrieval.max_fraction_scored={bad}"])

@@ -6,7 +6,13 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from deep_retrieval.core.paths import ItemPathMap, PathCodec, random_distinct_path_ids
+from deep_retrieval.core.paths import (
+    ItemPathMap,
+    PathCodec,
+    kmeans,
+    kmeans_path_ids,
+    random_distinct_path_ids,
+)
 
 
 @pytest.mark.parametrize(("n_layers", "n_nodes"), [(1, 1), (1, 7), (2, 3), (3, 100), (5, 4)])
@@ -156,3 +162,33 @@ def test_tables_are_32_bit_and_corrupt_ids_cannot_wrap() -> None:
     bad_ids[0, 0] += 1 << 32
     with pytest.raises(ValueError, match="path_ids holds ids outside"):
         ItemPathMap.from_index(bad_ids, codec, m.occupied_paths, m.path_indptr, m.path_items)
+
+
+def test_kmeans_finds_separated_clusters() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8)) * 10
+    x = (centres[rng.integers(0, 4, 400)] + rng.normal(size=(400, 8)) * 0.1).astype(np.float32)
+    found = kmeans(x, 4, np.random.default_rng(1))
+    # every true centre has a found centroid within the noise
+    gaps = np.linalg.norm(centres[:, None] - found[None], axis=2).min(axis=1)
+    assert gaps.max() < 0.5
+    assert kmeans(x[:3], 10, np.random.default_rng(1)).shape == (3, 8)  # k' = min(k, V)
+
+
+def test_kmeans_paths_group_similar_items() -> None:
+    # Two tight groups of items: each group shares its first-layer node, the groups do not,
+    # and each item's J paths are distinct and start at distinct first-layer nodes.
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=8) * 10
+    x = np.concatenate([a + rng.normal(size=(50, 8)) * 0.01, -a + rng.normal(size=(50, 8)) * 0.01])
+    codec = PathCodec(3, 2)  # K = 2 first-layer nodes for the two groups
+    ids = kmeans_path_ids(x, codec, 2, np.random.default_rng(0))
+    paths = codec.decode(ids)  # (V, J, D)
+    assert ids.shape == (100, 2)
+    first = paths[:, 0, 0]
+    assert len(set(first[:50])) == 1 and len(set(first[50:])) == 1 and first[0] != first[50]
+    assert (paths[:, 0, 0] != paths[:, 1, 0]).all()
+    np.testing.assert_array_equal(ids, kmeans_path_ids(x, codec, 2, np.random.default_rng(0)))
+    ItemPathMap(ids, codec)  # valid: distinct per row, in range
+    with pytest.raises(ValueError, match="needs n_nodes ≥ 3"):
+        kmeans_path_ids(x, codec, 3)

@@ -20,6 +20,7 @@ from deep_retrieval.experiments.speed import (
 TINY = [
     "n_users=1500", "n_test_users=60", "n_single=5", "dim=16",
     "dr.structure.n_nodes=16", "dr.train.epochs=1", "dr.train.joint_epochs=0",
+    "dr.train.reranker_epochs=0",
     "hnsw.ef_construction=16",
 ]
 

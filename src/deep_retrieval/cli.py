@@ -584,8 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument(
         "--methods",
-        default="most-popular,item-cf,als,brute-force,ann-hnsw,ann-ivf,dr",
-        help="comma-separated method names (default: all of them)",
+        default="most-popular,item-cf,als,brute-force,ann-hnsw,ann-ivf,dr,dr-shared",
+        help="comma-separated method names (default: all but ann-ivfpq and ann-scann); dr is DR"
+        " as train produces it, dr-shared DR over the brute-force model's reranker",
     )
     p.add_argument("--k", default="10,20", help="comma-separated cut-offs (default: 10,20)")
     p.add_argument("--out", type=Path, required=True, help="output directory")

@@ -39,6 +39,12 @@ T = TypeVar("T")
 ENCODERS = ("auto", "gru", "mean")
 #: Negative samplers of the sampled softmax.
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
+#: ``AssignmentConfig.init`` values: the paths items start on.
+PATH_INITS = ("random", "kmeans")
+#: ``AssignmentConfig.penalty_scale`` values (or ``None``), and the interactions per item that
+#: ``"interactions"`` divides by: Gowalla's training split (810,128 interactions, 40,981 items).
+PENALTY_SCALES = ("interactions",)
+PENALTY_REFERENCE_DENSITY = 810_128 / 40_981
 #: ``HNSWConfig.metric`` values.
 HNSW_METRICS = ("l2-reduction", "inner-product")
 
@@ -510,10 +516,10 @@ class BenchmarkConfig(_Validated):
     """Everything ``deep-retrieval benchmark``, ``ablate`` and ``stream`` read (``train`` reads the
     smaller :class:`TrainConfig`).
 
-    ``share_reranker``: when ``dr`` runs next to ``brute-force``, DR starts from the trained softmax
-    model (frozen) and learns only its structure network, so DR, the ANN baselines and brute force
-    rank with the very same embeddings and their gap measures the index alone. Off: DR trains its
-    own encoder and reranker jointly (the paper's schedule, also what ``train`` does).
+    ``share_reranker`` (``ablate`` only): every ablation row starts from the reference's trained
+    softmax model (frozen) and learns only its structure network, so rows differ in the index
+    alone. Off: each row trains its own reranker, as ``train`` does. The benchmark has both as
+    methods: ``dr`` (DR as ``train`` produces it) and ``dr-shared`` (over the brute-force model).
 
     ``seed``: the seed of every model the benchmark fits (≥ 0). It is handed down: ``dr.seed`` is
     always set to it (so a benchmark has one model seed, and ``seed=1`` reruns DR as well as the
@@ -524,9 +530,10 @@ class BenchmarkConfig(_Validated):
 
     ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the torch models.
     ``query_batch_size`` (≥ 1): query rows per ``recommend`` call while evaluating.
-    ``tune_baselines``: tune ALS and Item-CF on validation users (the protocol's, else 1,000
-    carved from the training rows) before fitting them
+    ``tune_baselines`` (default on): tune ALS and Item-CF on validation users (the protocol's,
+    else 1,000 carved from the training rows) before fitting them
     (:mod:`deep_retrieval.experiments.tuning`); the chosen settings go into ``results.json``.
+    Off: their configured settings, as given.
     """
 
     _section = "benchmark"
@@ -544,7 +551,7 @@ class BenchmarkConfig(_Validated):
     dr: DRConfig = field(default_factory=lambda: DRConfig())
     stream: StreamConfig = field(default_factory=StreamConfig)
     share_reranker: bool = True
-    tune_baselines: bool = False
+    tune_baselines: bool = True
     seed: int = 0
     device: str = "auto"
     query_batch_size: int = 256
@@ -833,10 +840,15 @@ class DRTrainConfig(EncoderTrainingConfig):
     ``epochs`` (4). ``encoder="gru"`` is the paper's choice; the default is mean pooling (see
     README, "Choices"). ``lr`` also trains the structure network unless ``structure_lr`` is set.
 
+    The default schedule trains the reranker first, then the structure on it; the paper's
+    (§2.5: 2 joint epochs, then 2 of the structure alone) is ``reranker_epochs=0,
+    joint_epochs=2`` (README, "Choices": the paper's schedule keeps 0.78–0.90 × brute force's
+    recall, this one 0.95–1.1 ×).
+
     Attributes:
         epochs: network epochs (≥ 1). The first ``joint_epochs`` (0..epochs) train encoder,
             structure network and reranker together; later epochs freeze the reranker and
-            encoder and train the structure network only (paper §2.5: 2 joint + 2).
+            encoder and train the structure network only.
         reranker_epochs: epochs (≥ 0) that train the encoder and reranker alone, on the
             reranker's sampled softmax, before the network epochs (no path assignment follows
             them): the brute-force model's recipe (its 8 epochs), so the reranker a fit trains
@@ -853,8 +865,8 @@ class DRTrainConfig(EncoderTrainingConfig):
     _section = "train"
 
     epochs: int = 4
-    joint_epochs: int = 2
-    reranker_epochs: int = 0
+    joint_epochs: int = 0
+    reranker_epochs: int = 8
     assign_every: int = 1
     structure_lr: float | None = None
     causal: bool = False
@@ -882,9 +894,19 @@ class AssignmentConfig(_Validated):
     ``n_sweeps`` (T ≥ 1) greedy coordinate-descent sweeps under ``penalty``·|c|^power/power
     (``penalty`` ≥ 0; ``power`` ≥ 1, so the penalty is convex).
 
-    ``penalty`` 3e-4 is measured on Gowalla (the paper's 3e-5 was for ML-20M). The penalty
-    balances ``N_v``-weighted log-gains, so data with many more interactions per item needs a
-    larger one (README, "Choices"; ``deep-retrieval ablate`` sweeps it)."""
+    ``penalty`` 3e-4 is measured on Gowalla (the paper's 3e-5 was for ML-20M).
+
+    ``init``: the paths items start on. ``"random"`` (the paper's §1.1: ``J`` distinct uniformly
+    random paths); ``"kmeans"``: residual k-means of the reranker's item vectors, taken when the
+    first network epoch starts (after the reranker epochs, or from a given trained reranker;
+    :func:`~deep_retrieval.core.paths.kmeans_path_ids`). Needs ``paths_per_item ≤ n_nodes``.
+    A stream (``stream``) always starts random.
+
+    ``penalty_scale``: ``"interactions"`` (default) multiplies ``penalty`` by the mean training
+    interactions per item over :data:`PENALTY_REFERENCE_DENSITY` (Gowalla's, where 3e-4 was
+    measured): the gains the penalty balances are ``N_v``-weighted, so this keeps its effect on
+    path sizes the same from sparse to dense data (README, "Choices"; α = 4e-3 on MovieLens-1M,
+    about 260 interactions per item). ``None``: ``penalty`` as given, the paper's α."""
 
     _section = "assignment"
 
@@ -892,6 +914,8 @@ class AssignmentConfig(_Validated):
     penalty: float = 3e-4
     power: int = 4
     n_sweeps: int = 3
+    init: str = "random"
+    penalty_scale: str | None = "interactions"
 
     def _problems(self) -> list[str]:
         p: list[str] = []
@@ -899,6 +923,10 @@ class AssignmentConfig(_Validated):
         _real(p, "penalty", self.penalty, low=0)
         _int(p, "power", self.power, 1)
         _int(p, "n_sweeps", self.n_sweeps, 1)
+        _choice(p, "init", self.init, PATH_INITS)
+        if self.penalty_scale is not None and self.penalty_scale not in PENALTY_SCALES:
+            p.append(f"penalty_scale must be none or one of {', '.join(PENALTY_SCALES)},"
+                     f" got {self.penalty_scale!r}")
         return p
 
 
@@ -906,11 +934,16 @@ class AssignmentConfig(_Validated):
 class RetrievalConfig(_Validated):
     """Serving: beam search over the grid, union of the items on the B paths, rerank, top-M.
 
-    ``beam_size = None`` picks, per request size M, the smallest calibrated beam whose mean
-    candidate count reaches ``candidate_factor``·M (> 0; the paper keeps it at 5–10× M); with
-    ``target_recall`` (in (0, 1]) instead the smallest whose top M overlaps the reranker's
-    exhaustive top M by that share on the calibration users (training users: the way ANN
-    libraries tune to a recall target; ``None``: the candidate rule).
+    ``beam_size = None`` picks a beam per request size M from the calibration. With
+    ``target_recall`` (in (0, 1]; default 0.99): the smallest calibrated beam whose top M
+    overlaps the reranker's exhaustive top M by that share on the calibration users (training
+    users; the way ANN libraries tune to a recall target), among the beams whose mean candidate
+    count stays within ``max_fraction_scored`` of the servable items; the largest of those when
+    none reaches the target. ``max_fraction_scored`` (in (0, 1]) ``None`` = the project's
+    budget: 10 % of the items below 30,000, 2 % from 30,000 (README, "Choices": without a cap a
+    0.99 target scored a third of a small catalogue). ``target_recall = None``: the paper's
+    rule, the smallest beam whose mean candidate count reaches ``candidate_factor``·M (> 0; the
+    paper keeps it at 5–10× M).
     ``max_beam_size`` (≥ 1) is the largest beam that calibration considers (capped at K^D): the
     beam a ``beam_size = None`` request can get. It does not limit an explicit ``beam_size``; the
     HTTP service's cap on a request's beam is ``ServiceLimits.max_request_beam_size``.
@@ -921,7 +954,8 @@ class RetrievalConfig(_Validated):
 
     beam_size: int | None = None
     candidate_factor: float = 10.0
-    target_recall: float | None = None
+    target_recall: float | None = 0.99
+    max_fraction_scored: float | None = None
     max_beam_size: int = 1024
     rerank: bool = True
 
@@ -930,6 +964,8 @@ class RetrievalConfig(_Validated):
         _int(p, "beam_size", self.beam_size, 1, optional=True)
         _real(p, "candidate_factor", self.candidate_factor, low=0, low_open=True)
         _real(p, "target_recall", self.target_recall, low=0, high=1, low_open=True,
+              optional=True)
+        _real(p, "max_fraction_scored", self.max_fraction_scored, low=0, high=1, low_open=True,
               optional=True)
         _int(p, "max_beam_size", self.max_beam_size, 1)
         _flag(p, "rerank", self.rerank)
@@ -969,6 +1005,16 @@ class DRConfig(_Validated):
             p.append(
                 "assignment.n_candidates must be ≥ structure.paths_per_item"
                 f" ({self.structure.paths_per_item}), got {self.assignment.n_candidates}"
+            )
+        if (
+            not p
+            and self.assignment.init == "kmeans"
+            and self.structure.paths_per_item > self.structure.n_nodes
+        ):
+            p.append(
+                "assignment.init='kmeans' starts each item's paths at distinct first-layer nodes:"
+                f" structure.paths_per_item ({self.structure.paths_per_item}) must be ≤"
+                f" structure.n_nodes ({self.structure.n_nodes}), or use init='random'"
             )
         _int(p, "seed", self.seed, 0)
         return p

@@ -36,6 +36,19 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def adam(params: Any, lr: float, weight_decay: float) -> Any:
+    """``torch.optim.Adam`` over ``params`` (tensors or param groups), fused where the device
+    supports it: the per-step update of the (V, E) tables is a noticeable share of a CPU step,
+    and the fused kernel is several times faster than foreach."""
+    import torch
+
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy's global state and torch (CPU and CUDA)."""
     import torch

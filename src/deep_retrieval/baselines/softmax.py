@@ -18,6 +18,7 @@ from ..core.contract import check_query, check_train, empty_results
 from ..core.modules.softmax import SoftmaxModel, popularity_sampling_probs
 from ..data.samples import TrainingSamples
 from ..data.types import Sequences
+from ..utils import adam
 
 __all__ = ["ENCODERS", "SAMPLERS", "SoftmaxRecommender"]
 
@@ -118,7 +119,7 @@ class SoftmaxRecommender:
         if cfg.negative_sampling == "popularity":
             counts = torch.from_numpy(np.bincount(train.items, minlength=n_items))
             sampling_probs = popularity_sampling_probs(counts).to(device)
-        optimizer = _adam(model, cfg.lr, cfg.weight_decay)
+        optimizer = adam(model.parameters(), cfg.lr, cfg.weight_decay)
         self.losses_ = []
         # Set before training so that on_epoch callbacks may already call recommend().
         self.model_ = model
@@ -237,12 +238,3 @@ class SoftmaxRecommender:
         out_ids[~np.isfinite(out_scores)] = -1
         out_scores[out_ids < 0] = -np.inf
         return out_ids, out_scores
-
-
-def _adam(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam, fused where the device supports it: the per-step update of the (V, E) tables is a
-    noticeable share of a CPU step, and the fused kernel is several times faster than foreach."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)

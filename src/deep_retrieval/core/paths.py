@@ -185,6 +185,83 @@ def random_distinct_path_ids(
     return out
 
 
+def kmeans(
+    x: np.ndarray, k: int, rng: np.random.Generator, *, iters: int = 20, per_centroid: int = 256
+) -> np.ndarray:
+    """``(k', E)`` Lloyd's k-means centroids of the rows of ``x (V, E)``, ``k' = min(k, V)``.
+
+    Fitted on a sample of at most ``per_centroid · k`` rows (faiss's rule: more points per
+    centroid barely move them), seeded by k-means++ (each next seed drawn with probability ∝
+    its squared distance to the seeds so far; random seeds put two in one cluster often enough
+    to matter); an emptied cluster is re-seeded with the row farthest from its centroid.
+    """
+    k = min(k, len(x))
+    if len(x) > per_centroid * k:
+        x = x[rng.choice(len(x), per_centroid * k, replace=False)]
+    x = x.astype(np.float64)
+    sq = (x**2).sum(1)
+    c = np.empty((k, x.shape[1]))
+    c[0] = x[rng.integers(len(x))]
+    near = np.maximum(sq - 2 * x @ c[0] + (c[0] ** 2).sum(), 0)  # (n,)
+    for i in range(1, k):
+        total = near.sum()
+        pick = rng.choice(len(x), p=near / total) if total > 0 else rng.integers(len(x))
+        c[i] = x[pick]
+        near = np.minimum(near, np.maximum(sq - 2 * x @ c[i] + (c[i] ** 2).sum(), 0))
+    for _ in range(iters):
+        d = sq[:, None] - 2 * x @ c.T + (c**2).sum(1)[None]  # (n, k) squared distances
+        label = d.argmin(1)
+        counts = np.bincount(label, minlength=k)
+        sums = np.zeros_like(c)
+        np.add.at(sums, label, x)
+        empty = counts == 0
+        c[~empty] = sums[~empty] / counts[~empty, None]
+        if empty.any():  # the farthest rows from their centroids found the empty clusters
+            far = np.argsort(-d[np.arange(len(x)), label])[: int(empty.sum())]
+            c[empty] = x[far]
+    return c
+
+
+def kmeans_path_ids(
+    vectors: np.ndarray,
+    codec: PathCodec,
+    paths_per_item: int,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """``(V, J)`` int64 path ids from item vectors ``(V, E)`` by residual k-means.
+
+    Layer 1 clusters the vectors into ``K`` nodes; layer ``d > 1`` clusters what the nodes above
+    leave unexplained (the residual), as residual-quantisation semantic ids do. Item ``v``'s
+    ``j``-th path starts at its ``j``-th nearest layer-1 node and follows the nearest residual
+    centroid below it, so the ``J`` paths are distinct and items with similar vectors share
+    paths: the beam, which follows the user's query vector, finds them together.
+    """
+    k = codec.n_nodes
+    if paths_per_item > k:
+        raise ValueError(
+            f"k-means paths start at distinct first-layer nodes: paths_per_item="
+            f"{paths_per_item} needs n_nodes ≥ {paths_per_item}, got {k}"
+        )
+    rng = check_rng(rng)
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ValueError(f"item vectors must be a finite (V, E) matrix, got shape {x.shape}")
+    n = len(x)
+    codes = np.zeros((n, paths_per_item, codec.n_layers), dtype=np.int64)
+    first = kmeans(x, k, rng).astype(np.float32)
+    d1 = (x**2).sum(1)[:, None] - 2 * x @ first.T + (first**2).sum(1)[None]  # (V, k')
+    codes[:, :, 0] = np.argsort(d1, axis=1)[:, :paths_per_item]
+    residual = x[:, None, :] - first[codes[:, :, 0]]  # (V, J, E)
+    for d in range(1, codec.n_layers):
+        # One codebook per layer, fitted on the nearest path's residuals.
+        c = kmeans(residual[:, 0], k, rng).astype(np.float32)
+        r = residual.reshape(-1, x.shape[1])
+        label = ((r**2).sum(1)[:, None] - 2 * r @ c.T + (c**2).sum(1)[None]).argmin(1)
+        codes[:, :, d] = label.reshape(n, paths_per_item)
+        residual = residual - c[codes[:, :, d]]
+    return codec.encode(codes)
+
+
 class ItemPathMap:
     """The mapping π from items to ``J`` distinct paths each, with its inverted index.
 
@@ -348,6 +425,17 @@ class ItemPathMap:
     ) -> ItemPathMap:
         """``J`` distinct uniformly random paths per item (the paper's initial π)."""
         return cls(random_distinct_path_ids(n_items, paths_per_item, codec.n_paths, rng), codec)
+
+    @classmethod
+    def from_vectors(
+        cls,
+        vectors: np.ndarray,
+        codec: PathCodec,
+        paths_per_item: int,
+        rng: np.random.Generator | int | None = None,
+    ) -> ItemPathMap:
+        """``J`` paths per item by residual k-means of its vector (:func:`kmeans_path_ids`)."""
+        return cls(kmeans_path_ids(vectors, codec, paths_per_item, rng), codec)
 
     @property
     def n_items(self) -> int:

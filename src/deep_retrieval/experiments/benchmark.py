@@ -36,8 +36,14 @@ BASELINE_METHODS = (
 Progress = Callable[[str], None]
 
 
+#: ``dr``: DR exactly as ``train`` / ``DeepRetrieval().fit`` produces it (its own reranker);
+#: ``dr-shared``: DR's index over the brute-force model's trained reranker (frozen), so DR, the
+#: ANN baselines and brute force rank with the very same embeddings and the gap is the index's.
+DR_METHODS = ("dr", "dr-shared")
+
+
 def available_methods() -> tuple[str, ...]:
-    return (*BASELINE_METHODS, "dr")
+    return (*BASELINE_METHODS, *DR_METHODS)
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
@@ -60,9 +66,10 @@ class CountedRecommender:
 
     name = "dr"
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, name: str = "dr") -> None:
         from ..index.retrieval import QueryStats
 
+        self.name = name
         self.model = model
         self.stats = QueryStats()
 
@@ -81,7 +88,7 @@ class CountedRecommender:
 
 
 class _DRMethod(CountedRecommender):
-    """Benchmark adapter: fits DR, reusing the brute-force softmax model when configured."""
+    """Benchmark adapter: fits DR, over the brute-force softmax model's reranker when given one."""
 
     def __init__(self, config: BenchmarkConfig, softmax: Any, device: str) -> None:
         from ..estimator import DeepRetrieval
@@ -89,7 +96,7 @@ class _DRMethod(CountedRecommender):
         dr = config.dr
         if softmax is not None:  # the reranker's width must match the shared softmax model
             dr = replace(dr, train=replace(dr.train, embedding_dim=softmax.config.embedding_dim))
-        super().__init__(DeepRetrieval(dr, device=device))
+        super().__init__(DeepRetrieval(dr, device=device), "dr" if softmax is None else "dr-shared")
         self.softmax = softmax
 
     def fit(self, train: Sequences, n_items: int) -> _DRMethod:
@@ -107,9 +114,8 @@ class _DRMethod(CountedRecommender):
 def _build(name: str, config: BenchmarkConfig, fitted: dict[str, Any], device: str):
     from ..baselines import make_baseline
 
-    if name == "dr":
-        shared = fitted.get("brute-force") if config.share_reranker else None
-        return _DRMethod(config, shared, device)
+    if name in DR_METHODS:
+        return _DRMethod(config, fitted["brute-force"] if name == "dr-shared" else None, device)
     softmax = fitted.get("brute-force") if name.startswith("ann-") else None
     return make_baseline(name, config, softmax=softmax, device=device)
 
@@ -128,8 +134,8 @@ def run_benchmark(
     is set.
 
     ANN methods search the item embeddings of the ``brute-force`` softmax model, which is trained
-    once and shared (its training time is included in their ``fit_seconds``); so does ``dr`` when
-    ``config.share_reranker`` is on.
+    once and shared (its training time is included in their ``fit_seconds``); so does
+    ``dr-shared``, which reranks with it (``dr`` trains its own).
 
     Returns:
         The ``results.json`` document as a dict.
@@ -141,9 +147,7 @@ def run_benchmark(
     say = progress or (lambda _msg: None)
     device = resolve_device(config.device)
     fit_order = list(methods)
-    needs_softmax = any(m.startswith("ann-") for m in methods) or (
-        "dr" in methods and config.share_reranker
-    )
+    needs_softmax = any(m.startswith("ann-") or m == "dr-shared" for m in methods)
     if needs_softmax and "brute-force" not in methods:
         fit_order.insert(0, "brute-force")  # ANN baselines need its embeddings
     elif "brute-force" in methods:
@@ -171,7 +175,7 @@ def run_benchmark(
         t0 = time.perf_counter()
         model.fit(split.train, split.n_items)
         fit_seconds[name] = time.perf_counter() - t0
-        if name.startswith("ann-") or (name == "dr" and config.share_reranker):
+        if name.startswith("ann-") or name == "dr-shared":
             fit_seconds[name] += fit_seconds["brute-force"]
         fitted[name] = model
         if name not in methods:

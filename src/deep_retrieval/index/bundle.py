@@ -5,8 +5,8 @@ and SHA-256 of every other file), ``weights.safetensors``, ``item_paths.npy`` ``
 the inverted index ``occupied_paths.npy`` / ``path_indptr.npy`` / ``path_items.npy``,
 ``item_flags.npy`` ``(V,)`` (1 = cold, 2 = removed), ``item_counts.npy``, ``beam_calibration.npy``
 ``(2, b)`` (beams, mean candidates); with recall-targeted calibration ``beam_recall.npy``
-``(m, 1 + b)`` (``n``, then recall@n per beam); when known, ``item_ids.npy`` (external ids)
-and the known users' histories ``user_ids.npy`` /
+``(m, 1 + b)`` (``n``, then recall@n per beam, ``nan`` past the scoring budget); when known,
+``item_ids.npy`` (external ids) and the known users' histories ``user_ids.npy`` /
 ``user_indptr.npy`` / ``user_items.npy``. No pickle. Written into a temporary directory beside
 the target, flushed, then renamed over it (:func:`~deep_retrieval.utils.write_directory`).
 """
@@ -179,6 +179,12 @@ def load_bundle(
             raise ValueError(
                 f"beam_recall.npy has shape {recall.shape}, expected (m, {calib.shape[1] + 1})"
             )
+        if recall is not None:
+            measured = recall[:, 1:][~np.isnan(recall[:, 1:])]  # nan: past the scoring budget
+            if not (recall[:, 0] >= 1).all() or ((measured < 0) | (measured > 1)).any():
+                raise ValueError(
+                    "beam_recall.npy holds result counts < 1 or recalls outside [0, 1]"
+                )
         flags = optional_array("item_flags")
         flags = np.zeros(n_items, np.uint8) if flags is None else flags
         if item_paths.shape[0] != n_items or flags.shape != (n_items,):

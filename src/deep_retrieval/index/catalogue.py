@@ -346,7 +346,7 @@ def add_items(
         scores,
         (index.occupied_paths, index.path_sizes()),
         paths_per_item=J,
-        penalty=a.penalty,
+        penalty=state.penalty(),
         power=a.power,
         n_sweeps=a.n_sweeps,
     )

@@ -96,12 +96,35 @@ def user_embeddings(state: DRState, histories: Sequences, batch_size: int = 1024
     )
 
 
+#: ``retrieval.max_fraction_scored = None``: score at most this share of the servable items,
+#: by catalogue size (the project's budget: ≥ 10× fewer than exhaustive, ≥ 50× from 30K items).
+AUTO_FRACTION_SCORED = ((30_000, 0.02), (0, 0.10))
+
+
+def scoring_budget(state: DRState) -> float:
+    """The most candidates per query a calibrated beam may score (``retrieval.max_fraction_scored``
+    of the servable items; :data:`AUTO_FRACTION_SCORED` when unset)."""
+    n = int((~state.removed).sum())
+    frac = state.config.retrieval.max_fraction_scored
+    if frac is None:
+        frac = next(f for size, f in AUTO_FRACTION_SCORED if n >= size)
+    return frac * n
+
+
+def _within_budget(state: DRState, means: np.ndarray) -> np.ndarray:
+    """``(b,)`` bool: the calibrated beams within :func:`scoring_budget` (the first always)."""
+    within = means <= scoring_budget(state)
+    within[:1] = True
+    return within
+
+
 def beam_size_for(state: DRState, n: int) -> int:
     """The beam used for ``n`` results: the configured one; else, with ``target_recall``, the
-    smallest calibrated beam whose recall@n against the reranker's exhaustive top ``n`` reaches
-    it (measured at the smallest calibrated ``n' ≥ n``); else the smallest calibrated beam
-    whose mean candidate count reaches ``candidate_factor · n``. The largest calibrated beam
-    when none does."""
+    smallest calibrated beam within :func:`scoring_budget` whose recall@n against the
+    reranker's exhaustive top ``n`` reaches it (measured at the smallest calibrated
+    ``n' ≥ n``), or the largest within the budget when none does; else the smallest calibrated
+    beam whose mean candidate count reaches ``candidate_factor · n`` (the largest when none
+    does)."""
     r = state.config.retrieval
     if r.beam_size is not None:
         return r.beam_size
@@ -110,10 +133,11 @@ def beam_size_for(state: DRState, n: int) -> int:
     beams, means = state.beam_calibration
     if r.target_recall is not None and state.recall_calibration is not None:
         ns, recall = state.recall_calibration
-        row = recall[min(int(np.searchsorted(ns, n)), len(ns) - 1)]  # (b,)
-        ok = np.flatnonzero(row >= r.target_recall)
-    else:
-        ok = np.flatnonzero(means >= r.candidate_factor * n)
+        row = recall[min(int(np.searchsorted(ns, n)), len(ns) - 1)]  # (b,), nan = not measured
+        within = _within_budget(state, means)
+        ok = np.flatnonzero(within & (row >= r.target_recall))
+        return int(beams[ok[0]] if len(ok) else beams[np.flatnonzero(within)[-1]])
+    ok = np.flatnonzero(means >= r.candidate_factor * n)
     return int(beams[ok[0]] if len(ok) else beams[-1])
 
 
@@ -322,21 +346,22 @@ def calibrate(state: DRState, train: Sequences, n_users: int = 500) -> None:
     if state.ordered:
         # A held-out user's history is the first half of a sequence: use first halves too.
         histories, _ = split_rows(histories, np.maximum(histories.lengths // 2, 1))
-    state.beam_calibration = calibrate_beam(state, histories)
+    state.beam_calibration = beams, means = calibrate_beam(state, histories)
     state.recall_calibration = (
-        calibrate_recall(state, histories, state.beam_calibration[0])
+        calibrate_recall(state, histories, beams, _within_budget(state, means))
         if state.config.retrieval.target_recall is not None
         else None
     )
 
 
 def calibrate_recall(
-    state: DRState, histories: Sequences, beams: np.ndarray
+    state: DRState, histories: Sequences, beams: np.ndarray, measure: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Recall of DR's top ``n`` against the reranker's exhaustive top ``n`` (what scoring every
     item with the same reranker returns), per beam and ``n``, on the users ``histories``:
     ``recall[i, j] = mean over users of |DR_n(u) ∩ exact_n(u)| / |exact_n(u)|`` with
-    ``n = ns[i]`` and beam ``beams[j]``.
+    ``n = ns[i]`` and beam ``beams[j]``; ``nan`` for the beams that ``measure`` ``(b,)`` bool
+    leaves out (those beyond the scoring budget: never served, so not worth searching with).
 
     Training users stand in for future queries: the network has seen them, so the recall they
     give can be optimistic; their histories are whole rows (first halves for ordered rows),
@@ -350,8 +375,10 @@ def calibrate_recall(
     ns = np.array([n for n in RECALL_NS if n <= n_servable] or [max(n_servable, 1)])
     top = int(ns[-1])
     exact = exhaustive_top(state, user_embeddings(state, histories), top)  # (U, top)
-    recall = np.zeros((len(ns), len(beams)))
+    recall = np.full((len(ns), len(beams)), np.nan)
     for j, b in enumerate(beams):
+        if measure is not None and not measure[j]:
+            continue
         ids, _ = recommend(state, histories, top, beam_size=int(b))
         for i, n in enumerate(ns):
             recall[i, j] = _overlap(ids[:, :n], exact[:, :n])

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import DRConfig
+from ..config import PENALTY_REFERENCE_DENSITY, DRConfig
 from ..core.assignment import PathScores
 from ..core.modules.softmax import SoftmaxModel
 from ..core.modules.structure import StructureNet
@@ -124,6 +124,14 @@ class DRState:
     def changed(self) -> None:
         """The network or the catalogue changed: drop every derived table."""
         self._derived.clear()
+
+    def penalty(self) -> float:
+        """The path-size penalty α that path assignment and placement use
+        (``assignment.penalty``, scaled by ``assignment.penalty_scale``)."""
+        a = self.config.assignment
+        if a.penalty_scale is None or not len(self.item_counts):
+            return float(a.penalty)
+        return float(a.penalty * self.item_counts.mean() / PENALTY_REFERENCE_DENSITY)
 
     def set_paths(self, path_ids: np.ndarray) -> None:
         """Install a new ``(V, J)`` item → path table (removed items stay out of the index)."""

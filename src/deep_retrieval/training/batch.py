@@ -10,10 +10,11 @@ Before all of them, ``reranker_epochs`` train the encoder and reranker alone (th
 model's recipe), with no path assignment.
 
 What the paper leaves open, as built (the measurements behind each: README, "Choices the paper
-leaves open"): paths start uniformly random (paper §1.1), J distinct per item; path scores use the
-batch form (a sum over the epoch's interactions); unordered rows score a path once per row and
-credit it to every item of the row; items that never occur keep their random paths; an item's
-current J paths are always among its candidates, scored exactly
+leaves open"): paths start uniformly random (paper §1.1), J distinct per item (or, with
+``assignment.init="kmeans"``, from the reranker's item vectors when the first network epoch
+starts); path scores use the batch form (a sum over the epoch's interactions); unordered rows
+score a path once per row and credit it to every item of the row; items that never occur keep
+their random paths; an item's current J paths are always among its candidates, scored exactly
 (:func:`~deep_retrieval.core.assignment.with_held_paths`).
 """
 
@@ -45,6 +46,7 @@ from .checkpoint import (
 )
 from .step import (
     epoch_entry,
+    kmeans_paths,
     make_optimizer,
     negative_sampling_probs,
     network_step,
@@ -241,6 +243,8 @@ def fit_state(
         if pending is not None:  # resumed between this epoch's network step and its assignment
             entry, pending = pending, None
         else:
+            if step == 0 and cfg.assignment.init == "kmeans":
+                kmeans_paths(state)  # from the reranker as the reranker epochs left it
             joint = not frozen_reranker and step < t.joint_epochs
             t0 = time.perf_counter()
             losses = network_epoch(state, samples, optimizer, joint=joint, structure=step >= 0,

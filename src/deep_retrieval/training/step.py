@@ -24,23 +24,38 @@ import torch
 from ..core.assignment import PathScores, assign_paths
 from ..core.modules.encoder import UserEncoder
 from ..core.modules.softmax import popularity_sampling_probs
+from ..core.paths import kmeans_path_ids
 from ..data.samples import TrainingSamples, drop_history
 from ..index.retrieval import beam
 from ..index.state import DRState
+from ..utils import adam
 from . import distributed
 
 
 def make_optimizer(state: DRState) -> torch.optim.Optimizer:
-    """Adam over the reranker (with the shared encoder) at ``lr`` and the structure network at
-    ``structure_lr`` (default ``lr``)."""
+    """Adam (fused where supported) over the reranker (with the shared encoder) at ``lr`` and the
+    structure network at ``structure_lr`` (default ``lr``)."""
     t = state.config.train
-    return torch.optim.Adam(
+    return adam(
         [
-            {"params": state.net.reranker.parameters(), "lr": t.lr},
+            {"params": list(state.net.reranker.parameters()), "lr": t.lr},
             {"params": list(state.net.structure.parameters()), "lr": t.structure_lr or t.lr},
         ],
-        weight_decay=t.weight_decay,
+        t.lr,
+        t.weight_decay,
     )
+
+
+@torch.no_grad()
+def kmeans_paths(state: DRState) -> None:
+    """Put every item on paths from residual k-means of the reranker's item vectors
+    (``assignment.init="kmeans"``; :func:`~deep_retrieval.core.paths.kmeans_path_ids`).
+
+    Deterministic in ``config.seed``, so every torchrun process computes the same paths.
+    """
+    keys = state.net.reranker.keys().float().cpu().numpy()  # (V, E)
+    j = state.config.structure.paths_per_item
+    state.set_paths(kmeans_path_ids(keys, state.codec, j, np.random.default_rng(state.config.seed)))
 
 
 def negative_sampling_probs(state: DRState, counts: np.ndarray, joint: bool) -> torch.Tensor | None:
@@ -247,8 +262,8 @@ def reassign_paths(state: DRState, scores: PathScores, seed: int) -> tuple[dict[
     ctx = distributed.current()
     old = state.item_paths.path_ids
     settings: dict[str, Any] = {
-        "paths_per_item": s.paths_per_item, "penalty": a.penalty, "n_paths": state.codec.n_paths,
-        "n_sweeps": a.n_sweeps, "power": a.power,
+        "paths_per_item": s.paths_per_item, "penalty": state.penalty(),
+        "n_paths": state.codec.n_paths, "n_sweeps": a.n_sweeps, "power": a.power,
     }
     if ctx.active:
         lo = int(distributed.item_bounds(state.n_items, ctx.world)[ctx.rank])

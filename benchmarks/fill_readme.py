@@ -1,0 +1,133 @@
+"""Fill the README's generated tables from the recorded results, so every number there comes from
+a result file (run after benchmarks/run_benchmarks.sh or benchmarks/run_speed.sh):
+
+- ``<!-- results:NAME -->`` … ``<!-- /results -->``: the benchmark table of
+  ``benchmarks/results/NAME/results.json``, with each method's recall against brute force and
+  DR's beam, candidates and share of the items scored; ``results:summary`` is one row per data
+  set of DR against brute force.
+- ``<!-- speed:NAME -->`` … ``<!-- /speed -->``: the tables of
+  ``benchmarks/results/speed/NAME/speed.md`` (``profile-1000000``: its stage table).
+
+    .venv/bin/python benchmarks/fill_readme.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BLOCK = re.compile(
+    r"(<!-- (?P<kind>speed|results):(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)",
+    re.S,
+)
+#: The data sets of the summary table, in the order of the README.
+SUMMARY = ("movielens-latest-small", "movielens-100k", "movielens-1m-m1", "gowalla", "amazon-book")
+
+
+def speed_body(name: str) -> str:
+    folder = RESULTS / "speed" / name
+    if name.startswith("profile-"):
+        lines = (folder / "profile.md").read_text().splitlines()
+        return "\n".join(line for line in lines if line.startswith("|")) + "\n"
+    lines = (folder / "speed.md").read_text().strip().splitlines()
+    return "\n".join(lines[1:]).strip() + "\n"  # without its "### N items" heading
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / name / "results.json").read_text())
+
+
+def _scored(r: dict[str, Any], n_items: int) -> str:
+    return (
+        f"beam {r['beam_size']}, {r['candidates_per_query']:,.0f} candidates per query ="
+        f" **{100 * r['fraction_scored']:.2f} %** of the {n_items:,} items scored; largest path"
+        f" {r['largest_path_size']:,} items"
+    )
+
+
+def results_body(name: str) -> str:
+    if name == "summary":
+        return summary_body()
+    doc = _load(name)
+    k = doc["k"][0]
+    bf = doc["methods"]["brute-force"]
+    head = ["method", f"P@{k}", f"R@{k}", f"F@{k}", f"NDCG@{k}", f"R@{k} vs brute force",
+            "fit s", "query ms p50"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, r in doc["methods"].items():
+        x = r["metrics"]
+        lines.append(
+            f"| {m} | {x[f'precision@{k}']:.4f} | {x[f'recall@{k}']:.4f} | {x[f'f1@{k}']:.4f}"
+            f" | {x[f'ndcg@{k}']:.4f} | {x[f'recall@{k}'] / bf['metrics'][f'recall@{k}']:.3f}"
+            f" | {r['fit_seconds']:.1f} | {r['query_ms_p50']:.2f} |"
+        )
+    lines.append("")
+    d = doc["data"]
+    for m, r in doc["methods"].items():
+        if "candidates_per_query" in r:
+            lines.append(f"- {m}: {_scored(r, d['n_items'])}.")
+        if "tuning" in r:
+            t = r["tuning"]
+            chosen = ", ".join(f"{key} {v:g}" for key, v in t["chosen"].items())
+            lines.append(
+                f"- {m}: tuned on {t['validation_users']:,} validation users carved from train"
+                f" ({len(t['tried'])} settings): {chosen}."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def summary_body() -> str:
+    lines = [
+        "| data set | items | k | brute force R@k | dr × brute force | % scored"
+        " | dr-shared × brute force | % scored | dr fit ÷ brute-force fit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in SUMMARY:
+        if not (RESULTS / name / "results.json").exists():
+            continue
+        doc = _load(name)
+        k = doc["k"][0]
+        key = f"recall@{k}"
+        ms = doc["methods"]
+        bf = ms["brute-force"]
+        cells = [name, f"{doc['data']['n_items']:,}", str(k), f"{bf['metrics'][key]:.4f}"]
+        for m in ("dr", "dr-shared"):
+            r = ms.get(m)
+            cells += (
+                [f"{r['metrics'][key] / bf['metrics'][key]:.3f}",
+                 f"{100 * r['fraction_scored']:.2f}"]
+                if r else ["—", "—"]
+            )
+        dr = ms.get("dr")
+        cells.append(f"{dr['fit_seconds'] / bf['fit_seconds']:.2f}" if dr else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    names = [f"{m.group('kind')}:{m.group('name')}" for m in BLOCK.finditer(text)]
+
+    missing: list[str] = []
+
+    def fill(m: re.Match[str]) -> str:
+        make = speed_body if m.group("kind") == "speed" else results_body
+        try:
+            return m.group(1) + "\n" + make(m.group("name")) + "\n" + m.group(5)
+        except FileNotFoundError:  # not run yet: the block keeps what it had
+            missing.append(f"{m.group('kind')}:{m.group('name')}")
+            return m.group(0)
+
+    readme.write_text(BLOCK.sub(fill, text))
+    print(f"filled {', '.join(n for n in names if n not in missing)}")
+    if missing:
+        print(f"no result files yet for {', '.join(missing)}")
+
+
+if __name__ == "__main__":
+    main()
