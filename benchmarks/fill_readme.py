@@ -5,6 +5,8 @@ a result file (run after benchmarks/run_benchmarks.sh or benchmarks/run_speed.sh
   ``benchmarks/results/NAME/results.json``, with each method's recall against brute force and
   DR's beam, candidates and share of the items scored; ``results:summary`` is one row per data
   set of DR against brute force.
+- ``<!-- ablations:NAME -->`` … ``<!-- /ablations -->``: one table of every row of
+  ``benchmarks/results/NAME/ablations.json``.
 - ``<!-- speed:NAME -->`` … ``<!-- /speed -->``: the tables of
   ``benchmarks/results/speed/NAME/speed.md`` (``profile-1000000``: its stage table).
 
@@ -21,7 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BLOCK = re.compile(
-    r"(<!-- (?P<kind>speed|results):(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)",
+    r"(<!-- (?P<kind>speed|results|ablations):(?P<name>[\w/-]+) -->\n)(?P<body>.*?)"
+    r"(<!-- /(?P=kind) -->)",
     re.S,
 )
 #: The data sets of the summary table, in the order of the README.
@@ -74,9 +77,24 @@ def results_body(name: str) -> str:
             t = r["tuning"]
             chosen = ", ".join(f"{key} {v:g}" for key, v in t["chosen"].items())
             lines.append(
-                f"- {m}: tuned on {t['validation_users']:,} validation users carved from train"
+                f"- {m}: tuned on {t['validation_users']:,} validation users"
                 f" ({len(t['tried'])} settings): {chosen}."
             )
+    return "\n".join(lines) + "\n"
+
+
+def ablations_body(name: str) -> str:
+    doc = json.loads((RESULTS / name / "ablations.json").read_text())
+    k = doc["k"]
+    lines = [f"| ablation | value | R@{k} | × brute force | candidates/query | % items scored"
+             " | beam | largest path |", "|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(
+            f"| {r['ablation']} | {r['value']} | {r[f'recall@{k}']:.4f} | {r['recall_ratio']:.3f}"
+            f" | {r['candidates_per_query']:,.0f} | {100 * r['fraction_scored']:.2f}"
+            f" | {r['beam_size']} | {r['largest_path_size']:,} |"
+        )
+    lines.append(f"\nBrute force: recall@{k} = {doc['brute_force'][f'recall@{k}']:.4f}.")
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +134,8 @@ def main() -> None:
     missing: list[str] = []
 
     def fill(m: re.Match[str]) -> str:
-        make = speed_body if m.group("kind") == "speed" else results_body
+        make = {"speed": speed_body, "results": results_body,
+                "ablations": ablations_body}[m.group("kind")]
         try:
             return m.group(1) + "\n" + make(m.group("name")) + "\n" + m.group(5)
         except FileNotFoundError:  # not run yet: the block keeps what it had

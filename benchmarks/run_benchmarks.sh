@@ -38,12 +38,18 @@ bench movielens-100k 10
 bench movielens-1m-m1 20
 bench gowalla 20
 bench amazon-book 20
+# The ablations share the brute-force model's reranker (share_reranker), so rows differ in the
+# index alone. Penalties are before the scale (penalty_scale=interactions: × interactions per
+# item / 19.8; Gowalla's scale is 1, so its penalty_scale row would repeat the configured fit).
 ablate movielens-latest-small 10 benchmarks/results/movielens-latest-small
 ablate movielens-1m-m1 20 benchmarks/results/movielens-1m-m1 \
-  --grid paths_per_item=3 n_layers=3 hidden_dim=256 penalty=3e-4,3e-3,1e-2 beam_size=1,2,4,8
+  --grid paths_per_item=3 n_layers=3 hidden_dim=256 penalty=3e-4,3e-3 \
+  penalty_scale=none,interactions init=random,kmeans target_recall=none,0.99 beam_size=2,4,6,8,16
 ablate gowalla 20 benchmarks/results/gowalla \
-  --grid paths_per_item=3 n_layers=3 hidden_dim=256 penalty=3e-4 beam_size=2,4,6,8,16
+  --grid paths_per_item=3 n_layers=3 hidden_dim=256 penalty=3e-4 penalty_scale=interactions \
+  init=random,kmeans target_recall=none,0.99 beam_size=2,4,8,16,32
 # the structure layer's hidden width, on Gowalla
 ablate gowalla 20 benchmarks/results/gowalla/hidden-width \
-  --grid paths_per_item=3 n_layers=3 hidden_dim=none,64,128,256 penalty=3e-4 beam_size=4,8
+  --grid paths_per_item=3 n_layers=3 hidden_dim=none,64,128,256 penalty=3e-4 \
+  penalty_scale=interactions init=random target_recall=0.99 beam_size=8,16
 .venv/bin/python benchmarks/fill_readme.py

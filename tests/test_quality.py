@@ -1,14 +1,19 @@
-"""Quality floors on the real data sets, relative to the other methods of the same run.
+"""Quality floors on the real data sets with the library defaults, relative to the brute-force
+model of the same run (no per-data-set settings).
 
 Slow (minutes each): run with ``make test-slow`` (``pytest -m slow``). The committed benchmark
-results in ``benchmarks/results/`` come from the same commands through the CLI.
+results in ``benchmarks/results/`` come from the same runs through the CLI
+(``benchmarks/run_benchmarks.sh``); the observed values below are theirs. ``dr`` is DR as
+``train`` produces it, ``dr-shared`` DR's index over the brute-force model's reranker. The floors
+sit below the observed values by about the spread of a rerun on another machine; the issue-14
+target (0.99 × brute force) is reported in the README, not asserted where it is missed.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from deep_retrieval.config import BenchmarkConfig, load_config
+from deep_retrieval.config import BenchmarkConfig
 from deep_retrieval.data.protocols import make_split
 from deep_retrieval.data.registry import load_dataset
 from deep_retrieval.experiments.benchmark import run_benchmark
@@ -16,45 +21,52 @@ from deep_retrieval.experiments.benchmark import run_benchmark
 pytestmark = pytest.mark.slow
 
 
-def _recall(doc, name, k):
-    return doc["methods"][name]["metrics"][f"recall@{k}"]
+def _ratio(doc, name, k):
+    key = f"recall@{k}"
+    return doc["methods"][name]["metrics"][key] / doc["methods"]["brute-force"]["metrics"][key]
+
+
+def _run(name, methods, k, data_dir=None, protocol=None):
+    data = load_dataset(name, data_dir) if data_dir else load_dataset(name)
+    split = make_split(data, protocol, BenchmarkConfig().protocol)
+    return run_benchmark(split, methods, [k])
 
 
 def test_movielens_latest_small_paper_protocol():
-    split = make_split(load_dataset("movielens-latest-small"), "paper", BenchmarkConfig().protocol)
-    doc = run_benchmark(split, ["most-popular", "item-cf", "brute-force", "dr"], [10])
-    bf = _recall(doc, "brute-force", 10)
-    assert bf > _recall(doc, "most-popular", 10)
-    assert bf > _recall(doc, "item-cf", 10)
-    assert _recall(doc, "dr", 10) >= 0.97 * bf  # observed 0.0726 / 0.0737 = 0.985
+    doc = _run("movielens-latest-small", ["most-popular", "item-cf", "brute-force", "dr",
+                                          "dr-shared"], 10, protocol="paper")
+    assert _ratio(doc, "most-popular", 10) < 1 and _ratio(doc, "item-cf", 10) < 1
+    assert _ratio(doc, "dr", 10) >= 1.0  # observed 0.0839 / 0.0737 = 1.138
+    assert _ratio(doc, "dr-shared", 10) >= 0.97  # observed 1.002
+    assert doc["methods"]["dr"]["fraction_scored"] <= 0.10  # observed 0.093
+
+
+def test_movielens_100k_paper_protocol(shared_data):
+    doc = _run("movielens-100k", ["brute-force", "dr", "dr-shared"], 10, shared_data, "paper")
+    assert _ratio(doc, "dr", 10) >= 0.95  # observed 0.1079 / 0.1090 = 0.990
+    assert _ratio(doc, "dr-shared", 10) >= 0.97  # observed 1.022
+    assert doc["methods"]["dr"]["fraction_scored"] <= 0.10  # observed 0.073
 
 
 def test_movielens_1m_dr_against_brute_force(shared_data):
-    split = make_split(
-        load_dataset("movielens-1m-m1", shared_data), None, BenchmarkConfig().protocol
-    )
-    # α = 3e-2 and 13 × k candidates, as in benchmarks/run_benchmarks.sh (about 260 interactions
-    # per item)
-    config = load_config(
-        BenchmarkConfig,
-        overrides=["dr.assignment.penalty=3e-2", "dr.retrieval.candidate_factor=13"],
-    )
-    doc = run_benchmark(split, ["brute-force", "dr"], [20], config)
-    # observed 0.2545 / 0.2612 = 0.975
-    assert _recall(doc, "dr", 20) >= 0.97 * _recall(doc, "brute-force", 20)
-    assert doc["methods"]["dr"]["fraction_scored"] < 0.10  # observed 0.094
+    doc = _run("movielens-1m-m1", ["brute-force", "dr", "dr-shared"], 20, shared_data)
+    assert _ratio(doc, "dr", 20) >= 0.95  # observed 0.2541 / 0.2612 = 0.973
+    assert _ratio(doc, "dr-shared", 20) >= 0.95  # observed 0.977
+    assert doc["methods"]["dr"]["fraction_scored"] <= 0.10  # observed 0.0987
 
 
 def test_gowalla_fixed_split(shared_data):
-    split = make_split(load_dataset("gowalla", shared_data), None, BenchmarkConfig().protocol)
-    # 20 × k candidates, as in benchmarks/run_benchmarks.sh (10 × k reaches about 0.95)
-    config = load_config(BenchmarkConfig, overrides=["dr.retrieval.candidate_factor=20"])
-    doc = run_benchmark(
-        split, ["most-popular", "item-cf", "als", "brute-force", "dr"], [20], config
-    )
-    bf = _recall(doc, "brute-force", 20)
-    assert bf > _recall(doc, "most-popular", 20)
-    assert bf > _recall(doc, "item-cf", 20)
-    assert bf >= _recall(doc, "als", 20)
-    assert _recall(doc, "dr", 20) >= 0.97 * bf  # observed 0.1803 / 0.1846 = 0.977
-    assert doc["methods"]["dr"]["fraction_scored"] < 0.10  # observed 0.0099
+    doc = _run("gowalla", ["most-popular", "item-cf", "als", "brute-force", "dr", "dr-shared"],
+               20, shared_data)
+    for name in ("most-popular", "item-cf", "als"):
+        assert _ratio(doc, name, 20) < 1, name
+    assert _ratio(doc, "dr", 20) >= 0.97  # observed 0.1826 / 0.1846 = 0.989
+    assert _ratio(doc, "dr-shared", 20) >= 0.97  # observed 0.993
+    assert doc["methods"]["dr"]["fraction_scored"] <= 0.02  # observed 0.0191
+
+
+def test_amazon_book_fixed_split(shared_data):
+    doc = _run("amazon-book", ["brute-force", "dr", "dr-shared"], 20, shared_data)
+    assert _ratio(doc, "dr", 20) >= 0.97  # observed 0.1664 / 0.1667 = 0.998
+    assert _ratio(doc, "dr-shared", 20) >= 0.97  # observed 0.996
+    assert doc["methods"]["dr"]["fraction_scored"] <= 0.10  # observed 0.0838 (24,915 items)

@@ -234,7 +234,8 @@ def kmeans_path_ids(
     leave unexplained (the residual), as residual-quantisation semantic ids do. Item ``v``'s
     ``j``-th path starts at its ``j``-th nearest layer-1 node and follows the nearest residual
     centroid below it, so the ``J`` paths are distinct and items with similar vectors share
-    paths: the beam, which follows the user's query vector, finds them together.
+    paths: the beam, which follows the user's query vector, finds them together. Memory is
+    ``O(V·J·E)`` (the residuals): meant for catalogues that fit in memory a few times over.
     """
     k = codec.n_nodes
     if paths_per_item > k:
@@ -425,17 +426,6 @@ class ItemPathMap:
     ) -> ItemPathMap:
         """``J`` distinct uniformly random paths per item (the paper's initial π)."""
         return cls(random_distinct_path_ids(n_items, paths_per_item, codec.n_paths, rng), codec)
-
-    @classmethod
-    def from_vectors(
-        cls,
-        vectors: np.ndarray,
-        codec: PathCodec,
-        paths_per_item: int,
-        rng: np.random.Generator | int | None = None,
-    ) -> ItemPathMap:
-        """``J`` paths per item by residual k-means of its vector (:func:`kmeans_path_ids`)."""
-        return cls(kmeans_path_ids(vectors, codec, paths_per_item, rng), codec)
 
     @property
     def n_items(self) -> int:

@@ -5,7 +5,8 @@ brute-force softmax model of the same run, with the cost side (candidates scored
 largest path, query latency):
 
 - ``paths_per_item`` (J), ``n_layers`` (D), ``hidden_dim`` of the structure layers (``None`` = a
-  single linear layer) and ``penalty`` (α): one DR fit per value;
+  single linear layer), ``penalty`` (α), ``penalty_scale``, ``init`` (the paths items start on)
+  and ``target_recall`` (the beam rule; ``None`` = 10 × k candidates): one DR fit per value;
 - ``beam_size`` (B) and ``rerank`` (on/off): queries against the fit with the configured settings.
 
 A value equal to the configured one reuses that fit. Outputs in ``out_dir``: ``ablations.json``
@@ -38,21 +39,27 @@ class AblationGrid:
     n_layers: tuple[int, ...] = (2, 3)
     hidden_dim: tuple[int | None, ...] = (None, 256)
     penalty: tuple[float, ...] = (0.0, 3e-6, 3e-5, 3e-4, 3e-3)
+    penalty_scale: tuple[str | None, ...] = (None, "interactions")
+    init: tuple[str, ...] = ("random", "kmeans")
+    target_recall: tuple[float | None, ...] = (None, 0.99)
     beam_size: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
+#: The fitted ablations, each with the config section it changes.
+_SECTIONS = {"paths_per_item": "structure", "n_layers": "structure", "hidden_dim": "structure",
+             "penalty": "assignment", "penalty_scale": "assignment", "init": "assignment",
+             "target_recall": "retrieval"}
+
+
 def _variant(dr: DRConfig, ablation: str, value: Any) -> DRConfig:
-    if ablation in ("paths_per_item", "n_layers", "hidden_dim"):
-        return replace(dr, structure=replace(dr.structure, **{ablation: value}))
-    if ablation == "penalty":
-        return replace(dr, assignment=replace(dr.assignment, penalty=float(value)))
-    raise ValueError(f"unknown ablation {ablation!r}")
+    if ablation not in _SECTIONS:
+        raise ValueError(f"unknown ablation {ablation!r}")
+    section = _SECTIONS[ablation]
+    return replace(dr, **{section: replace(getattr(dr, section), **{ablation: value})})
 
 
 def _current(dr: DRConfig, ablation: str) -> Any:
-    if ablation == "penalty":
-        return dr.assignment.penalty
-    return getattr(dr.structure, ablation)
+    return getattr(getattr(dr, _SECTIONS[ablation]), ablation)
 
 
 class _Fixed:
@@ -104,6 +111,9 @@ def run_ablations(
         return evaluate(model, split.test_history, split.test_truth, [k],
                         exclude=split.test_exclude, batch_size=config.query_batch_size)
 
+    for ablation in _SECTIONS:  # a bad value fails here, not after the first fits
+        for value in getattr(grid, ablation):
+            _variant(config.dr, ablation, value)
     seed_everything(config.seed)
     say("fitting brute-force")
     t0 = time.perf_counter()
@@ -155,9 +165,8 @@ def run_ablations(
         say(f"{ablation}={value}: {metric}={ev.metrics[metric]:.4f}, "
             f"{candidates:.0f} candidates")
 
-    for ablation, values in (("paths_per_item", grid.paths_per_item), ("n_layers", grid.n_layers),
-                             ("hidden_dim", grid.hidden_dim), ("penalty", grid.penalty)):
-        for value in values:
+    for ablation in _SECTIONS:
+        for value in getattr(grid, ablation):
             say(f"fitting dr {ablation}={value}")
             model, seconds = fit(_variant(base, ablation, value))
             row(ablation, value, model, seconds, None, None)
@@ -173,8 +182,7 @@ def run_ablations(
         "k": k,
         "data": split.summary(),
         "brute_force": reference,
-        "configured": {a: _current(base, a)
-                       for a in ("paths_per_item", "n_layers", "hidden_dim", "penalty")},
+        "configured": {a: _current(base, a) for a in _SECTIONS},
         "rows": rows,
         "config": to_dict(config),
         "versions": versions(),
@@ -192,6 +200,9 @@ _TITLES = {
     "n_layers": "Layers D",
     "hidden_dim": "Hidden units per structure layer (None = one linear layer)",
     "penalty": "Penalty α",
+    "penalty_scale": "Penalty scale (None = α as given)",
+    "init": "Initial paths",
+    "target_recall": "Beam rule: recall target within the budget (None = 10 × k candidates)",
     "beam_size": "Beam size B (configured fit)",
     "rerank": "Reranking (configured fit and beam)",
 }
@@ -231,14 +242,17 @@ def ablations_markdown(doc: dict[str, Any]) -> str:
 
 def parse_grid(overrides: Sequence[str]) -> AblationGrid:
     """``["penalty=0,3e-5", "hidden_dim=none,256"]`` → :class:`AblationGrid`; unknown names fail."""
-    def hidden(text: str) -> int | None:
-        return None if text.strip().lower() == "none" else int(text)
+    def optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+        return lambda text: None if text.strip().lower() == "none" else kind(text.strip())
 
     fields: dict[str, Callable[[str], Any]] = {
         "paths_per_item": int,
         "n_layers": int,
-        "hidden_dim": hidden,
+        "hidden_dim": optional(int),
         "penalty": float,
+        "penalty_scale": optional(str),
+        "init": str.strip,
+        "target_recall": optional(float),
         "beam_size": int,
     }
     values: dict[str, tuple] = {}
