@@ -5,8 +5,8 @@ a result file (run after benchmarks/run_benchmarks.sh or benchmarks/run_speed.sh
   ``benchmarks/results/NAME/results.json``, with each method's recall against brute force and
   DR's beam, candidates and share of the items scored; ``results:summary`` is one row per data
   set of DR against brute force.
-- ``<!-- ablations:NAME -->`` … ``<!-- /ablations -->``: one table of every row of
-  ``benchmarks/results/NAME/ablations.json``.
+- ``<!-- ablations:NAME -->`` … ``<!-- /ablations -->``: one table of the rows of
+  ``benchmarks/results/NAME/ablations.json`` (ablations tried at one value only left out).
 - ``<!-- speed:NAME -->`` … ``<!-- /speed -->``: the tables of
   ``benchmarks/results/speed/NAME/speed.md`` (``profile-1000000``: its stage table).
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,10 @@ def ablations_body(name: str) -> str:
     k = doc["k"]
     lines = [f"| ablation | value | R@{k} | × brute force | candidates/query | % items scored"
              " | beam | largest path |", "|---|---|---|---|---|---|---|---|"]
+    counts = Counter(r["ablation"] for r in doc["rows"])
     for r in doc["rows"]:
+        if counts[r["ablation"]] == 1:  # only the configured value: nothing compared
+            continue
         lines.append(
             f"| {r['ablation']} | {r['value']} | {r[f'recall@{k}']:.4f} | {r['recall_ratio']:.3f}"
             f" | {r['candidates_per_query']:,.0f} | {100 * r['fraction_scored']:.2f}"
