@@ -287,11 +287,15 @@ def test_streamed_within_ten_percent_of_batch_on_movielens_latest_small():
     data = load_dataset("movielens-latest-small")
     protocol = ProtocolConfig()
     split = make_split(data, "paper", protocol)
-    batch = DeepRetrieval(DRConfig(), device="cpu").fit(split.train, split.n_items)
+    from deep_retrieval.config import PAPER_SETTINGS
+
+    # the settings benchmarks/streaming_vs_batch.py recorded its comparison with
+    dr = load_config(DRConfig, overrides=list(PAPER_SETTINGS))
+    batch = DeepRetrieval(dr, device="cpu").fit(split.train, split.n_items)
     config = StreamConfig()  # the defaults are the benchmark's settings
     events = time_ordered_chunks(data, config.chunk_size, item_ids=split.item_ids,
                                  users=split.train_user_ids, min_rating=protocol.min_rating)
-    streamed = stream_train(DeepRetrieval(DRConfig(), device="cpu"), events, split.n_items, config,
+    streamed = stream_train(DeepRetrieval(dr, device="cpu"), events, split.n_items, config,
                             item_ids=split.item_ids)
     ks = [10, 20]
     b = evaluate(batch, split.test_history, split.test_truth, ks, n_latency_queries=0).metrics

@@ -45,6 +45,10 @@ PATH_INITS = ("random", "kmeans")
 #: ``"interactions"`` divides by: Gowalla's training split (810,128 interactions, 40,981 items).
 PENALTY_SCALES = ("interactions",)
 PENALTY_REFERENCE_DENSITY = 810_128 / 40_981
+#: ``DRConfig`` overrides for the paper's schedule and beam rule with α as given: the defaults
+#: before issue 14, under which earlier results (streaming, speed) were recorded.
+PAPER_SETTINGS = ("train.reranker_epochs=0", "train.joint_epochs=2",
+                  "retrieval.target_recall=none", "assignment.penalty_scale=none")
 #: ``HNSWConfig.metric`` values.
 HNSW_METRICS = ("l2-reduction", "inner-product")
 
