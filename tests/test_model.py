@@ -294,6 +294,20 @@ def test_kmeans_init_places_items_from_the_trained_reranker(planted, monkeypatch
         load_config(DRConfig, overrides=["structure.n_nodes=2", "assignment.init=kmeans"])
 
 
+def test_scoring_budget_default_is_ten_percent_below_30k_items_and_two_from_there():
+    from deep_retrieval.index import retrieval
+    from deep_retrieval.index.state import build_state
+
+    tiny = load_config(DRConfig, overrides=TINY)
+    for n_items, share in ((100, 0.10), (29_999, 0.10), (30_000, 0.02), (40_000, 0.02)):
+        state = build_state(tiny, n_items, ordered=True)
+        assert retrieval.scoring_budget(state) == pytest.approx(share * n_items)
+    state.removed[:10_001] = True  # the budget counts servable items: 29,999 left
+    assert retrieval.scoring_budget(state) == pytest.approx(0.10 * 29_999)
+    given = load_config(DRConfig, overrides=[*TINY, "retrieval.max_fraction_scored=0.5"])
+    assert retrieval.scoring_budget(build_state(given, 100, ordered=True)) == pytest.approx(50)
+
+
 def test_penalty_scale_follows_the_interactions_per_item(planted):
     from deep_retrieval.config import PENALTY_REFERENCE_DENSITY
     from deep_retrieval.index.state import build_state
