@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from deep_retrieval import DeepRetrieval, ProtocolConfig, load_dataset, make_split
 from deep_retrieval.data.samples import TrainingSamples
@@ -27,6 +28,12 @@ def main(bundle: str, out: str) -> None:
     if ctx.rank == 0:
         model.save(out)
         (Path(out) / "objective.json").write_text(json.dumps(stats["objective"]))
+    if ctx.active:
+        # Leave together, with the process group torn down: a rank that exits while the other
+        # is still saving can abort in the group's threads ("terminate called without an active
+        # exception", seen in CI).
+        distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
