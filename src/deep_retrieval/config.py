@@ -847,7 +847,7 @@ class DRTrainConfig(EncoderTrainingConfig):
     The default schedule trains the reranker first, then the structure on it; the paper's
     (§2.5: 2 joint epochs, then 2 of the structure alone) is ``reranker_epochs=0,
     joint_epochs=2`` (README, "Choices": the paper's schedule keeps 0.78–0.90 × brute force's
-    recall, this one 0.95–1.1 ×).
+    recall, this one 0.94–1.1 ×).
 
     Attributes:
         epochs: network epochs (≥ 1). The first ``joint_epochs`` (0..epochs) train encoder,

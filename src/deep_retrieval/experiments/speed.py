@@ -34,7 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import DRConfig, HNSWConfig, IVFConfig, IVFPQConfig, ScaNNConfig, SoftmaxConfig
+from ..config import (
+    PAPER_SETTINGS,
+    DRConfig,
+    HNSWConfig,
+    IVFConfig,
+    IVFPQConfig,
+    ScaNNConfig,
+    SoftmaxConfig,
+    load_config,
+)
 from ..data.types import Sequences, Split
 from ..index.retrieval import QueryStats
 
@@ -46,19 +55,13 @@ CORPORA: dict[str, tuple[int, int]] = {"planted": (1, 3), "multi-interest": (2, 
 
 def _speed_dr_config() -> DRConfig:
     """K = 100, two epochs, and the settings the recorded speed results were measured with
-    (before issue 14's defaults): the paper's schedule where DR trains its own reranker (2 joint
-    epochs, no reranker epochs: 8 of them at 1M items would take hours), the 10 × k candidate
-    rule for the default beam (the frontier sweeps the beam anyway), and α as given."""
-    d = DRConfig()
-    return dataclasses.replace(
-        d,
-        structure=dataclasses.replace(d.structure, n_nodes=100),
-        train=dataclasses.replace(
-            d.train, epochs=2, joint_epochs=2, reranker_epochs=0, embedding_dim=64
-        ),
-        assignment=dataclasses.replace(d.assignment, penalty_scale=None),
-        retrieval=dataclasses.replace(d.retrieval, target_recall=None),
-    )
+    (:data:`~deep_retrieval.config.PAPER_SETTINGS`, before issue 14's defaults): the paper's
+    schedule where DR trains its own reranker (8 reranker epochs at 1M items would take hours),
+    the 10 × k candidate rule for the default beam (the frontier sweeps the beam anyway), and α
+    as given."""
+    return load_config(DRConfig, overrides=[
+        *PAPER_SETTINGS, "structure.n_nodes=100", "train.epochs=2", "train.embedding_dim=64",
+    ])
 
 
 @dataclass(frozen=True)
