@@ -1,7 +1,8 @@
 """The recommend contract (``deep_retrieval.core.contract``), checked for every registered method.
 
-Every method of the benchmark registry (``available_methods()``: the baselines, ``dr`` and
-``dr-shared``, DR over the fitted brute-force model's reranker, as the benchmark runs it) is
+Every method of the benchmark registry (``available_methods()``: the baselines, ``dr``,
+``dr-shared``, DR over the fitted brute-force model's reranker, ``dr-attention`` and
+``attention-exhaustive``, as the benchmark runs them) is
 fitted once per data flavour on a small planted data set and must honour the same promises:
 
 - ``fit(train, n_items)`` returns the model itself;
@@ -50,13 +51,14 @@ from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Sequences
 from deep_retrieval.estimator import DeepRetrieval
-from deep_retrieval.experiments.benchmark import _DRMethod, available_methods
+from deep_retrieval.experiments.benchmark import Exhaustive, _DRMethod, available_methods
 
 METHODS = available_methods()
 # Ordered rows: the softmax model encodes with its GRU; unordered rows: with mean pooling.
 FLAVOURS = ("ordered", "unordered")
 # Methods that score every item exactly: their rows are full up to min(n, V - excluded).
-EXHAUSTIVE = {"most-popular", "item-cf", "als", "brute-force"}
+EXHAUSTIVE = {"most-popular", "item-cf", "als", "brute-force", "attention-exhaustive"}
+ATTENTION = [*TINY, "reranker=attention", "train.attention_epochs=1"]
 
 # Small, fast settings. query_batch_size 16 < the 40 query users, so batched code paths cross
 # block boundaries (exclude rows must follow their block).
@@ -156,6 +158,11 @@ def unfitted(name: str, softmax: Any = None) -> Any:
     if name == "dr-shared":
         config = replace(CONFIG, dr=load_config(DRConfig, overrides=TINY))
         return _DRMethod(config, softmax, "cpu")
+    if name == "dr-attention":
+        config = replace(CONFIG, dr=load_config(DRConfig, overrides=ATTENTION))
+        return _DRMethod(config, None, "cpu", name)
+    if name == "attention-exhaustive":
+        return Exhaustive(DeepRetrieval(load_config(DRConfig, overrides=ATTENTION), device="cpu"))
     return make_baseline(name, CONFIG, softmax=softmax if name.startswith("ann-") else None)
 
 
@@ -254,8 +261,10 @@ def history_exclude(data: Data) -> Sequences:
 
 # ------------------------------------------------------------------------------------- the tests
 def test_the_suite_covers_every_registered_method() -> None:
-    assert set(METHODS) == set(BASELINES) | {"dr", "dr-shared"}
-    assert len(METHODS) == len(set(METHODS)) == 10
+    assert set(METHODS) == set(BASELINES) | {
+        "dr", "dr-shared", "dr-attention", "attention-exhaustive"
+    }
+    assert len(METHODS) == len(set(METHODS)) == 12
 
 
 @pytest.mark.parametrize("name", _params(METHODS))

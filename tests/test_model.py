@@ -38,13 +38,18 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def planted():
+def planted_split():
+    """The planted data set (8 clusters, 160 items) and its paper split, 100 test users."""
     data = make_clustered(n_users=500, n_items=160, n_clusters=8, interactions_per_user=24, seed=0)
     split = paper_split(
         data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=100, min_rating=0)
     )
     return data, split
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_split()
 
 
 @pytest.fixture(scope="module")
@@ -338,10 +343,13 @@ def test_exhaustive_top_matches_a_full_sort_and_skips_removed_items(planted):
     scores = state.net.reranker.query(u).numpy() @ keys.T + bias  # (U, V)
     scores[:, state.removed] = -np.inf
     want = np.argsort(-scores, axis=1, kind="stable")[:, :30]
-    got = retrieval.exhaustive_top(state, u, 30, item_block=17)  # blocks merge across 10 steps
+    # blocks merge across 10 steps
+    got, got_scores = retrieval.exhaustive_top(state, split.test_history, 30, item_block=17)
     np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got_scores, np.take_along_axis(scores, want, 1), rtol=1e-5)
     assert not np.isin(got, np.flatnonzero(state.removed)).any()
-    padded = retrieval.exhaustive_top(state, u[:2], split.n_items + 5)
+    padded, _ = retrieval.exhaustive_top(state, split.test_history.rows(np.arange(2)),
+                                         split.n_items + 5)
     assert (padded[:, -5 - state.removed.sum() :] == -1).all()
 
 
@@ -366,9 +374,8 @@ def test_recall_targeted_calibration_picks_the_smallest_beam_reaching_it(planted
     # Measured independently: at the chosen beam the served top 10 reaches the target.
     b = model.beam_size_for(10)
     hist = split.train.rows(np.arange(200))
-    u = retrieval.user_embeddings(model.state, hist)
     got, _ = model.recommend(hist, 10, beam_size=b)
-    exact = retrieval.exhaustive_top(model.state, u, 10)
+    exact, _ = retrieval.exhaustive_top(model.state, hist, 10)
     assert np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact, strict=True)]) > 0.8
     diag = model.diagnostics()["beam_for_n"]
     assert diag[10]["beam"] == b and diag[10]["recall"] >= 0.9 and diag[10]["fraction_scored"] > 0

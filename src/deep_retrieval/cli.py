@@ -338,7 +338,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         )
     if not len(known):
         raise CLIError("none of the --history items is known to the model")
-    ids, scores = model.recommend(Sequences.from_lists([known]), args.n, beam_size=args.beam_size)
+    ids, scores = model.recommend(
+        Sequences.from_lists([known]), args.n, beam_size=args.beam_size, exhaustive=args.exhaustive
+    )
     names = model.item_ids_ if (model.item_ids_ is not None and not args.internal_ids) else None
     print("rank\titem\tscore")
     for rank, (i, s) in enumerate(zip(ids[0], scores[0], strict=True), start=1):
@@ -693,6 +695,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-n", type=int, default=10, help="how many items (default 10)")
     p.add_argument("--beam-size", type=int, help="override the beam size")
+    p.add_argument(
+        "--exhaustive", action="store_true",
+        help="score every item with the reranker instead of searching the index",
+    )
     p.add_argument(
         "--internal-ids", action="store_true", help="--history holds internal item indices"
     )

@@ -44,6 +44,9 @@ PATH_INITS = ("random", "kmeans")
 #: ``AssignmentConfig.penalty_scale`` values (or ``None``), and the interactions per item that
 #: ``"interactions"`` divides by: Gowalla's training split (810,128 interactions, 40,981 items).
 PENALTY_SCALES = ("interactions",)
+#: ``DRConfig.reranker`` values: the dot-product model alone, or with the candidate-aware
+#: attention term (:mod:`deep_retrieval.core.modules.attention`).
+RERANKERS = ("dot", "attention")
 PENALTY_REFERENCE_DENSITY = 810_128 / 40_981
 #: ``DRConfig`` overrides for the paper's schedule and beam rule with α as given: the defaults
 #: before issue 14, under which earlier results (streaming, speed) were recorded.
@@ -538,6 +541,9 @@ class BenchmarkConfig(_Validated):
     else 1,000 carved from the training rows) before fitting them
     (:mod:`deep_retrieval.experiments.tuning`); the chosen settings go into ``results.json``.
     Off: their configured settings, as given.
+    ``exhaustive_users`` (≥ 1, or ``None``: all): the ``attention-exhaustive`` method scores every
+    item with the attention reranker, ``O(V · L)`` per user, so it is evaluated on this many test
+    users (drawn with ``seed``); its results carry brute force's metrics on the same users.
     """
 
     _section = "benchmark"
@@ -559,6 +565,7 @@ class BenchmarkConfig(_Validated):
     seed: int = 0
     device: str = "auto"
     query_batch_size: int = 256
+    exhaustive_users: int | None = 2000
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -579,6 +586,7 @@ class BenchmarkConfig(_Validated):
         _int(p, "seed", self.seed, 0)
         _device(p, "device", self.device)
         _int(p, "query_batch_size", self.query_batch_size, 1)
+        _int(p, "exhaustive_users", self.exhaustive_users, 1, optional=True)
         return p
 
 
@@ -864,6 +872,12 @@ class DRTrainConfig(EncoderTrainingConfig):
             sample. Off by default: with history dropout it is slower (README, "Choices", the
             training pass; :meth:`~deep_retrieval.data.samples.TrainingSamples.causal_epoch`).
         softmax_weight: weight of the reranker's softmax loss in ``Q`` (≥ 0).
+        attention_epochs: with ``reranker="attention"``, epochs (≥ 1) that train the attention
+            term alone on the frozen dot-product reranker, after the network epochs (README,
+            "Choices", the candidate-aware reranker).
+        attention_dim: ``d``, the attention term's projection width (≥ 1).
+        attention_negatives: negatives (≥ 1) per batch of the attention term's sampled softmax
+            (shared by the batch, drawn like the reranker's, log-Q corrected).
     """
 
     _section = "train"
@@ -875,6 +889,9 @@ class DRTrainConfig(EncoderTrainingConfig):
     structure_lr: float | None = None
     causal: bool = False
     softmax_weight: float = 1.0
+    attention_epochs: int = 4
+    attention_dim: int = 32
+    attention_negatives: int = 256
 
     def _problems(self) -> list[str]:
         p = super()._problems()
@@ -889,6 +906,9 @@ class DRTrainConfig(EncoderTrainingConfig):
         _real(p, "structure_lr", self.structure_lr, low=0, low_open=True, optional=True)
         _flag(p, "causal", self.causal)
         _real(p, "softmax_weight", self.softmax_weight, low=0)
+        _int(p, "attention_epochs", self.attention_epochs, 1)
+        _int(p, "attention_dim", self.attention_dim, 1)
+        _int(p, "attention_negatives", self.attention_negatives, 1)
         return p
 
 
@@ -986,6 +1006,12 @@ class DRConfig(_Validated):
     separate knob: :class:`BenchmarkConfig` hands its ``seed`` down to it. It does not choose the
     held-out users (``ProtocolConfig.seed``).
 
+    ``reranker``: what scores DR's candidates. ``"dot"`` (default): the dot-product softmax model
+    (the brute-force baseline's kind). ``"attention"``: that model's logit plus a target-attention
+    term conditioned on the candidate (:mod:`deep_retrieval.core.modules.attention`; trained for
+    ``train.attention_epochs``). No inner-product index can serve it; DR scores only its
+    candidates with it.
+
     Cross-section rule: ``assignment.n_candidates`` ≥ ``structure.paths_per_item`` (an item needs
     at least J candidate paths to pick its J from).
     """
@@ -996,6 +1022,7 @@ class DRConfig(_Validated):
     train: DRTrainConfig = field(default_factory=DRTrainConfig)
     assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    reranker: str = "dot"
     seed: int = 0
 
     def _problems(self) -> list[str]:
@@ -1020,6 +1047,7 @@ class DRConfig(_Validated):
                 f" structure.paths_per_item ({self.structure.paths_per_item}) must be ≤"
                 f" structure.n_nodes ({self.structure.n_nodes}), or use init='random'"
             )
+        _choice(p, "reranker", self.reranker, RERANKERS)
         _int(p, "seed", self.seed, 0)
         return p
 

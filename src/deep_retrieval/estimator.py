@@ -159,6 +159,7 @@ class DeepRetrieval:
         beam_size: int | None = None,
         rerank: bool | None = None,
         stats: QueryStats | None = None,
+        exhaustive: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n`` items per query: beam search → candidates → rerank (or path order).
 
@@ -170,6 +171,9 @@ class DeepRetrieval:
                 first) instead of the softmax head — the "DR without reranker" ablation.
             stats: a caller-owned :class:`QueryStats` that receives the candidate counts (the
                 model itself is never changed by a query).
+            exhaustive: skip the index and score every servable item with the reranker (with
+                ``reranker="attention"``: the attention-exhaustive method; ``O(V · L)`` per
+                user, for evaluation); ``beam_size``, ``rerank`` and ``stats`` are not used.
 
         Returns:
             ``(item_ids (U, n) int64, scores (U, n) float32)``, padded ``-1`` / ``-inf``.
@@ -177,6 +181,8 @@ class DeepRetrieval:
         check_query(histories, n, exclude, self.state.n_items, "DeepRetrieval")
         if len(histories) == 0:
             return empty_results(0, n)
+        if exhaustive:
+            return retrieval.exhaustive_top(self.state, histories, n, exclude=exclude)
         return retrieval.recommend(self.state, histories, n, exclude=exclude, beam_size=beam_size,
                                    rerank=rerank, stats=stats)
 

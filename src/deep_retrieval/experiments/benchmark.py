@@ -38,8 +38,11 @@ Progress = Callable[[str], None]
 
 #: ``dr``: DR exactly as ``train`` / ``DeepRetrieval().fit`` produces it (its own reranker);
 #: ``dr-shared``: DR's index over the brute-force model's trained reranker (frozen), so DR, the
-#: ANN baselines and brute force rank with the very same embeddings and the gap is the index's.
-DR_METHODS = ("dr", "dr-shared")
+#: ANN baselines and brute force rank with the very same embeddings and the gap is the index's;
+#: ``dr-attention``: ``dr`` with ``dr.reranker=attention`` (its candidates reranked by the
+#: candidate-aware reranker); ``attention-exhaustive``: that model's reranker over every item
+#: (on ``exhaustive_users`` test users).
+DR_METHODS = ("dr", "dr-shared", "dr-attention", "attention-exhaustive")
 
 
 def available_methods() -> tuple[str, ...]:
@@ -90,13 +93,17 @@ class CountedRecommender:
 class _DRMethod(CountedRecommender):
     """Benchmark adapter: fits DR, over the brute-force softmax model's reranker when given one."""
 
-    def __init__(self, config: BenchmarkConfig, softmax: Any, device: str) -> None:
+    def __init__(
+        self, config: BenchmarkConfig, softmax: Any, device: str, name: str = "dr"
+    ) -> None:
         from ..estimator import DeepRetrieval
 
         dr = config.dr
         if softmax is not None:  # the reranker's width must match the shared softmax model
             dr = replace(dr, train=replace(dr.train, embedding_dim=softmax.config.embedding_dim))
-        super().__init__(DeepRetrieval(dr, device=device), "dr" if softmax is None else "dr-shared")
+        if name == "dr-attention":
+            dr = replace(dr, reranker="attention")
+        super().__init__(DeepRetrieval(dr, device=device), name)
         self.softmax = softmax
 
     def fit(self, train: Sequences, n_items: int) -> _DRMethod:
@@ -111,11 +118,33 @@ class _DRMethod(CountedRecommender):
         return info
 
 
+class Exhaustive:
+    """``attention-exhaustive``: a ``dr-attention`` model's reranker over every item
+    (``recommend(..., exhaustive=True)``). ``fit`` fits the model unless it is fitted already
+    (in the benchmark it is the fitted ``dr-attention``)."""
+
+    name = "attention-exhaustive"
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def fit(self, train: Sequences, n_items: int) -> Exhaustive:
+        if getattr(self.model, "state_", None) is None:
+            self.model.fit(train, n_items)
+        return self
+
+    def recommend(self, histories: Sequences, n: int, *, exclude: Sequences | None = None):
+        return self.model.recommend(histories, n, exclude=exclude, exhaustive=True)
+
+
 def _build(name: str, config: BenchmarkConfig, fitted: dict[str, Any], device: str):
     from ..baselines import make_baseline
 
+    if name == "attention-exhaustive":
+        return Exhaustive(fitted["dr-attention"].model)
     if name in DR_METHODS:
-        return _DRMethod(config, fitted["brute-force"] if name == "dr-shared" else None, device)
+        shared = fitted["brute-force"] if name == "dr-shared" else None
+        return _DRMethod(config, shared, device, name)
     softmax = fitted.get("brute-force") if name.startswith("ann-") else None
     return make_baseline(name, config, softmax=softmax, device=device)
 
@@ -153,6 +182,10 @@ def run_benchmark(
     elif "brute-force" in methods:
         fit_order.remove("brute-force")
         fit_order.insert(0, "brute-force")
+    if "attention-exhaustive" in fit_order:  # it is the fitted dr-attention model, exhaustively
+        if "dr-attention" in fit_order:
+            fit_order.remove("dr-attention")
+        fit_order.insert(fit_order.index("attention-exhaustive"), "dr-attention")
 
     fitted: dict[str, Any] = {}
     fit_seconds: dict[str, float] = {}
@@ -177,25 +210,35 @@ def run_benchmark(
         fit_seconds[name] = time.perf_counter() - t0
         if name.startswith("ann-") or name == "dr-shared":
             fit_seconds[name] += fit_seconds["brute-force"]
+        if name == "attention-exhaustive":
+            fit_seconds[name] += fit_seconds["dr-attention"]
         fitted[name] = model
         if name not in methods:
             continue
         say(f"evaluating {name}")
+        rows = _evaluated_rows(name, config, len(split.test_truth))
         ev = evaluate(
             model,
-            split.test_history,
-            split.test_truth,
+            split.test_history.rows(rows),
+            split.test_truth.rows(rows),
             ks,
-            exclude=split.test_exclude,
+            exclude=None if split.test_exclude is None else split.test_exclude.rows(rows),
             batch_size=config.query_batch_size,
         )
-        recommendations[name] = ev.recommendations
+        recommendations[name] = np.full((len(split.test_truth), ev.recommendations.shape[1]), -1)
+        recommendations[name][rows] = ev.recommendations
         results[name] = {
             "metrics": ev.metrics,
             "fit_seconds": round(fit_seconds[name], 3),
             "query_ms_p50": round(ev.query_ms_p50, 4),
             "query_ms_p99": round(ev.query_ms_p99, 4),
         }
+        if len(rows) < len(split.test_truth):
+            results[name]["sample_users"] = len(rows)
+            if "brute-force" in recommendations:  # the comparison on the same users
+                results[name]["brute_force_on_sample"] = evaluate_recommendations(
+                    recommendations["brute-force"][rows], split.test_truth.rows(rows), ks
+                )
         extra = getattr(model, "figures", None)
         if callable(extra):
             results[name].update(extra())
@@ -218,6 +261,15 @@ def run_benchmark(
     if out_dir is not None:
         write_outputs(Path(out_dir), doc, split, recommendations)
     return doc
+
+
+def _evaluated_rows(name: str, config: BenchmarkConfig, n_users: int) -> np.ndarray:
+    """The test rows a method is evaluated on: all, but ``exhaustive_users`` of them (drawn with
+    ``seed``) for ``attention-exhaustive``."""
+    cap = config.exhaustive_users
+    if name != "attention-exhaustive" or cap is None or cap >= n_users:
+        return np.arange(n_users)
+    return np.sort(np.random.default_rng(config.seed).choice(n_users, size=cap, replace=False))
 
 
 def write_outputs(
@@ -280,6 +332,14 @@ def results_markdown(doc: dict[str, Any]) -> str:
                 f" per query ({100 * r['fraction_scored']:.2f} % of the items scored), largest path"
                 f" {r['largest_path_size']:,} items, {r['occupied_paths']:,} paths occupied."
             )
+        if "sample_users" in r:
+            key = f"recall@{doc['k'][-1]}"
+            bf = r.get("brute_force_on_sample")
+            versus = f", brute force {bf[key]:.4f}" if bf else ""
+            lines.append(
+                f"\n{name}: evaluated on {r['sample_users']:,} of the test users ({key}"
+                f" {r['metrics'][key]:.4f}{versus} on the same users)."
+            )
         if "tuning" in r:
             t = r["tuning"]
             score = next(k for k in t if k.startswith("validation_recall"))
@@ -291,9 +351,12 @@ def results_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def recompute_metrics(out_dir: str | Path, name: str, ks: Sequence[int]) -> dict[str, float]:
+def recompute_metrics(
+    out_dir: str | Path, name: str, ks: Sequence[int], *, sampled: bool = False
+) -> dict[str, float]:
     """Metrics of method ``name`` recomputed from ``truth.csv`` and ``recommendations/NAME.csv``
-    alone.
+    alone; ``sampled``: over the users that file has (a method evaluated on a sample of the
+    test users), else over every user of ``truth.csv``.
 
     An independent check of a benchmark directory: it uses the external ids in the CSV files and
     the metric definitions, nothing from the run itself.
@@ -303,6 +366,8 @@ def recompute_metrics(out_dir: str | Path, name: str, ks: Sequence[int]) -> dict
     recs = pd.read_csv(
         out_dir / "recommendations" / f"{name}.csv", dtype={"user": str, "item": str}
     )
+    if sampled:
+        truth = truth[truth.user.isin(set(recs.user))]
     users = sorted(truth.user.unique())
     items = {v: i for i, v in enumerate(sorted(set(truth.item) | set(recs.item)))}
     row = {u: r for r, u in enumerate(users)}

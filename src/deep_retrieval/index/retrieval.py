@@ -252,7 +252,8 @@ def recommend(
     u = user_embeddings(state, histories)
     # Reranking needs only the set of beam paths: no beam sort, no per-item path log-probs.
     path_ids, lp = beam(state, u, b, ordered=not rerank)
-    if rerank and fused and u.device.type == "cpu" and (
+    attention = state.net.attention is not None
+    if rerank and fused and not attention and u.device.type == "cpu" and (
         exclude is None or len(exclude) == len(histories)
     ):
         keys, bias = rerank_table(state)
@@ -283,6 +284,8 @@ def recommend(
             scores = keys[items] @ q[0] + bias[items]
         else:
             scores = np.einsum("ce,ce->c", q[rows], keys[items]) + bias[items]  # (C_total,)
+        if attention:
+            scores = scores + attention_terms(state, history_matrix(state, histories), rows, items)
         return segment_topk(rows, items, scores, len(histories), n)
     # Items on one path are indistinguishable to DR; break ties by popularity.
     return segment_topk(rows, items, path_lp, len(histories), n, tiebreak=-state.item_counts[items])
@@ -374,7 +377,7 @@ def calibrate_recall(
     n_servable = int((~state.removed).sum())
     ns = np.array([n for n in RECALL_NS if n <= n_servable] or [max(n_servable, 1)])
     top = int(ns[-1])
-    exact = exhaustive_top(state, user_embeddings(state, histories), top)  # (U, top)
+    exact, _ = exhaustive_top(state, histories, top)  # (U, top)
     recall = np.full((len(ns), len(beams)), np.nan)
     for j, b in enumerate(beams):
         if measure is not None and not measure[j]:
@@ -395,30 +398,104 @@ def _overlap(got: np.ndarray, want: np.ndarray) -> float:
     return float((hits.sum(axis=1) / sizes).mean()) if n_rows else 1.0
 
 
+#: Elements of the ``(users, candidates, history)`` attention weights computed at once (64 MiB).
+ATTENTION_BLOCK = 1 << 24
+
+
+@torch.no_grad()
+def attention_terms(
+    state: DRState, hist: np.ndarray, rows: np.ndarray, items: np.ndarray
+) -> np.ndarray:
+    """The attention term ``t(u, v)`` of flat ``(row, item)`` candidate pairs → ``(C_total,)``
+    float32 (:meth:`DRNet.attention_terms`).
+
+    Args:
+        hist: ``(U, L)`` the query users' histories (:func:`history_matrix`).
+        rows: ``(C_total,)`` ascending row of each candidate; ``items``: its item.
+    """
+    out = np.zeros(len(items), dtype=np.float32)
+    counts = np.bincount(rows, minlength=len(hist))
+    if not len(items):
+        return out
+    starts = np.cumsum(counts) - counts
+    col = np.arange(len(items)) - starts[rows]  # position within its row
+    width = int(counts.max())
+    step = max(1, ATTENTION_BLOCK // (width * hist.shape[1]))
+    for lo in range(0, len(hist), step):
+        hi = min(lo + step, len(hist))
+        sel = slice(int(starts[lo]), int(starts[hi - 1] + counts[hi - 1]))
+        r, c = rows[sel] - lo, col[sel]
+        mat = np.zeros((hi - lo, width), dtype=np.int64)  # padding scores item 0, never read
+        mat[r, c] = items[sel]
+        terms = state.net.attention_terms(
+            torch.as_tensor(hist[lo:hi], device=state.device),
+            torch.as_tensor(mat, device=state.device),
+        )
+        out[sel] = terms.float().cpu().numpy()[r, c]
+    return out
+
+
 @torch.no_grad()
 def exhaustive_top(
-    state: DRState, u: torch.Tensor, n: int, item_block: int = 1 << 16
-) -> np.ndarray:
-    """``(U, n)`` the reranker's exact top ``n`` items over the whole catalogue (removed items
-    left out), best first, ``-1`` padded: the brute-force answer DR approximates. Items are
-    scored in blocks of ``item_block`` and each block's top ``n`` merged into the running top
-    ``n``, so memory stays ``O(U · (n + item_block))``."""
-    keys, bias = rerank_table(state)
-    q = state.net.reranker.query(u).float().cpu()  # (U, E)
-    best_s = torch.full((len(q), 0), -torch.inf)
-    best_i = torch.zeros((len(q), 0), dtype=torch.int64)
-    for lo in range(0, state.n_items, item_block):
-        hi = min(lo + item_block, state.n_items)
-        scores = q @ torch.from_numpy(keys[lo:hi]).T + torch.from_numpy(bias[lo:hi])  # (U, h)
-        scores[:, torch.from_numpy(state.removed[lo:hi])] = -torch.inf
-        block_s, block_i = torch.topk(scores, min(n, hi - lo), dim=1)
-        cat_s = torch.cat([best_s, block_s], dim=1)  # (U, ≤ 2n)
-        cat_i = torch.cat([best_i, block_i + lo], dim=1)
-        best_s, pos = torch.topk(cat_s, min(n, cat_s.shape[1]), dim=1)
-        best_i = torch.gather(cat_i, 1, pos)
-    ids = np.full((len(q), n), -1, dtype=np.int64)
-    ids[:, : best_i.shape[1]] = np.where(np.isfinite(best_s.numpy()), best_i.numpy(), -1)
-    return ids
+    state: DRState, histories: Sequences, n: int, *, exclude: Sequences | None = None,
+    item_block: int = 1 << 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reranker's exact top ``n`` over the whole catalogue (removed items, and each row's
+    ``exclude`` items, left out): the brute-force answer DR approximates, and with
+    ``reranker="attention"`` the attention-exhaustive method. Items are scored in blocks of
+    ``item_block`` and each block's top ``n`` merged into the running top ``n``, so memory stays
+    ``O(U · (n + item_block))``; the attention term is computed for a few users at a time, users
+    of similar history length together.
+
+    Returns:
+        ``(item_ids (U, n) int64, scores (U, n) float32)``, best first, padded ``-1`` / ``-inf``.
+    """
+    keys_np, bias_np = rerank_table(state)
+    keys, bias = torch.from_numpy(keys_np), torch.from_numpy(bias_np)
+    removed = torch.from_numpy(state.removed)
+    hist = history_matrix(state, histories)  # (U, L)
+    q = state.net.reranker.query(user_embeddings(state, histories)).float().cpu()  # (U, E)
+    attention = state.net.attention is not None
+    lengths = (hist >= 0).sum(axis=1)
+    order = np.argsort(lengths, kind="stable") if attention else np.arange(len(hist))
+    n_users = len(hist)
+    ids = np.full((n_users, n), -1, dtype=np.int64)
+    out = np.full((n_users, n), -np.inf, dtype=np.float32)
+    chunk = n_users if not attention else None
+    pos = 0
+    while pos < n_users:
+        if attention:  # users of one chunk share a history width: the longest in it
+            width = max(int(lengths[order[min(pos + 63, n_users - 1)]]), 1)
+            block = max(1, min(item_block, ATTENTION_BLOCK // width))
+            size = max(1, min(64, ATTENTION_BLOCK // (block * width)))
+        else:
+            width, block, size = hist.shape[1], item_block, chunk or 1
+        users = order[pos : pos + size]
+        pos += len(users)
+        h = torch.as_tensor(hist[users][:, hist.shape[1] - width :], device=state.device)
+        banned = exclude.rows(users) if exclude is not None else None
+        best_s = torch.full((len(users), 0), -torch.inf)
+        best_i = torch.zeros((len(users), 0), dtype=torch.int64)
+        for lo in range(0, state.n_items, block):
+            hi = min(lo + block, state.n_items)
+            scores = q[users] @ keys[lo:hi].T + bias[lo:hi]  # (u, h)
+            if attention:
+                items = torch.arange(lo, hi, device=state.device)
+                scores = scores + state.net.attention_terms(h, items).float().cpu()
+            scores[:, removed[lo:hi]] = -torch.inf
+            if banned is not None:
+                r, c = banned.row_ids(), banned.items
+                m = (c >= lo) & (c < hi)
+                scores[torch.from_numpy(r[m]), torch.from_numpy(c[m] - lo)] = -torch.inf
+            block_s, block_i = torch.topk(scores, min(n, hi - lo), dim=1)
+            cat_s = torch.cat([best_s, block_s], dim=1)  # (u, ≤ 2n)
+            cat_i = torch.cat([best_i, block_i + lo], dim=1)
+            best_s, take = torch.topk(cat_s, min(n, cat_s.shape[1]), dim=1)
+            best_i = torch.gather(cat_i, 1, take)
+        found = np.isfinite(best_s.numpy())
+        ids[users, : best_i.shape[1]] = np.where(found, best_i.numpy(), -1)
+        out[users, : best_s.shape[1]] = np.where(found, best_s.numpy(), -np.inf)
+    return ids, out
 
 
 @torch.no_grad()

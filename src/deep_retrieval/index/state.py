@@ -24,6 +24,7 @@ from torch import nn
 
 from ..config import PENALTY_REFERENCE_DENSITY, DRConfig
 from ..core.assignment import PathScores
+from ..core.modules.attention import TargetAttention
 from ..core.modules.softmax import SoftmaxModel
 from ..core.modules.structure import StructureNet
 from ..core.paths import ItemPathMap, PathCodec
@@ -37,7 +38,8 @@ T = TypeVar("T")
 
 
 class DRNet(nn.Module):
-    """Shared user encoder → structure network (paths) and softmax head (reranker)."""
+    """Shared user encoder → structure network (paths) and softmax head (reranker), plus the
+    candidate-aware attention term when ``config.reranker == "attention"``."""
 
     def __init__(
         self,
@@ -61,10 +63,23 @@ class DRNet(nn.Module):
         self.structure = StructureNet(
             t.embedding_dim, s.n_layers, s.n_nodes, s.node_dim, s.hidden_dim
         )
+        self.attention = (
+            TargetAttention(t.embedding_dim, t.attention_dim)
+            if config.reranker == "attention"
+            else None
+        )
 
     def user_embedding(self, hist: torch.Tensor) -> torch.Tensor:
         """``(U, L)`` history ids (``-1`` padded) → ``(U, E)``."""
         return self.reranker.user_embedding(hist)
+
+    def attention_terms(self, hist: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The attention term ``t(u, v)`` (:class:`TargetAttention`) of users ``hist`` ``(N, L)``
+        for ``items``: ``(C,)`` ids shared by every user or ``(N, C)`` per user → ``(N, C)``.
+        The reranker's logit is ``reranker.scores(u, items)`` plus this."""
+        assert self.attention is not None, "the model has no attention term (reranker='dot')"
+        history, mask = self.reranker.encoder.history_vectors(hist)  # (N, L, E), (N, L)
+        return self.attention(history, mask, self.reranker.item_table(items))
 
 
 @dataclass(eq=False)

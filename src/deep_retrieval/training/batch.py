@@ -46,6 +46,7 @@ from .checkpoint import (
 )
 from .step import (
     epoch_entry,
+    history_batches,
     kmeans_paths,
     make_optimizer,
     negative_sampling_probs,
@@ -60,25 +61,32 @@ log = logging.getLogger("deep_retrieval")
 
 def network_epoch(
     state: DRState, samples: TrainingSamples, optimizer: torch.optim.Optimizer, *, joint: bool,
-    structure: bool = True, fault: str | None = None,
+    structure: bool = True, attention: bool = False, fault: str | None = None,
 ) -> dict[str, float]:
     """One pass of the network step over every training sample (``structure=False``: the
-    reranker alone); returns the mean structure and softmax losses."""
+    reranker alone; ``attention=True``: the attention term alone); returns the mean losses."""
     t = state.config.train
     encoder = state.net.reranker.encoder
     # N processes step together on N per-process batches: keep the global batch size.
     batch_size = max(1, -(-t.batch_size // distributed.current().world))
-    batches = sample_batches(
-        encoder, samples, batch_size, history_dropout=t.history_dropout,
-        causal=t.causal and encoder.kind == "mean", grad=joint, device=state.device,
+    batches = (
+        history_batches(samples, batch_size, history_dropout=t.history_dropout,
+                        device=state.device)
+        if attention
+        else sample_batches(
+            encoder, samples, batch_size, history_dropout=t.history_dropout,
+            causal=t.causal and encoder.kind == "mean", grad=joint, device=state.device,
+        )
     )
     probs = negative_sampling_probs(
-        state, np.bincount(samples.train.items, minlength=state.n_items), joint
+        state, np.bincount(samples.train.items, minlength=state.n_items), joint or attention
     )
     structure_sum, softmax_sum, n = network_step(
         state, optimizer, batches, joint=joint, sampling_probs=probs, structure=structure,
-        fault=fault,
+        attention=attention, fault=fault,
     )
+    if attention:
+        return {"attention_loss": softmax_sum / max(n, 1)}
     return {"structure_loss": structure_sum / max(n, 1), "softmax_loss": softmax_sum / max(n, 1)}
 
 
@@ -234,26 +242,36 @@ def fit_state(
             )
         distributed.barrier()
 
-    # Reranker epochs (none with a given, frozen reranker) come first, then the network epochs;
-    # checkpoints count both.
+    # Reranker epochs (none with a given, frozen reranker) come first, then the network epochs,
+    # then the attention term's (reranker="attention"; last, so that it learns on the reranker
+    # as every schedule leaves it); checkpoints count them all.
     n_reranker = 0 if frozen_reranker else t.reranker_epochs
-    for epoch in range(start, n_reranker + t.epochs):
-        step = epoch - n_reranker  # the network epoch, < 0 for a reranker epoch
-        assign = step >= 0 and ((step + 1) % t.assign_every == 0 or step == t.epochs - 1)
+    last = n_reranker + t.epochs  # the first attention epoch
+    n_attention = t.attention_epochs if state.net.attention is not None else 0
+    for epoch in range(start, last + n_attention):
+        step = epoch - n_reranker  # the network epoch: < 0 for a reranker epoch
+        attention = epoch >= last
+        assign = 0 <= step < t.epochs and ((step + 1) % t.assign_every == 0 or step == t.epochs - 1)
         if pending is not None:  # resumed between this epoch's network step and its assignment
             entry, pending = pending, None
         else:
             if step == 0 and cfg.assignment.init == "kmeans":
                 kmeans_paths(state)  # from the reranker as the reranker epochs left it
-            joint = not frozen_reranker and step < t.joint_epochs
+            joint = not frozen_reranker and not attention and step < t.joint_epochs
             t0 = time.perf_counter()
-            losses = network_epoch(state, samples, optimizer, joint=joint, structure=step >= 0,
-                                   fault=f"network-{epoch}")
+            losses = network_epoch(
+                state, samples, optimizer, joint=joint, structure=0 <= step < t.epochs,
+                attention=attention, fault=f"network-{epoch}",
+            )
+            phase = (
+                {"attention_only": True} if attention
+                else {} if step >= 0 else {"reranker_only": True}
+            )
             entry = {
                 "event": "epoch",
                 "epoch": epoch + 1,
                 "joint": joint,
-                **({} if step >= 0 else {"reranker_only": True}),
+                **phase,
                 **{k: round(v, 5) for k, v in losses.items()},
                 "network_seconds": round(time.perf_counter() - t0, 2),
             }

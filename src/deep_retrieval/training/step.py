@@ -23,7 +23,11 @@ import torch
 
 from ..core.assignment import PathScores, assign_paths
 from ..core.modules.encoder import UserEncoder
-from ..core.modules.softmax import popularity_sampling_probs
+from ..core.modules.softmax import (
+    draw_negatives,
+    popularity_sampling_probs,
+    sampled_cross_entropy,
+)
 from ..core.paths import kmeans_path_ids
 from ..data.samples import TrainingSamples, drop_history
 from ..index.retrieval import beam
@@ -33,17 +37,17 @@ from . import distributed
 
 
 def make_optimizer(state: DRState) -> torch.optim.Optimizer:
-    """Adam (fused where supported) over the reranker (with the shared encoder) at ``lr`` and the
-    structure network at ``structure_lr`` (default ``lr``)."""
-    t = state.config.train
-    return adam(
-        [
-            {"params": list(state.net.reranker.parameters()), "lr": t.lr},
-            {"params": list(state.net.structure.parameters()), "lr": t.structure_lr or t.lr},
-        ],
-        t.lr,
-        t.weight_decay,
-    )
+    """Adam (fused where supported) over the reranker (with the shared encoder) at ``lr``, the
+    structure network at ``structure_lr`` (default ``lr``) and the attention term, if any, at
+    ``lr``."""
+    t, net = state.config.train, state.net
+    groups = [
+        {"params": list(net.reranker.parameters()), "lr": t.lr},
+        {"params": list(net.structure.parameters()), "lr": t.structure_lr or t.lr},
+    ]
+    if net.attention is not None:
+        groups.append({"params": list(net.attention.parameters()), "lr": t.lr})
+    return adam(groups, t.lr, t.weight_decay)
 
 
 @torch.no_grad()
@@ -104,6 +108,16 @@ def sample_batches(
             with torch.set_grad_enabled(grad):
                 u = encoder(torch.as_tensor(hist, device=device))
             yield u, torch.as_tensor(target, device=device)
+
+
+def history_batches(
+    samples: TrainingSamples, batch_size: int, *, history_dropout: float,
+    device: torch.device | str,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of ``(histories (N, L), targets (N,))`` batches: what the attention term trains
+    on (it reads the history item by item, not one pooled vector)."""
+    for hist, target in samples.epoch(batch_size, history_dropout=history_dropout):
+        yield torch.as_tensor(hist, device=device), torch.as_tensor(target, device=device)
 
 
 def array_batches(
@@ -167,6 +181,39 @@ def batch_loss(
     return structure_value, softmax_value
 
 
+def attention_loss(
+    state: DRState, hist: torch.Tensor, target: torch.Tensor, sampling_probs: torch.Tensor | None
+) -> float:
+    """The attention term's loss on one batch, back-propagated: the sampled softmax
+    (``train.attention_negatives`` shared negatives, log-Q corrected) of the reranker's logit
+    ``⟨q(u), k(v)⟩ + b_v + t(u, v)`` with the dot-product part frozen, so only ``t`` learns.
+
+    Args:
+        hist: ``(N, L)`` history ids (``-1`` padded); ``target``: ``(N,)`` items.
+    """
+    net, t = state.net, state.config.train
+    assert net.attention is not None
+    negatives, log_q = draw_negatives(
+        state.n_items, t.attention_negatives, sampling_probs, device=hist.device
+    )
+    with torch.no_grad():  # the dot-product model and the item vectors are frozen
+        u = net.reranker.user_embedding(hist)
+        pos_dot = net.reranker.scores(u, target[:, None])[:, 0]  # (N,)
+        neg_dot = net.reranker.scores(u, negatives)  # (N, n)
+        history, mask = net.reranker.encoder.history_vectors(hist)  # (N, L, E)
+        pos_items = net.reranker.item_table(target)[:, None]  # (N, 1, E)
+        neg_items = net.reranker.item_table(negatives)  # (n, E)
+    pos = pos_dot + net.attention(history, mask, pos_items)[:, 0] - log_q(target)
+    neg = neg_dot + net.attention(history, mask, neg_items) - log_q(negatives)
+    loss = sampled_cross_entropy(pos, neg, target, negatives)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the attention loss became {float(loss.detach())}: lower train.lr"
+        )
+    loss.backward()
+    return float(loss.detach())
+
+
 def network_step(
     state: DRState,
     optimizer: torch.optim.Optimizer,
@@ -175,27 +222,34 @@ def network_step(
     joint: bool,
     sampling_probs: torch.Tensor | None,
     structure: bool = True,
+    attention: bool = False,
     fault: str | None = None,
 ) -> tuple[float, float, int]:
     """One network step over ``batches`` of ``(user vectors, targets)``, the paths fixed;
     ``joint=False`` freezes the reranker and the shared encoder, ``structure=False`` the
-    structure network (a reranker epoch: the reranker's softmax alone). Returns the summed
-    structure and softmax losses and the number of batches.
+    structure network (a reranker epoch: the reranker's softmax alone). ``attention=True``
+    trains the attention term alone (:func:`attention_loss`) on ``(histories, targets)``
+    batches (:func:`history_batches`). Returns the summed structure and softmax (or attention)
+    losses and the number of batches.
 
     Under ``torch.distributed`` the processes step together: one that runs out of batches keeps
     joining the gradient all-reduce with zeros until every process is done. ``fault`` names the
     crash-test point hit after the first batch (see
     :func:`~deep_retrieval.training.checkpoint.fault_point`).
     """
-    if not (joint or structure):
-        raise ValueError("a network step trains the reranker, the structure network, or both")
     net = state.net
+    if attention and (joint or structure or net.attention is None):
+        raise ValueError("an attention step trains the attention term alone, and needs one")
+    if not (joint or structure or attention):
+        raise ValueError("a network step trains the reranker, the structure network, or both")
     item_paths = (
         torch.as_tensor(state.item_paths.paths, device=state.device) if structure else None
     )  # (V, J, D)
     net.train()
     net.reranker.requires_grad_(joint)
     net.structure.requires_grad_(structure)
+    if net.attention is not None:
+        net.attention.requires_grad_(attention)
     ctx = distributed.current()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     structure_sum = softmax_sum = 0.0
@@ -209,8 +263,10 @@ def network_step(
             distributed.any_process(True)
         optimizer.zero_grad(set_to_none=True)
         if batch is not None:
-            structure_loss, softmax_loss = batch_loss(
-                state, *batch, item_paths, joint, sampling_probs
+            structure_loss, softmax_loss = (
+                (0.0, attention_loss(state, *batch, sampling_probs))
+                if attention
+                else batch_loss(state, *batch, item_paths, joint, sampling_probs)
             )
             structure_sum += structure_loss
             softmax_sum += softmax_loss
@@ -222,8 +278,7 @@ def network_step(
             from .checkpoint import fault_point
 
             fault_point(fault)  # mid-epoch
-    net.reranker.requires_grad_(True)
-    net.structure.requires_grad_(True)
+    net.requires_grad_(True)
     net.eval()
     state.changed()
     return structure_sum, softmax_sum, n_batches

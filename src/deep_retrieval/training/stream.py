@@ -362,6 +362,11 @@ def stream_state(
         ValueError: events out of time order, items outside ``[0, V)``, or no event with a history.
     """
     cfg = state.config
+    if state.net.attention is not None:
+        raise ValueError(
+            "streaming does not train the attention reranker: set dr.reranker=dot, or fit in"
+            " batch (DeepRetrieval.fit / deep-retrieval train)"
+        )
     t, a, s = cfg.train, cfg.assignment, cfg.structure
     n_items = state.n_items
     rng = np.random.default_rng(cfg.seed)

@@ -71,6 +71,14 @@ class UserEncoder(nn.Module):
             return self._mean(ids, mask)
         return self._gru(ids, mask)
 
+    def history_vectors(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, L)`` int64 ids (``-1`` = missing) → ``((N, L, E)`` item embeddings (zero on
+        padding), ``(N, L)`` bool mask of the real items``)``: the history one item at a time,
+        as the candidate-aware reranker reads it."""
+        mask = hist >= 0
+        ids = torch.where(mask, hist, torch.full_like(hist, self.pad))
+        return self.item_embedding(ids), mask
+
     @torch.no_grad()
     def append_items(self, vectors: np.ndarray) -> None:
         """Grow the vocabulary by ``n`` items with the given ``(n, E)`` embeddings; the padding row

@@ -9,6 +9,7 @@ reranker (paper notes §1.4, "a simple dot-product type of model").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -147,22 +148,9 @@ class SoftmaxModel(nn.Module):
         if n_negatives >= self.n_items:
             logits = self.scores(u)  # (N, V)
             return F.cross_entropy(logits, targets)
-        device = u.device
-        if sampling_probs is None:
-            negatives = torch.randint(
-                self.n_items, (n_negatives,), device=device, generator=generator
-            )
-            log_q_neg = torch.full(
-                (n_negatives,), math.log(n_negatives / self.n_items), device=device
-            )
-            log_q_pos = torch.full(
-                targets.shape, math.log(n_negatives / self.n_items), device=device
-            )
-        else:
-            q = sampling_probs / sampling_probs.sum()
-            negatives = torch.multinomial(q, n_negatives, replacement=True, generator=generator)
-            log_q_neg = torch.log(n_negatives * q[negatives])
-            log_q_pos = torch.log(n_negatives * q[targets])
+        negatives, log_q = draw_negatives(
+            self.n_items, n_negatives, sampling_probs, device=u.device, generator=generator
+        )
         # One lookup for targets and negatives: a single (dense) gradient for the item table.
         both = torch.cat([targets, negatives])
         k = self.keys(both)  # (N + n_negatives, E)
@@ -173,9 +161,38 @@ class SoftmaxModel(nn.Module):
         )
         q = self.query(u)  # (N, E)
         n = len(targets)
-        pos = (q * k[:n]).sum(dim=1) + b[:n] - log_q_pos  # (N,)
-        neg = q @ k[n:].T + b[n:] - log_q_neg  # (N, n_negatives)
-        neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-        # (N, 1 + n_negatives); the target is column 0.
-        logits = torch.cat([pos[:, None], neg], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(targets))
+        pos = (q * k[:n]).sum(dim=1) + b[:n] - log_q(targets)  # (N,)
+        neg = q @ k[n:].T + b[n:] - log_q(negatives)  # (N, n_negatives)
+        return sampled_cross_entropy(pos, neg, targets, negatives)
+
+
+def draw_negatives(
+    n_items: int,
+    n_negatives: int,
+    sampling_probs: torch.Tensor | None,
+    *,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """``n_negatives`` item ids drawn with replacement from ``sampling_probs`` ``(V,)`` (need not
+    be normalised; ``None``: uniform), and ``log_q(ids)``: the log-Q correction
+    ``log(n_negatives · q(v))`` to subtract from each sampled logit (Bengio & Senécal; Jean et
+    al. 2015), so that the sampled softmax is a consistent estimate of the full one."""
+    if sampling_probs is None:
+        negatives = torch.randint(n_items, (n_negatives,), device=device, generator=generator)
+        constant = math.log(n_negatives / n_items)
+        return negatives, lambda ids: torch.full(ids.shape, constant, device=device)
+    q = sampling_probs / sampling_probs.sum()
+    negatives = torch.multinomial(q, n_negatives, replacement=True, generator=generator)
+    return negatives, lambda ids: torch.log(n_negatives * q[ids])
+
+
+def sampled_cross_entropy(
+    pos: torch.Tensor, neg: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
+    """Mean cross-entropy of the target column: ``pos`` ``(N,)`` target logits and ``neg``
+    ``(N, n)`` logits of the shared ``negatives`` ``(n,)`` (both log-Q corrected); a negative
+    equal to the row's own target is masked out (it is not a negative for that row)."""
+    neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + n); the target is column 0
+    return F.cross_entropy(logits, torch.zeros_like(targets))
