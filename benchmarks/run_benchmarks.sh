@@ -7,7 +7,8 @@
 # verify_outputs.py re-checks every metric.
 #   benchmarks/run_benchmarks.sh              # everything (about two hours on 2 cores)
 #   benchmarks/run_benchmarks.sh gowalla      # one data set (its benchmark and, if any, ablations)
-#   benchmarks/run_benchmarks.sh gowalla bench  # its benchmark only ("ablate": its ablations only)
+#   benchmarks/run_benchmarks.sh gowalla bench  # its benchmark only ("ablate": its ablations only;
+#                                               # "attention": the candidate-aware reranker's run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DR=${DR:-.venv/bin/deep-retrieval}
@@ -26,6 +27,22 @@ bench() {  # NAME K
   cp "runs/$name/results.json" "runs/$name/results.md" "benchmarks/results/$name/"
 }
 
+# The candidate-aware reranker (dr.reranker=attention) beside brute force, in a run of its own
+# (results in benchmarks/results/NAME/attention/): dr-attention is dr with the attention term
+# (the same index and dot product: the attention term has its own seed), attention-exhaustive
+# its reranker over every item on 2,000 test users.
+attention() {  # NAME K
+  local name=$1 k=$2
+  [[ -n $ONLY && $ONLY != "$name" ]] && return 0
+  [[ -n $PART && $PART != attention ]] && return 0
+  $DR -q benchmark --dataset "$name" --data-dir "$DATA" --k "$k" --out "runs/$name-attention" \
+    --methods brute-force,dr-attention,attention-exhaustive
+  .venv/bin/python benchmarks/verify_outputs.py "runs/$name-attention"
+  mkdir -p "benchmarks/results/$name/attention"
+  cp "runs/$name-attention/results.json" "runs/$name-attention/results.md" \
+    "benchmarks/results/$name/attention/"
+}
+
 ablate() {  # NAME K OUT [extra flags]
   local name=$1 k=$2 out=$3; shift 3
   [[ -n $ONLY && $ONLY != "$name" ]] && return 0
@@ -38,6 +55,11 @@ bench movielens-100k 10
 bench movielens-1m-m1 20
 bench gowalla 20
 bench amazon-book 20
+attention movielens-latest-small 10
+attention movielens-100k 10
+attention movielens-1m-m1 20
+attention gowalla 20
+attention amazon-book 20
 # The ablations share the brute-force model's reranker (share_reranker), so rows differ in the
 # index alone. Penalties are before the scale (penalty_scale=interactions: × interactions per
 # item / 19.8; Gowalla's scale is 1, so its penalty_scale row would repeat the configured fit).

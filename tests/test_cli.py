@@ -172,7 +172,8 @@ def test_ablate_writes_one_row_per_setting(tmp_path, capsys):
     out = tmp_path / "abl"
     sets = ["--set", *TINY_DR, "softmax.epochs=1", "softmax.embedding_dim=16"]
     grid = ["--grid", "paths_per_item=1,3", "n_layers=2", "hidden_dim=256", "penalty=1e-4,1e-2",
-            "penalty_scale=interactions", "init=random", "target_recall=none", "beam_size=1,4"]
+            "penalty_scale=interactions", "init=random", "target_recall=none", "reranker=dot",
+            "beam_size=1,4"]
     assert main(["-q", "ablate", "--dataset", "movielens-latest-small", "--k", "10",
                  "--out", str(out), *grid, *sets]) == 0
     doc = json.loads((out / "ablations.json").read_text())
@@ -180,7 +181,8 @@ def test_ablate_writes_one_row_per_setting(tmp_path, capsys):
     assert got == [("paths_per_item", 1), ("paths_per_item", 3), ("n_layers", 2),
                    ("hidden_dim", 256), ("penalty", 1e-4), ("penalty", 1e-2),
                    ("penalty_scale", "interactions"), ("init", "random"), ("target_recall", None),
-                   ("beam_size", 1), ("beam_size", 4), ("rerank", True), ("rerank", False)]
+                   ("reranker", "dot"), ("beam_size", 1), ("beam_size", 4), ("rerank", True),
+                   ("rerank", False)]
     bf = doc["brute_force"]["recall@10"]
     for r in doc["rows"]:
         assert r["recall_ratio"] == pytest.approx(r["recall@10"] / bf, abs=1e-3)
@@ -189,7 +191,8 @@ def test_ablate_writes_one_row_per_setting(tmp_path, capsys):
     assert beams[4]["candidates_per_query"] > beams[1]["candidates_per_query"]
     # the configured fit (J=3, D=2, 256 hidden, α=1e-4 with TINY_DR) is reused, not fitted again
     configured = {("paths_per_item", 3), ("n_layers", 2), ("hidden_dim", 256), ("penalty", 1e-4),
-                  ("penalty_scale", "interactions"), ("init", "random"), ("rerank", True)}
+                  ("penalty_scale", "interactions"), ("init", "random"), ("reranker", "dot"),
+                  ("rerank", True)}
     same = [r["fit_seconds"] for r in doc["rows"] if (r["ablation"], r["value"]) in configured]
     assert len(set(same)) == 1
     assert "## Penalty α" in (out / "ablations.md").read_text()

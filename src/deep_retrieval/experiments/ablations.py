@@ -42,24 +42,32 @@ class AblationGrid:
     penalty_scale: tuple[str | None, ...] = (None, "interactions")
     init: tuple[str, ...] = ("random", "kmeans")
     target_recall: tuple[float | None, ...] = (None, 0.99)
+    reranker: tuple[str, ...] = ("dot", "attention")
+    attention_dim: tuple[int, ...] = (32,)
+    attention_negatives: tuple[int, ...] = (256,)
     beam_size: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
-#: The fitted ablations, each with the config section it changes.
+#: The fitted ablations, each with the config section it changes ("": a key of DRConfig itself).
+#: The attention term's settings matter only with reranker=attention (--set dr.reranker=attention).
 _SECTIONS = {"paths_per_item": "structure", "n_layers": "structure", "hidden_dim": "structure",
              "penalty": "assignment", "penalty_scale": "assignment", "init": "assignment",
-             "target_recall": "retrieval"}
+             "target_recall": "retrieval", "reranker": "", "attention_dim": "train",
+             "attention_negatives": "train"}
 
 
 def _variant(dr: DRConfig, ablation: str, value: Any) -> DRConfig:
     if ablation not in _SECTIONS:
         raise ValueError(f"unknown ablation {ablation!r}")
     section = _SECTIONS[ablation]
+    if not section:
+        return replace(dr, **{ablation: value})
     return replace(dr, **{section: replace(getattr(dr, section), **{ablation: value})})
 
 
 def _current(dr: DRConfig, ablation: str) -> Any:
-    return getattr(getattr(dr, _SECTIONS[ablation]), ablation)
+    section = _SECTIONS[ablation]
+    return getattr(getattr(dr, section) if section else dr, ablation)
 
 
 class _Fixed:
@@ -203,6 +211,9 @@ _TITLES = {
     "penalty_scale": "Penalty scale (None = α as given)",
     "init": "Initial paths",
     "target_recall": "Beam rule: recall target within the budget (None = 10 × k candidates)",
+    "reranker": "Reranker (attention: the candidate-aware term on the dot product)",
+    "attention_dim": "Attention term width d",
+    "attention_negatives": "Attention term negatives per batch",
     "beam_size": "Beam size B (configured fit)",
     "rerank": "Reranking (configured fit and beam)",
 }
@@ -253,6 +264,9 @@ def parse_grid(overrides: Sequence[str]) -> AblationGrid:
         "penalty_scale": optional(str),
         "init": str.strip,
         "target_recall": optional(float),
+        "reranker": str.strip,
+        "attention_dim": int,
+        "attention_negatives": int,
         "beam_size": int,
     }
     values: dict[str, tuple] = {}

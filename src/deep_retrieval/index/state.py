@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import PENALTY_REFERENCE_DENSITY, DRConfig
@@ -63,11 +64,13 @@ class DRNet(nn.Module):
         self.structure = StructureNet(
             t.embedding_dim, s.n_layers, s.n_nodes, s.node_dim, s.hidden_dim
         )
-        self.attention = (
-            TargetAttention(t.embedding_dim, t.attention_dim)
-            if config.reranker == "attention"
-            else None
-        )
+        self.attention: TargetAttention | None = None
+        if config.reranker == "attention":
+            # Its own seeded generator: the rest of the model (and so the index a fit builds)
+            # is the same as with reranker="dot".
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                self.attention = TargetAttention(t.embedding_dim, t.attention_dim)
 
     def user_embedding(self, hist: torch.Tensor) -> torch.Tensor:
         """``(U, L)`` history ids (``-1`` padded) → ``(U, E)``."""
@@ -78,8 +81,20 @@ class DRNet(nn.Module):
         for ``items``: ``(C,)`` ids shared by every user or ``(N, C)`` per user → ``(N, C)``.
         The reranker's logit is ``reranker.scores(u, items)`` plus this."""
         assert self.attention is not None, "the model has no attention term (reranker='dot')"
-        history, mask = self.reranker.encoder.history_vectors(hist)  # (N, L, E), (N, L)
-        return self.attention(history, mask, self.reranker.item_table(items))
+        history, mask = self.attention_history(hist)
+        return self.attention(history, mask, self.attention_items(items))
+
+    def attention_history(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the attention term reads of a history: ``(N, L)`` ids → ``((N, L, E)`` vectors,
+        ``(N, L)`` mask``)``, the encoder's item vectors, L2-normalised like the reranker's
+        when it normalises."""
+        history, mask = self.reranker.encoder.history_vectors(hist)
+        return (F.normalize(history, dim=-1) if self.reranker.normalize else history), mask
+
+    def attention_items(self, items: torch.Tensor) -> torch.Tensor:
+        """``items.shape + (E,)``: the candidates' vectors the attention term reads (the
+        reranker's item vectors ``k``)."""
+        return self.reranker.keys(items)
 
 
 @dataclass(eq=False)
