@@ -4,7 +4,8 @@ a result file (run after benchmarks/run_benchmarks.sh or benchmarks/run_speed.sh
 - ``<!-- results:NAME -->`` … ``<!-- /results -->``: the benchmark table of
   ``benchmarks/results/NAME/results.json``, with each method's recall against brute force and
   DR's beam, candidates and share of the items scored; ``results:summary`` is one row per data
-  set of DR against brute force.
+  set of DR against brute force; ``results:attention`` one row per data set of the
+  candidate-aware reranker's runs (``benchmarks/results/NAME/attention/results.json``).
 - ``<!-- ablations:NAME -->`` … ``<!-- /ablations -->``: one table of the rows of
   ``benchmarks/results/NAME/ablations.json`` (ablations tried at one value only left out).
 - ``<!-- speed:NAME -->`` … ``<!-- /speed -->``: the tables of
@@ -56,6 +57,8 @@ def _scored(r: dict[str, Any], n_items: int) -> str:
 def results_body(name: str) -> str:
     if name == "summary":
         return summary_body()
+    if name == "attention":
+        return attention_body()
     doc = _load(name)
     k = doc["k"][0]
     bf = doc["methods"]["brute-force"]
@@ -127,6 +130,38 @@ def summary_body() -> str:
         dr = ms.get("dr")
         cells.append(f"{dr['fit_seconds'] / bf['fit_seconds']:.2f}" if dr else "—")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def attention_body() -> str:
+    lines = [
+        "| data set | k | brute force R@k | dr × brute force | dr-attention × brute force"
+        " | % scored | attention-exhaustive × brute force (users) | exhaustive ms per user"
+        " | dr-attention ms p50 (dr) | dr-attention fit ÷ brute-force fit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in SUMMARY:
+        if not (RESULTS / name / "attention" / "results.json").exists():
+            continue
+        doc = _load(f"{name}/attention")
+        k = doc["k"][0]
+        key = f"recall@{k}"
+        ms = doc["methods"]
+        bf, dr, att, ex = (ms[m] for m in ("brute-force", "dr", "dr-attention",
+                                           "attention-exhaustive"))
+        # attention-exhaustive may be evaluated on a sample: compare it on the same users
+        bf_ex = ex.get("brute_force_on_sample", bf["metrics"])[key]
+        users = ex.get("sample_users", doc["data"]["n_test_users"])
+        lines.append(
+            f"| {name} | {k} | {bf['metrics'][key]:.4f}"
+            f" | {dr['metrics'][key] / bf['metrics'][key]:.3f}"
+            f" | **{att['metrics'][key] / bf['metrics'][key]:.3f}**"
+            f" | {100 * att['fraction_scored']:.2f}"
+            f" | {ex['metrics'][key] / bf_ex:.3f} ({users:,})"
+            f" | {ex['query_ms_p50']:.1f}"
+            f" | {att['query_ms_p50']:.2f} ({dr['query_ms_p50']:.2f})"
+            f" | {att['fit_seconds'] / bf['fit_seconds']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,7 @@ bench() {  # NAME K
   cp "runs/$name/results.json" "runs/$name/results.md" "benchmarks/results/$name/"
 }
 
-# The candidate-aware reranker (dr.reranker=attention) beside brute force, in a run of its own
+# The candidate-aware reranker (dr.reranker=attention) beside brute force and dr, in a run of its own
 # (results in benchmarks/results/NAME/attention/): dr-attention is dr with the attention term
 # (the same index and dot product: the attention term has its own seed), attention-exhaustive
 # its reranker over every item on 2,000 test users.
@@ -36,7 +36,7 @@ attention() {  # NAME K
   [[ -n $ONLY && $ONLY != "$name" ]] && return 0
   [[ -n $PART && $PART != attention ]] && return 0
   $DR -q benchmark --dataset "$name" --data-dir "$DATA" --k "$k" --out "runs/$name-attention" \
-    --methods brute-force,dr-attention,attention-exhaustive
+    --methods brute-force,dr,dr-attention,attention-exhaustive
   .venv/bin/python benchmarks/verify_outputs.py "runs/$name-attention"
   mkdir -p "benchmarks/results/$name/attention"
   cp "runs/$name-attention/results.json" "runs/$name-attention/results.md" \

@@ -14,6 +14,7 @@ from test_model import TINY, planted_split
 
 from deep_retrieval.config import BenchmarkConfig, ConfigError, DRConfig, load_config
 from deep_retrieval.core.modules.attention import TargetAttention
+from deep_retrieval.data.types import Sequences
 from deep_retrieval.estimator import DeepRetrieval, stream_train
 from deep_retrieval.index import retrieval
 
@@ -147,6 +148,30 @@ def test_an_attention_bundle_round_trips(attention_model, planted, tmp_path):
         want = attention_model.recommend(split.test_history, 10, exhaustive=exhaustive)
         got = loaded.recommend(split.test_history, 10, exhaustive=exhaustive)
         np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_the_attention_term_changes_nothing_else(attention_model, planted):
+    """Same seed, same settings: the attention fit's paths and dot-product reranker are the dot
+    fit's (the term has its own generator and trains last)."""
+    _, split = planted
+    dot = DeepRetrieval(load_config(DRConfig, overrides=TINY), device="cpu")
+    dot.fit(split.train, split.n_items)
+    np.testing.assert_array_equal(attention_model.state.item_paths.path_ids,
+                                  dot.state.item_paths.path_ids)
+    for name, value in dot.state.net.reranker.state_dict().items():
+        torch.testing.assert_close(attention_model.state.net.reranker.state_dict()[name], value)
+
+
+def test_added_items_are_scored_by_the_attention_term(attention_model, planted):
+    _, split = planted
+    model = copy.deepcopy(attention_model)
+    v = model.state.n_items
+    rows = [[*split.train[u], v, v + 1] for u in range(40)]
+    new = model.add_items(n_new=2, interactions=Sequences.from_lists(rows))
+    assert new.tolist() == [v, v + 1]
+    ids, _ = model.recommend(split.test_history, 10, exhaustive=True)
+    full = _full_scores(model.state, split.test_history)  # (U, V + 2), attention term included
+    np.testing.assert_array_equal(ids[:, 0], full.argmax(axis=1))
 
 
 def test_bad_reranker_settings_fail_in_one_line(planted):

@@ -72,3 +72,11 @@ def test_amazon_book_fixed_split(shared_data):
     assert _ratio(doc, "dr", 20) >= 0.97  # observed 0.1664 / 0.1667 = 0.998
     assert _ratio(doc, "dr-shared", 20) >= 0.97  # observed 0.996
     assert doc["methods"]["dr"]["fraction_scored"] <= 0.10  # observed 0.0838 (24,915 items)
+
+
+def test_movielens_100k_candidate_aware_reranker(shared_data):
+    doc = _run("movielens-100k", ["brute-force", "dr-attention", "attention-exhaustive"], 10,
+               shared_data, "paper")
+    assert _ratio(doc, "dr-attention", 10) >= 0.95  # observed 0.1089 / 0.1090 = 0.999
+    assert _ratio(doc, "attention-exhaustive", 10) >= 0.95  # observed 1.021 (all 100 users)
+    assert doc["methods"]["dr-attention"]["fraction_scored"] <= 0.10  # observed 0.073

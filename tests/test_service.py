@@ -118,6 +118,20 @@ def test_recommend_matches_the_library(bundles, client):
     assert not set(banned) & set(again["items"]) and again["beam_size"] == 4
 
 
+def test_an_attention_reranker_bundle_is_served_like_any_other(bundles, client, tmp_path):
+    _, split = bundles[:2]
+    config = load_config(DRConfig, overrides=[*TINY, "reranker=attention",
+                                              "train.attention_epochs=1"])
+    model = DeepRetrieval(config, device="cpu")
+    model.fit(split.train, split.n_items, item_ids=np.array([f"i{x}" for x in split.item_ids]))
+    client.reload(str(model.save(tmp_path / "attention")))
+    history = split.test_history.items[split.test_history.indptr[3] : split.test_history.indptr[4]]
+    got = client.recommend([model.item_ids_[i] for i in history], n=20)
+    ids, scores = model.recommend(Sequences.from_lists([history]), 20)
+    assert got["items"] == model.item_ids_[ids[0]].tolist()
+    np.testing.assert_allclose(got["scores"], scores[0], rtol=1e-5)
+
+
 def test_known_users_and_fallbacks(bundles, client):
     model = bundles[0]
     user = model.user_ids_[5]

@@ -461,7 +461,6 @@ def exhaustive_top(
     n_users = len(hist)
     ids = np.full((n_users, n), -1, dtype=np.int64)
     out = np.full((n_users, n), -np.inf, dtype=np.float32)
-    chunk = n_users if not attention else None
     pos = 0
     while pos < n_users:
         if attention:  # users of one chunk share a history width: the longest in it
@@ -469,7 +468,7 @@ def exhaustive_top(
             block = max(1, min(item_block, ATTENTION_BLOCK // width))
             size = max(1, min(64, ATTENTION_BLOCK // (block * width)))
         else:
-            width, block, size = hist.shape[1], item_block, chunk or 1
+            width, block, size = hist.shape[1], item_block, n_users
         users = order[pos : pos + size]
         pos += len(users)
         h = torch.as_tensor(hist[users][:, hist.shape[1] - width :], device=state.device)

@@ -7,7 +7,8 @@ user, ``s[v, c] += p(c | x)`` per item, keep the top-``S`` paths per item, then 
 descent under the path-size penalty. The first ``joint_epochs`` train the reranker too; after that
 the reranker and the shared encoder are frozen (paper §2.5) and only the structure network learns.
 Before all of them, ``reranker_epochs`` train the encoder and reranker alone (the brute-force
-model's recipe), with no path assignment.
+model's recipe), with no path assignment; after them, with ``reranker="attention"``,
+``attention_epochs`` train the candidate-aware attention term alone on the frozen reranker.
 
 What the paper leaves open, as built (the measurements behind each: README, "Choices the paper
 leaves open"): paths start uniformly random (paper §1.1), J distinct per item (or, with
