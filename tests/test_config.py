@@ -266,12 +266,14 @@ DR_CONFIG_DICT = {
               "structure_lr": None, "weight_decay": 0.0, "encoder": "mean", "causal": False,
               "embedding_dim": 128, "history_len": 69, "query_history_len": 1000,
               "n_negatives": 1024, "negative_sampling": "popularity", "history_dropout": 0.3,
-              "normalize": True, "temperature": 0.1, "softmax_weight": 1.0},
+              "normalize": True, "temperature": 0.1, "softmax_weight": 1.0,
+              "attention_epochs": 4, "attention_dim": 32, "attention_negatives": 256},
     "assignment": {"n_candidates": 20, "penalty": 3e-4, "power": 4, "n_sweeps": 3,
                    "init": "random", "penalty_scale": "interactions"},
     "retrieval": {"beam_size": None, "candidate_factor": 10.0, "target_recall": 0.99,
                   "max_fraction_scored": None, "max_beam_size": 1024,
                   "rerank": True},
+    "reranker": "dot",
     "seed": 0,
 }
 SOFTMAX_CONFIG_DICT = {

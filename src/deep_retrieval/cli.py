@@ -609,8 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
         " n_layers, hidden_dim, penalty, penalty_scale, init, target_recall, reranker,"
         " attention_dim, attention_negatives, beam_size; default: J 1,3; D 2,3; hidden_dim"
         " none,256; α 0,3e-6,3e-5,3e-4,3e-3; penalty_scale none,interactions; init"
-        " random,kmeans; target_recall none,0.99; reranker dot,attention; attention_dim 32;"
-        " attention_negatives 256; B 1,2,4,…,64)",
+        " random,kmeans; target_recall none,0.99; reranker dot,attention; attention_dim and"
+        " attention_negatives not tried; B 1,2,4,…,64)",
     )
     _add_config_args(p)
     p.set_defaults(func=cmd_ablate)

@@ -43,8 +43,8 @@ class AblationGrid:
     init: tuple[str, ...] = ("random", "kmeans")
     target_recall: tuple[float | None, ...] = (None, 0.99)
     reranker: tuple[str, ...] = ("dot", "attention")
-    attention_dim: tuple[int, ...] = (32,)
-    attention_negatives: tuple[int, ...] = (256,)
+    attention_dim: tuple[int, ...] = ()  # none by default: they matter with reranker=attention
+    attention_negatives: tuple[int, ...] = ()
     beam_size: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 

@@ -94,7 +94,7 @@ class _DRMethod(CountedRecommender):
     """Benchmark adapter: fits DR, over the brute-force softmax model's reranker when given one."""
 
     def __init__(
-        self, config: BenchmarkConfig, softmax: Any, device: str, name: str = "dr"
+        self, config: BenchmarkConfig, softmax: Any, device: str, name: str | None = None
     ) -> None:
         from ..estimator import DeepRetrieval
 
@@ -103,6 +103,7 @@ class _DRMethod(CountedRecommender):
             dr = replace(dr, train=replace(dr.train, embedding_dim=softmax.config.embedding_dim))
         if name == "dr-attention":
             dr = replace(dr, reranker="attention")
+        name = name or ("dr" if softmax is None else "dr-shared")
         super().__init__(DeepRetrieval(dr, device=device), name)
         self.softmax = softmax
 
