@@ -18,8 +18,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from deep_retrieval.config import BenchmarkConfig, DRConfig, load_config
 from deep_retrieval.data.protocols import make_split
 from deep_retrieval.data.registry import load_dataset
@@ -70,5 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()
