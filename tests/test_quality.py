@@ -77,4 +77,3 @@ def test_amazon_book_fixed_split(shared_data):
     assert _ratio(doc, "dr", 20) >= 0.97  # observed 0.1664 / 0.1667 = 0.998
     assert _ratio(doc, "dr-shared", 20) >= 0.97  # observed 0.996
     assert doc["methods"]["dr"]["fraction_scored"] <= 0.10  # observed 0.0838 (24,915 items)
-
