@@ -18,7 +18,7 @@ LAYERS = [
     ("baselines",),
     ("index",),
     ("training",),
-    ("estimator",),
+    ("estimator", "dr_index"),
     ("experiments", "serving"),
     ("cli",),
     ("__main__", "__init__"),

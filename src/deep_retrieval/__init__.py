@@ -4,6 +4,7 @@ CIKM 2021).
 Public API (arrays in, ``(item_ids, scores)`` out, batch first)::
 
     from deep_retrieval import DeepRetrieval, DRConfig, load_dataset, make_split, ProtocolConfig
+    from deep_retrieval import DRIndex  # an index over your own vectors, faiss-style
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .config import (
     BenchmarkConfig,
     ConfigError,
     DRConfig,
+    IndexConfig,
     ProtocolConfig,
     StreamConfig,
     load_config,
@@ -33,6 +35,7 @@ from .data.protocols import fixed_split, make_split, paper_split
 from .data.registry import DATASETS, load_dataset
 from .data.synthetic import make_clustered
 from .data.types import FixedSplit, Interactions, Sequences, Split
+from .dr_index import DRIndex
 from .estimator import DeepRetrieval, stream_train
 from .evaluation.evaluate import evaluate
 from .evaluation.metrics import evaluate_recommendations
@@ -46,11 +49,13 @@ __all__ = [
     "BenchmarkConfig",
     "ConfigError",
     "DRConfig",
+    "DRIndex",
     "DeepRetrieval",
     "FaissHNSW",
     "FaissIVF",
     "FaissIVFPQ",
     "FixedSplit",
+    "IndexConfig",
     "Interactions",
     "ItemCF",
     "ItemPathMap",

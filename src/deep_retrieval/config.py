@@ -1087,3 +1087,108 @@ class TrainConfig(_Validated):
             p.append(f"dr must be a DRConfig, got {self.dr!r}")
         _device(p, "device", self.device)
         return p
+
+
+# --- DRIndex: an index over given vectors --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexTrainConfig(_Validated):
+    """How :class:`~deep_retrieval.DRIndex` learns its paths from a sample of query vectors.
+
+    Attributes:
+        epochs: network epochs (≥ 1), each followed by a path assignment.
+        batch_size: (query, item) pairs per gradient step of the structure network (≥ 1).
+        lr: Adam learning rate of the structure network (> 0).
+        distill_k: without ``positives``, each query's exact top ``distill_k`` (≥ 1) under
+            ``⟨q, v⟩ + b_v`` are its training items (the structure learns to find what exact
+            search returns).
+        anchor_queries: query vectors (≥ 1) kept in the index, with each one's ``distill_k``-th
+            best exact score, to place items that no training query has among its top
+            ``distill_k`` and items added later (:meth:`~deep_retrieval.DRIndex.add`).
+        anchors_per_item: the anchor queries (≥ 1) that stand for such an item: those under
+            whose threshold it falls the least.
+    """
+
+    _section = "train"
+
+    epochs: int = 4
+    batch_size: int = 1024
+    lr: float = 5e-3
+    distill_k: int = 10
+    anchor_queries: int = 20_000
+    anchors_per_item: int = 4
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _int(p, "epochs", self.epochs, 1)
+        _int(p, "batch_size", self.batch_size, 1)
+        _real(p, "lr", self.lr, low=0, low_open=True)
+        _int(p, "distill_k", self.distill_k, 1)
+        _int(p, "anchor_queries", self.anchor_queries, 1)
+        _int(p, "anchors_per_item", self.anchors_per_item, 1)
+        return p
+
+
+@dataclass(frozen=True)
+class IndexConfig(_Validated):
+    """Everything a :class:`~deep_retrieval.DRIndex` is built with (saved with it): the grid
+    (``structure``), the path assignment, the beam rule (``retrieval``), the training of its
+    structure network (``train``) and its ``seed`` (≥ 0). The item vectors and biases given to
+    ``fit`` are the exact scorer of the rerank, so there is no reranker to configure.
+
+    ``DRIndex(n_nodes=100, distill_k=20)``: any field of the four sections by its bare name
+    (the names are unique across them), or ``seed``.
+    """
+
+    _section = "index"
+
+    structure: StructureConfig = field(default_factory=StructureConfig)
+    train: IndexTrainConfig = field(default_factory=IndexTrainConfig)
+    assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    seed: int = 0
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        sections = {"structure": StructureConfig, "train": IndexTrainConfig,
+                    "assignment": AssignmentConfig, "retrieval": RetrievalConfig}
+        for name, cls in sections.items():
+            if not isinstance(getattr(self, name), cls):
+                p.append(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        _int(p, "seed", self.seed, 0)
+        if not p:  # the cross-section rules are DRConfig's
+            try:
+                self.dr_config(1)
+            except ConfigError as exc:
+                p += exc.problems
+        return p
+
+    def dr_config(self, dim: int) -> DRConfig:
+        """The :class:`DRConfig` of the index's state over ``dim``-wide vectors: these sections,
+        and a fixed reranker that is the exact ``⟨q, v⟩ + b_v`` (no normalisation, ``τ = 1``)."""
+        train = DRTrainConfig(
+            embedding_dim=dim, epochs=self.train.epochs, batch_size=self.train.batch_size,
+            lr=self.train.lr, reranker_epochs=0, joint_epochs=0, normalize=False,
+            temperature=1.0, history_dropout=0.0, encoder="mean",
+        )
+        return DRConfig(structure=self.structure, train=train, assignment=self.assignment,
+                        retrieval=self.retrieval, seed=self.seed)
+
+    @classmethod
+    def from_settings(cls, base: IndexConfig | None = None, **settings: Any) -> IndexConfig:
+        """``base`` (default: the defaults) with ``settings`` given by bare field name
+        (``n_nodes=100``) or section name (``train=IndexTrainConfig(...)``)."""
+        data = to_dict(base if base is not None else cls())
+        owner = {f.name: section for section in ("structure", "train", "assignment", "retrieval")
+                 for f in dataclasses.fields(_hints(cls)[section])}
+        for key, value in settings.items():
+            if key in data and key not in owner:
+                data[key] = to_dict(value) if dataclasses.is_dataclass(value) else value
+            elif key in owner:
+                data[owner[key]][key] = value
+            else:
+                raise ConfigError(
+                    f"unknown index setting {key!r}; valid: {', '.join(sorted([*owner, 'seed']))}"
+                )
+        return from_mapping(cls, data)

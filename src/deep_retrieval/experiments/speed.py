@@ -142,22 +142,16 @@ def planted_softmax(corpus: Any, config: SpeedConfig) -> Any:
     from ..baselines.softmax import SoftmaxRecommender
     from ..core.modules.softmax import SoftmaxModel
 
-    vectors = torch.from_numpy(corpus.item_vectors)
-    n_items, dim = vectors.shape
+    dim = corpus.item_vectors.shape[1]
     rec = SoftmaxRecommender(
         SoftmaxConfig(
             encoder="mean", embedding_dim=dim, normalize=False, temperature=config.temperature
         )
     )
-    with torch.device("meta"):  # shapes only: every tensor is replaced below
-        model = SoftmaxModel(
-            n_items, dim, "mean", bias=True, normalize=False, temperature=config.temperature
-        )
-    table = torch.cat([vectors, torch.zeros(1, dim)])  # + the padding row
-    model.encoder.item_embedding.weight = torch.nn.Parameter(table, requires_grad=False)
-    model.item_table.weight = torch.nn.Parameter(table[:n_items], requires_grad=False)
-    model.item_bias = torch.nn.Parameter(torch.from_numpy(corpus.item_bias), requires_grad=False)
-    model.eval()
+    model = SoftmaxModel.fixed(
+        corpus.item_vectors, corpus.item_bias, temperature=config.temperature
+    )
+    n_items = len(corpus.item_vectors)
     rec.model_, rec.n_items_, rec.encoder_, rec.history_ordered_ = (
         model,
         n_items,

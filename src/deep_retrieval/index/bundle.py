@@ -7,8 +7,10 @@ the inverted index ``occupied_paths.npy`` / ``path_indptr.npy`` / ``path_items.n
 ``(2, b)`` (beams, mean candidates); with recall-targeted calibration ``beam_recall.npy``
 ``(m, 1 + b)`` (``n``, then recall@n per beam, ``nan`` past the scoring budget); when known,
 ``item_ids.npy`` (external ids) and the known users' histories ``user_ids.npy`` /
-``user_indptr.npy`` / ``user_items.npy``. No pickle. Written into a temporary directory beside
-the target, flushed, then renamed over it (:func:`~deep_retrieval.utils.write_directory`).
+``user_indptr.npy`` / ``user_items.npy``; for an index over given vectors, its anchor queries
+``anchor_queries.npy`` ``(A, E)`` and ``anchor_thresholds.npy`` ``(A,)``. No pickle. Written
+into a temporary directory beside the target, flushed, then renamed over it
+(:func:`~deep_retrieval.utils.write_directory`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def save_bundle(
         if ids is not None:
             ids = np.asarray(ids)
             arrays["item_ids"] = ids.astype(str) if ids.dtype == object else ids
+        if state.anchors is not None:
+            arrays["anchor_queries"], arrays["anchor_thresholds"] = state.anchors
         if state.user_histories is not None and state.user_ids is not None:
             arrays["user_ids"] = state.user_ids
             arrays["user_indptr"] = state.user_histories.indptr
@@ -209,6 +213,17 @@ def load_bundle(
         state.net.load_state_dict(weights)
         state.cold = (flags & FLAG_COLD) != 0
         state.removed = removed
+        anchors = optional_array("anchor_queries")
+        if anchors is not None:
+            thresholds = array("anchor_thresholds")
+            dim = config.train.embedding_dim
+            shape_ok = anchors.ndim == 2 and anchors.shape[1] == dim
+            if not shape_ok or thresholds.shape != anchors.shape[:1]:
+                raise ValueError(
+                    f"anchor_queries.npy has shape {anchors.shape} and anchor_thresholds.npy"
+                    f" {thresholds.shape}, expected (A, {dim}) and (A,)"
+                )
+            state.anchors = (anchors, thresholds)
         user_ids = optional_array("user_ids")
         if user_ids is not None:
             known = Sequences(array("user_indptr"), array("user_items"), state.ordered)

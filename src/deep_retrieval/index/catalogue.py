@@ -298,6 +298,66 @@ def _contexts(
 
 
 @torch.no_grad()
+def place_by_contexts(
+    state: DRState, u: torch.Tensor, owner: np.ndarray, n: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """``(n, J)`` paths for ``n`` new items from their contexts: the beam-search path scores of
+    the context user vectors ``u`` ``(N, E)``, summed per item (``owner`` ``(N,)`` in
+    ``0 .. n-1``), then the penalised greedy choice of ``J`` paths against the current path
+    sizes (:func:`~deep_retrieval.core.assignment.place_paths`, as path assignment chooses).
+    ``weights`` ``(n,)``: each item's ``N_v`` in that choice (default: its context count); the
+    scores are rescaled to keep each item's path probabilities."""
+    a, J = state.config.assignment, state.item_paths.paths_per_item
+    # S ≥ J distinct beam paths per context, so every item has J candidates.
+    path_ids, log_probs = beam(state, u, min(max(a.n_candidates, J), state.codec.n_paths))
+    scores = context_path_scores(
+        owner, path_ids, np.exp(log_probs.astype(np.float64)), n, state.codec.n_paths,
+        a.n_candidates,
+    )
+    if weights is not None:
+        w = np.maximum(np.rint(weights), 1).astype(np.int64)
+        scale = w / np.maximum(scores.counts, 1)
+        scores = PathScores(scores.path_ids, scores.scores * scale[:, None], w)
+    index = state.item_paths
+    return place_paths(
+        scores, (index.occupied_paths, index.path_sizes()), paths_per_item=J,
+        penalty=state.penalty(), power=a.power, n_sweeps=a.n_sweeps,
+    )
+
+
+@torch.no_grad()
+def anchor_contexts(
+    anchors: tuple[np.ndarray, np.ndarray], vectors: np.ndarray, bias: np.ndarray | None,
+    m: int, block: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The anchor queries that stand for each of ``n`` items of an index over given vectors:
+    those under whose threshold the item's exact score falls the least, by the margin
+    ``⟨q_a, v⟩ + b_v − θ_a`` (``θ_a``: the anchor's ``distill_k``-th best score, so a positive
+    margin means the item would enter its top ``distill_k``). The margin, not the raw score, so
+    long query vectors do not stand for every item.
+
+    Args:
+        anchors: ``(queries (A, E), thresholds (A,))`` (:attr:`DRState.anchors`).
+        vectors: ``(n, E)`` the items' vectors; ``bias``: ``(n,)`` or ``None``.
+
+    Returns:
+        ``(rows (n, m') into the anchors, best margin first (m' = min(m, A)), entered (n,):
+        the anchors whose top distill_k each item would enter)``.
+    """
+    queries, thresholds = (torch.as_tensor(a) for a in anchors)
+    m = min(m, len(queries))
+    rows = np.zeros((len(vectors), m), dtype=np.int64)
+    entered = np.zeros(len(vectors), dtype=np.int64)
+    for lo in range(0, len(vectors), block):
+        v = torch.as_tensor(np.asarray(vectors[lo : lo + block], dtype=np.float32))
+        margin = v @ queries.T - thresholds  # (b, A)
+        if bias is not None:
+            margin += torch.as_tensor(bias[lo : lo + block], dtype=torch.float32)[:, None]
+        rows[lo : lo + len(v)] = torch.topk(margin, m, dim=1).indices.numpy()
+        entered[lo : lo + len(v)] = (margin > 0).sum(dim=1).numpy()
+    return rows, entered
+
+
 def add_items(
     state: DRState,
     item_ids: list | np.ndarray | None = None,
@@ -327,29 +387,9 @@ def add_items(
         state, n, names, interactions, features, neighbours, n_neighbours
     )
 
-    # Path scores of every context, summed per item, then the penalised choice of J paths
-    # against the current path sizes (as in training's path assignment).
-    a, J = state.config.assignment, state.item_paths.paths_per_item
     u = user_embeddings(state, ctx_rows)
-    # S ≥ J distinct beam paths per context, so every item has J candidates.
-    path_ids, log_probs = beam(state, u, min(max(a.n_candidates, J), state.codec.n_paths))
-    scores = context_path_scores(
-        ctx_items - n_old,
-        path_ids,
-        np.exp(log_probs.astype(np.float64)),
-        n,
-        state.codec.n_paths,
-        a.n_candidates,
-    )
+    paths = place_by_contexts(state, u, ctx_items - n_old, n)
     index = state.item_paths
-    paths = place_paths(
-        scores,
-        (index.occupied_paths, index.path_sizes()),
-        paths_per_item=J,
-        penalty=state.penalty(),
-        power=a.power,
-        n_sweeps=a.n_sweeps,
-    )
 
     # Input embedding: the mean over the contexts' items; reranker row and bias: fitted by
     # maximum likelihood, starting from the same means.

@@ -96,6 +96,36 @@ def user_embeddings(state: DRState, histories: Sequences, batch_size: int = 1024
     )
 
 
+#: What retrieval takes as queries: histories (``U`` rows of internal item ids), encoded by the
+#: model's user encoder, or ``(U, E)`` user vectors given directly (an index over given vectors,
+#: :class:`~deep_retrieval.DRIndex`).
+Queries = Sequences | np.ndarray
+
+
+def query_vectors(state: DRState, queries: Queries) -> torch.Tensor:
+    """``(U, E)`` user vectors of ``queries`` on the model's device: the encoder's output for
+    histories, the vectors themselves (float32, checked) for an array."""
+    if isinstance(queries, Sequences):
+        return user_embeddings(state, queries)
+    arr = np.asarray(queries)
+    dim = state.config.train.embedding_dim
+    if arr.ndim != 2 or arr.shape[1] != dim or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"query vectors must be a numeric (N, {dim}) array, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("query vectors hold NaN or infinite values")
+    return torch.from_numpy(arr).to(state.device)
+
+
+def _query_history(state: DRState, queries: Queries) -> np.ndarray:
+    """The ``(U, L)`` history matrix the attention term reads; vector queries have none."""
+    if not isinstance(queries, Sequences):
+        raise ValueError(
+            "the attention reranker scores histories: query with histories, not vectors"
+        )
+    return history_matrix(state, queries)
+
+
 #: ``retrieval.max_fraction_scored = None``: score at most this share of the servable items,
 #: by catalogue size (the project's budget: ≥ 10× fewer than exhaustive, ≥ 50× from 30K items).
 AUTO_FRACTION_SCORED = ((30_000, 0.02), (0, 0.10))
@@ -183,13 +213,13 @@ def candidates(state: DRState, path_ids: np.ndarray, path_lp: np.ndarray | None)
 
 
 def retrieve(
-    state: DRState, histories: Sequences, *, beam_size: int | None = None, n: int = 10
+    state: DRState, queries: Queries, *, beam_size: int | None = None, n: int = 10
 ) -> Candidates:
     """Beam search and the union of items on the beam's paths, before reranking."""
     b = beam_size or beam_size_for(state, n)
     if b < 1:
         raise ValueError(f"beam_size must be ≥ 1, got {b}")
-    path_ids, lp = beam(state, user_embeddings(state, histories), b)
+    path_ids, lp = beam(state, query_vectors(state, queries), b)
     return candidates(state, path_ids, lp)
 
 
@@ -223,7 +253,7 @@ def path_slots(state: DRState) -> np.ndarray:
 @torch.no_grad()
 def recommend(
     state: DRState,
-    histories: Sequences,
+    queries: Queries,
     n: int,
     *,
     exclude: Sequences | None = None,
@@ -233,8 +263,9 @@ def recommend(
     fused: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``n`` items per query: beam search → candidates → rerank (``rerank=False``: best path
-    log-prob, ties by popularity). ``histories`` and ``exclude``: ``U`` rows of internal item ids;
-    ``stats`` receives the candidate counts. The public form, with every argument explained, is
+    log-prob, ties by popularity). ``queries``: ``U`` histories or user vectors (:data:`Queries`);
+    ``exclude``: ``U`` rows of internal item ids; ``stats`` receives the candidate counts. The
+    public form, with every argument explained, is
     ``DeepRetrieval.recommend``.
 
     Reranked on CPU, the candidates, scores and top ``n`` come from one numba pass
@@ -249,12 +280,13 @@ def recommend(
         raise ValueError(f"n must be ≥ 1, got {n}")
     rerank = state.config.retrieval.rerank if rerank is None else rerank
     b = beam_size or beam_size_for(state, n)
-    u = user_embeddings(state, histories)
+    u = query_vectors(state, queries)
+    n_rows = len(u)
     # Reranking needs only the set of beam paths: no beam sort, no per-item path log-probs.
     path_ids, lp = beam(state, u, b, ordered=not rerank)
     attention = state.net.attention is not None
     if rerank and fused and not attention and u.device.type == "cpu" and (
-        exclude is None or len(exclude) == len(histories)
+        exclude is None or len(exclude) == n_rows
     ):
         keys, bias = rerank_table(state)
         q = state.net.reranker.query(u).float().numpy()  # (U, E)
@@ -266,7 +298,7 @@ def recommend(
             stats.add(counts)
         return ids, scores
     cand = candidates(state, path_ids, None if rerank else lp)
-    rows = np.repeat(np.arange(len(histories)), cand.counts)
+    rows = np.repeat(np.arange(n_rows), cand.counts)
     items = cand.items
     if stats is not None:
         stats.add(cand.counts)
@@ -285,10 +317,10 @@ def recommend(
         else:
             scores = np.einsum("ce,ce->c", q[rows], keys[items]) + bias[items]  # (C_total,)
         if attention:
-            scores = scores + attention_terms(state, history_matrix(state, histories), rows, items)
-        return segment_topk(rows, items, scores, len(histories), n)
+            scores = scores + attention_terms(state, _query_history(state, queries), rows, items)
+        return segment_topk(rows, items, scores, n_rows, n)
     # Items on one path are indistinguishable to DR; break ties by popularity.
-    return segment_topk(rows, items, path_lp, len(histories), n, tiebreak=-state.item_counts[items])
+    return segment_topk(rows, items, path_lp, n_rows, n, tiebreak=-state.item_counts[items])
 
 
 def segment_topk(
@@ -349,19 +381,25 @@ def calibrate(state: DRState, train: Sequences, n_users: int = 500) -> None:
     if state.ordered:
         # A held-out user's history is the first half of a sequence: use first halves too.
         histories, _ = split_rows(histories, np.maximum(histories.lengths // 2, 1))
-    state.beam_calibration = beams, means = calibrate_beam(state, histories)
+    calibrate_on(state, histories)
+
+
+def calibrate_on(state: DRState, queries: Queries) -> None:
+    """Calibrate the beam on the given sample of ``queries``: set ``state.beam_calibration`` and,
+    with ``retrieval.target_recall``, also ``state.recall_calibration``."""
+    state.beam_calibration = beams, means = calibrate_beam(state, queries)
     state.recall_calibration = (
-        calibrate_recall(state, histories, beams, _within_budget(state, means))
+        calibrate_recall(state, queries, beams, _within_budget(state, means))
         if state.config.retrieval.target_recall is not None
         else None
     )
 
 
 def calibrate_recall(
-    state: DRState, histories: Sequences, beams: np.ndarray, measure: np.ndarray | None = None
+    state: DRState, queries: Queries, beams: np.ndarray, measure: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Recall of DR's top ``n`` against the reranker's exhaustive top ``n`` (what scoring every
-    item with the same reranker returns), per beam and ``n``, on the users ``histories``:
+    item with the same reranker returns), per beam and ``n``, on the users ``queries``:
     ``recall[i, j] = mean over users of |DR_n(u) ∩ exact_n(u)| / |exact_n(u)|`` with
     ``n = ns[i]`` and beam ``beams[j]``; ``nan`` for the beams that ``measure`` ``(b,)`` bool
     leaves out (those beyond the scoring budget: never served, so not worth searching with).
@@ -377,12 +415,12 @@ def calibrate_recall(
     n_servable = int((~state.removed).sum())
     ns = np.array([n for n in RECALL_NS if n <= n_servable] or [max(n_servable, 1)])
     top = int(ns[-1])
-    exact, _ = exhaustive_top(state, histories, top)  # (U, top)
+    exact, _ = exhaustive_top(state, queries, top)  # (U, top)
     recall = np.full((len(ns), len(beams)), np.nan)
     for j, b in enumerate(beams):
         if measure is not None and not measure[j]:
             continue
-        ids, _ = recommend(state, histories, top, beam_size=int(b))
+        ids, _ = recommend(state, queries, top, beam_size=int(b))
         for i, n in enumerate(ns):
             recall[i, j] = _overlap(ids[:, :n], exact[:, :n])
     return ns, recall
@@ -437,7 +475,7 @@ def attention_terms(
 
 @torch.no_grad()
 def exhaustive_top(
-    state: DRState, histories: Sequences, n: int, *, exclude: Sequences | None = None,
+    state: DRState, queries: Queries, n: int, *, exclude: Sequences | None = None,
     item_block: int = 1 << 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The reranker's exact top ``n`` over the whole catalogue (removed items, and each row's
@@ -453,12 +491,13 @@ def exhaustive_top(
     keys_np, bias_np = rerank_table(state)
     keys, bias = torch.from_numpy(keys_np), torch.from_numpy(bias_np)
     removed = torch.from_numpy(state.removed)
-    hist = history_matrix(state, histories)  # (U, L)
-    q = state.net.reranker.query(user_embeddings(state, histories)).float().cpu()  # (U, E)
+    q = state.net.reranker.query(query_vectors(state, queries)).float().cpu()  # (U, E)
+    n_users = len(q)
     attention = state.net.attention is not None
+    # (U, L) histories, for the attention term only
+    hist = _query_history(state, queries) if attention else np.zeros((n_users, 0), np.int64)
     lengths = (hist >= 0).sum(axis=1)
-    order = np.argsort(lengths, kind="stable") if attention else np.arange(len(hist))
-    n_users = len(hist)
+    order = np.argsort(lengths, kind="stable") if attention else np.arange(n_users)
     ids = np.full((n_users, n), -1, dtype=np.int64)
     out = np.full((n_users, n), -np.inf, dtype=np.float32)
     pos = 0
@@ -468,7 +507,8 @@ def exhaustive_top(
             block = max(1, min(item_block, ATTENTION_BLOCK // width))
             size = max(1, min(64, ATTENTION_BLOCK // (block * width)))
         else:
-            width, block, size = hist.shape[1], item_block, n_users
+            # (users, block) float32 scores of at most 256 MiB at a time
+            width, block, size = 0, item_block, max(1, (1 << 26) // item_block)
         users = order[pos : pos + size]
         pos += len(users)
         h = torch.as_tensor(hist[users][:, hist.shape[1] - width :], device=state.device)
@@ -498,10 +538,10 @@ def exhaustive_top(
 
 
 @torch.no_grad()
-def calibrate_beam(state: DRState, histories: Sequences) -> tuple[np.ndarray, np.ndarray]:
-    """Mean candidate count for a grid of beams on the users ``histories``. Returns
+def calibrate_beam(state: DRState, queries: Queries) -> tuple[np.ndarray, np.ndarray]:
+    """Mean candidate count for a grid of beams on the users ``queries``. Returns
     ``(beams (b,), mean candidates (b,))``."""
-    u = user_embeddings(state, histories)
+    u = query_vectors(state, queries)
     top = min(state.config.retrieval.max_beam_size, state.codec.n_paths)
     path_ids, _ = beam(state, u, top)
     # Every beam up to 16, then steps of √2: with powers of 2 the chosen beam could overshoot

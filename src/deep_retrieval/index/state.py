@@ -118,6 +118,10 @@ class DRState:
         user_ids / user_histories: known users and their histories (internal item ids).
         training: free JSON metadata saved in the bundle manifest.
         path_scores: streaming only: the merged per-item path scores of the last assignment.
+        anchors: an index over given vectors only (:class:`~deep_retrieval.DRIndex`):
+            ``(queries (A, E) float32, thresholds (A,) float32)``, a sample of its training
+            query vectors and each one's ``distill_k``-th best exact score, the contexts that
+            place new items.
     """
 
     config: DRConfig
@@ -138,6 +142,7 @@ class DRState:
     user_histories: Sequences | None = None
     training: dict[str, Any] | None = None
     path_scores: PathScores | None = None
+    anchors: tuple[np.ndarray, np.ndarray] | None = None
     _derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..config import to_dict
-from ..core.assignment import PathScoreAccumulator, PathScores
+from ..core.assignment import PathScores
 from ..data.samples import TrainingSamples
 from ..data.types import Sequences
 from ..index.retrieval import history_matrix
@@ -54,7 +54,7 @@ from .step import (
     network_step,
     reassign_paths,
     sample_batches,
-    score_instances,
+    score_path_batches,
 )
 
 log = logging.getLogger("deep_retrieval")
@@ -114,57 +114,21 @@ def score_paths(
     samples: TrainingSamples,
     timings: dict[str, float] | None = None,
 ) -> PathScores:
-    """Top-``S`` path scores per item from beam search over the training samples' users, with
-    each item's held paths scored exactly (:func:`~deep_retrieval.core.assignment.with_held_paths`).
-
-    ``timings``, when given, receives ``accumulation_seconds``: the time spent merging
-    ``(item, path, p)`` triples into the per-item top-``S`` (the rest is the network's beam search).
-    Under ``torch.distributed`` the rows of this process's users go to the processes owning their
-    items, and the result holds this process's item range only
-    (:mod:`deep_retrieval.training.distributed`).
-    """
-    ctx = distributed.current()
-    a = state.config.assignment
+    """Top-``S`` path scores per item from beam search over the training samples' users
+    (:func:`~deep_retrieval.training.step.score_path_batches`, which says what ``timings``
+    receives and how it runs under ``torch.distributed``)."""
     state.net.eval()
-    # Distributed: every process scores its own users and accumulates the items it owns.
-    bounds = distributed.item_bounds(state.n_items, ctx.world)
-    lo, hi = int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
-    acc = PathScoreAccumulator(hi - lo, a.n_candidates)
-    outgoing: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    spent = 0.0
 
-    held = state.item_paths.path_ids  # (V, J)
-    held_scores = np.zeros(held.shape, dtype=np.float64)  # exact s[v, π_j(v)]
-    for hist, key in _scoring_batches(state, train, samples, 1024):
-        u = state.net.user_embedding(torch.as_tensor(hist, device=state.device))
-        if train.ordered:
-            items, rows = key, None
-        else:
-            sub = train.rows(key)
-            items, rows = sub.items, sub.row_ids()
-        path_ids, probs, held_probs = score_instances(state, u, items, rows)
-        np.add.at(held_scores, items, held_probs)
-        t0 = time.perf_counter()
-        if ctx.active:
-            outgoing.append((items, path_ids, probs))
-        else:
-            acc.add(items, path_ids, probs)
-        spent += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if ctx.active:
-        width = a.n_candidates
-        parts = outgoing or [
-            (np.zeros(0, np.int64), np.zeros((0, width), np.int64), np.zeros((0, width)))
-        ]
-        all_items, all_paths, all_probs = (np.concatenate(x) for x in zip(*parts, strict=True))
-        items, path_ids, probs = distributed.route_rows(all_items, all_paths, all_probs, bounds)
-        acc.add(items - lo, path_ids, probs)
-        held_scores = distributed.all_reduce_numpy(held_scores)
-    # = with_held_paths(acc.result(), ...), without the (V, S) intermediate
-    out = acc.result(held[lo:hi], held_scores[lo:hi])
-    if timings is not None:
-        timings["accumulation_seconds"] = spent + time.perf_counter() - t0
-    return out
+    def scored() -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray | None]]:
+        for hist, key in _scoring_batches(state, train, samples, 1024):
+            u = state.net.user_embedding(torch.as_tensor(hist, device=state.device))
+            if train.ordered:
+                yield u, key, None
+            else:
+                sub = train.rows(key)
+                yield u, sub.items, sub.row_ids()
+
+    return score_path_batches(state, scored(), timings)
 
 
 def _fingerprint(

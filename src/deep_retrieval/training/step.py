@@ -15,13 +15,14 @@ paths per instance, ``J`` paths per item, ``D`` layers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..core.assignment import PathScores, assign_paths
+from ..core.assignment import PathScoreAccumulator, PathScores, assign_paths
 from ..core.modules.encoder import UserEncoder
 from ..core.modules.softmax import (
     draw_negatives,
@@ -307,6 +308,58 @@ def score_instances(
     )
     held_probs = np.exp(state.net.structure.log_prob(u, held).double().cpu().numpy())
     return path_ids, probs, held_probs
+
+
+@torch.no_grad()
+def score_path_batches(
+    state: DRState,
+    batches: Iterable[tuple[torch.Tensor, np.ndarray, np.ndarray | None]],
+    timings: dict[str, float] | None = None,
+) -> PathScores:
+    """Top-``S`` path scores per item summed over ``batches`` of ``(user vectors (U, E), items
+    (N,), rows (N,) or None)`` instances (:func:`score_instances`), with each item's held paths
+    scored exactly (:func:`~deep_retrieval.core.assignment.with_held_paths`).
+
+    ``timings``, when given, receives ``accumulation_seconds``: the time spent merging
+    ``(item, path, p)`` triples into the per-item top-``S`` (the rest is the network's beam
+    search). Under ``torch.distributed`` the rows of this process's users go to the processes
+    owning their items, and the result holds this process's item range only
+    (:mod:`deep_retrieval.training.distributed`).
+    """
+    ctx = distributed.current()
+    a = state.config.assignment
+    # Distributed: every process scores its own users and accumulates the items it owns.
+    bounds = distributed.item_bounds(state.n_items, ctx.world)
+    lo, hi = int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
+    acc = PathScoreAccumulator(hi - lo, a.n_candidates)
+    outgoing: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    spent = 0.0
+    held = state.item_paths.path_ids  # (V, J)
+    held_scores = np.zeros(held.shape, dtype=np.float64)  # exact s[v, π_j(v)]
+    for u, items, rows in batches:
+        path_ids, probs, held_probs = score_instances(state, u, items, rows)
+        np.add.at(held_scores, items, held_probs)
+        t0 = time.perf_counter()
+        if ctx.active:
+            outgoing.append((items, path_ids, probs))
+        else:
+            acc.add(items, path_ids, probs)
+        spent += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if ctx.active:
+        width = a.n_candidates
+        parts = outgoing or [
+            (np.zeros(0, np.int64), np.zeros((0, width), np.int64), np.zeros((0, width)))
+        ]
+        all_items, all_paths, all_probs = (np.concatenate(x) for x in zip(*parts, strict=True))
+        items, path_ids, probs = distributed.route_rows(all_items, all_paths, all_probs, bounds)
+        acc.add(items - lo, path_ids, probs)
+        held_scores = distributed.all_reduce_numpy(held_scores)
+    # = with_held_paths(acc.result(), ...), without the (V, S) intermediate
+    out = acc.result(held[lo:hi], held_scores[lo:hi])
+    if timings is not None:
+        timings["accumulation_seconds"] = spent + time.perf_counter() - t0
+    return out
 
 
 def reassign_paths(state: DRState, scores: PathScores, seed: int) -> tuple[dict[str, Any], float]:

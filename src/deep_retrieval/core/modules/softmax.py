@@ -65,6 +65,25 @@ class SoftmaxModel(nn.Module):
         nn.init.normal_(self.item_table.weight, std=dim**-0.5)
         self.item_bias = nn.Parameter(torch.zeros(n_items)) if bias else None
 
+    @classmethod
+    def fixed(
+        cls, vectors: np.ndarray, bias: np.ndarray | None = None, *, temperature: float = 1.0
+    ) -> SoftmaxModel:
+        """A frozen model whose logit is the exact ``⟨u, v⟩ / τ + b_v`` over given ``(V, E)``
+        item ``vectors``: mean encoder over the same vectors, item table = the vectors (one
+        shared float32 copy, plus the encoder's zero padding row), ``bias`` ``(V,)`` or none."""
+        table = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+        n_items, dim = table.shape
+        with torch.device("meta"):  # shapes only: every tensor is replaced below
+            model = cls(n_items, dim, "mean", bias=bias is not None, temperature=temperature)
+        padded = torch.cat([table, torch.zeros(1, dim)])
+        model.encoder.item_embedding.weight = nn.Parameter(padded, requires_grad=False)
+        model.item_table.weight = nn.Parameter(padded[:n_items], requires_grad=False)
+        if bias is not None:
+            b = torch.as_tensor(np.asarray(bias, dtype=np.float32))
+            model.item_bias = nn.Parameter(b, requires_grad=False)
+        return model.eval()
+
     @torch.no_grad()
     def append_items(self, inputs: np.ndarray, keys: np.ndarray, bias: np.ndarray | None) -> None:
         """Grow the vocabulary by ``n`` items with the given ``(n, E)`` input embeddings, raw
