@@ -227,3 +227,51 @@ def test_stream_writes_bundles_beside_the_final_model(tmp_path, capsys):
     assert main(["-q", "stream", "--train-file", str(tmp_path / "train.txt"),
                  "--test-file", str(tmp_path / "test.txt"), "--out", str(tmp_path / "g")]) == 2
     assert "without a time order" in capsys.readouterr().err
+
+
+def test_index_and_search_over_your_own_vectors(tmp_path, capsys):
+    from deep_retrieval import DRIndex
+
+    rng = np.random.default_rng(0)
+    items, queries = rng.normal(size=(300, 6)).astype("f4"), rng.normal(size=(400, 6)).astype("f4")
+    np.save(tmp_path / "items.npy", items)
+    np.save(tmp_path / "queries.npy", queries)
+    (tmp_path / "ids.txt").write_text("\n".join(f"sku{i}" for i in range(300)))
+    (tmp_path / "pos.txt").write_text("\n".join(f"{i % 300} {(i * 7) % 300}" for i in range(400)))
+    tiny = ["structure.n_layers=2", "structure.n_nodes=6", "structure.hidden_dim=16",
+            "train.epochs=1", "train.anchor_queries=100"]
+    out = tmp_path / "index"
+    code = main(["-q", "index", "--items", str(tmp_path / "items.npy"),
+                 "--queries", str(tmp_path / "queries.npy"), "--ids", str(tmp_path / "ids.txt"),
+                 "--out", str(out), "--set", *tiny])
+    assert code == 0 and "saved" in capsys.readouterr().out
+    index = DRIndex.load(out)
+    assert index.ids[7] == "sku7" and index.config.structure.n_nodes == 6
+    assert main(["-q", "search", str(out), "--queries", str(tmp_path / "queries.npy"), "-k",
+                 "4", "--out", str(tmp_path / "res.npz")]) == 0
+    res = np.load(tmp_path / "res.npz")
+    want_ids, want_scores = index.search(queries, 4)
+    np.testing.assert_array_equal(res["ids"], want_ids)
+    np.testing.assert_allclose(res["scores"], want_scores)
+    capsys.readouterr()
+    assert main(["-q", "search", str(out), "--queries", str(tmp_path / "queries.npy"),
+                 "-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "query\trank\titem\tscore" and lines[1].split("\t")[2] == want_ids[0, 0]
+    # Observed positives, one line of item positions per query.
+    assert main(["-q", "index", "--items", str(tmp_path / "items.npy"), "--queries",
+                 str(tmp_path / "queries.npy"), "--positives", str(tmp_path / "pos.txt"),
+                 "--out", str(tmp_path / "index2"), "--set", *tiny]) == 0
+    assert DRIndex.load(tmp_path / "index2").diagnostics()["training"]["positives"] is True
+    # Bad input: one line each, exit 2.
+    for argv, words in (
+        (["index", "--items", str(tmp_path / "ids.txt"), "--queries",
+          str(tmp_path / "queries.npy"), "--out", str(tmp_path / "x")], "--items"),
+        (["search", str(out), "--queries", str(tmp_path / "items.npy")[:-4] + "-missing.npy"],
+         "--queries"),
+        (["search", str(tmp_path / "nowhere"), "--queries", str(tmp_path / "queries.npy")],
+         "manifest"),
+    ):
+        assert main(["-q", *argv]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1

@@ -85,7 +85,7 @@ def test_fit_records_ids_and_how_it_trained(fitted) -> None:
 
 
 def test_string_ids_come_back_and_pad_with_empty_strings() -> None:
-    items, queries, bias = planted(n_items=40, n_queries=200)
+    items, queries, _ = planted(n_items=40, n_queries=200)
     names = [f"sku-{i}" for i in range(40)]
     index = DRIndex(**SMALL).fit(items, queries=queries, ids=names)
     ids, scores = index.search(queries[:4], 50, beam_size=64)  # more than the 40 items
@@ -182,7 +182,7 @@ def test_a_history_model_bundle_is_not_an_index(tmp_path) -> None:
                                            "train.epochs=1", "train.reranker_epochs=0",
                                            "train.embedding_dim=8"])
     DeepRetrieval(cfg, device="cpu").fit(train, 30).save(tmp_path / "m")
-    with pytest.raises(ValueError, match="not a DRIndex"):
+    with pytest.raises(ValueError, match="history model, not a DRIndex"):
         DRIndex.load(tmp_path / "m")
 
 
@@ -223,7 +223,7 @@ def test_history_queries_and_vector_queries_share_one_retrieval_path(fitted) -> 
     item vector, searched as a vector, gives the history query's answer."""
     index, items, _, _ = fitted
     hist = Sequences.from_lists([[1, 2, 3], [10, 20]], ordered=False)
-    from deep_retrieval.index import retrieval  # noqa: PLC0415
+    from deep_retrieval.index import retrieval
 
     by_history = retrieval.recommend(index.state, hist, 10)
     vectors = np.stack([items[[1, 2, 3]].mean(0), items[[10, 20]].mean(0)])

@@ -132,6 +132,31 @@ def test_an_attention_reranker_bundle_is_served_like_any_other(bundles, client, 
     np.testing.assert_allclose(got["scores"], scores[0], rtol=1e-5)
 
 
+def test_an_index_bundle_answers_query_vectors(client, server, tmp_path):
+    from deep_retrieval import DRIndex
+
+    rng = np.random.default_rng(0)
+    items, queries = rng.normal(size=(300, 6)), rng.normal(size=(400, 6))
+    index = DRIndex(n_layers=2, n_nodes=6, hidden_dim=16, node_dim=4, epochs=1,
+                    anchor_queries=100).fit(items, queries=queries,
+                                            ids=[f"sku{i}" for i in range(300)])
+    client.reload(str(index.save(tmp_path / "index")))
+    got = client.recommend(vector=queries[0], n=10, exclude=["sku1", "nope"])
+    ids, scores = index.search(queries[0], 10, exclude=["sku1"])
+    assert got["items"] == ids.tolist() and got["unknown_items"] == ["nope"]
+    np.testing.assert_allclose(got["scores"], scores, rtol=1e-5)
+    batch = client.recommend_batch([{"vector": q.tolist(), "n": 5} for q in queries[:3]])
+    assert [r["items"] for r in batch] == index.search(queries[:3], 5)[0].tolist()
+    with pytest.raises(ServiceError, match="takes 6"):
+        client.recommend(vector=[1.0] * 5, n=10)
+    with pytest.raises(ServiceError, match="give one of"):
+        client.recommend(["sku1"], vector=[1.0] * 6, n=10)
+    code, doc = _raw(server[0], "POST", "/v1/recommend", b'{"vector": [NaN, 1, 1, 1, 1, 1]}')
+    assert code == 422 and "NaN" in doc["detail"]
+    # History queries work too: the mean of the history's item vectors is the query.
+    assert client.recommend(["sku3", "sku4"], n=5)["items"]
+
+
 def test_known_users_and_fallbacks(bundles, client):
     model = bundles[0]
     user = model.user_ids_[5]
@@ -170,7 +195,8 @@ def test_batch_equals_single_calls(bundles, client):
         ({"history": ["i1"], "n": 51}, 422, "less than or equal to 50"),
         ({"history": ["i1"] * 101}, 422, "history"),
         ({"history": "i1"}, 422, "history"),
-        ({"history": ["i1"], "user_id": "u1"}, 422, "not both"),
+        ({"history": ["i1"], "user_id": "u1"}, 422, "give one of"),
+        ({"vector": [0.5, 1.0]}, 422, "history model"),
         ({"n": 5}, 422, "give history"),
         ({"history": ["i1"], "colour": "red"}, 422, "colour"),
         ({"history": ["i1"], "beam_size": -1}, 422, "beam_size"),
@@ -263,6 +289,7 @@ _body = st.one_of(
     st.fixed_dictionaries(
         {},
         optional={"history": st.one_of(st.lists(_ids, max_size=120), _values), "user_id": _values,
+                  "vector": st.one_of(st.lists(st.floats(), max_size=20), _values),
                   "n": _values, "beam_size": _values,
                   "exclude": st.one_of(st.lists(_ids, max_size=20), _values)},
     ),

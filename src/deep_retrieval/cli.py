@@ -463,6 +463,88 @@ def cmd_remove_items(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_array(path: Path, what: str) -> np.ndarray:
+    """A ``.npy`` array (no pickle), or a one-line error that names the flag's file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CLIError(
+            f"cannot read {what} {path} (a .npy array written by numpy.save): {exc}"
+        ) from None
+
+
+def _read_ids(path: Path) -> list:
+    """One id per line; integers when every line is one."""
+    lines = [x.strip() for x in path.read_text().splitlines() if x.strip()]
+    try:
+        return [int(x) for x in lines]
+    except ValueError:
+        return lines
+
+
+def _read_positives(path: Path) -> object:
+    """A scipy sparse ``.npz`` (queries × items), or one line of item positions per query."""
+    if path.suffix == ".npz":
+        import scipy.sparse
+
+        return scipy.sparse.load_npz(path)
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            rows.append([int(x) for x in line.replace(",", " ").split()])
+        except ValueError:
+            raise CLIError(
+                f"{path}:{number}: positives lines hold item positions (integers)"
+            ) from None
+    return rows
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .config import IndexConfig, load_config
+    from .dr_index import DRIndex
+
+    config = load_config(IndexConfig, args.config, _overrides(args))
+    index = DRIndex(config, device=args.device or "cpu").fit(
+        _read_array(args.items, "--items"),
+        queries=_read_array(args.queries, "--queries"),
+        positives=_read_positives(args.positives) if args.positives else None,
+        ids=_read_ids(args.ids) if args.ids else None,
+        item_bias=_read_array(args.bias, "--bias") if args.bias else None,
+    )
+    index.save(args.out)
+    d = index.diagnostics()
+    cal = d["beam_for_n"].get(100) or d["beam_for_n"][max(d["beam_for_n"])]
+    print(
+        f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of"
+        f" {d['n_paths']:,} paths, largest path {d['largest_path_size']}; k=100: beam"
+        f" {cal['beam']}, {100 * cal.get('fraction_scored', 0):.2f} % of the items scored"
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .dr_index import DRIndex
+
+    index = DRIndex.load(args.index, device=args.device or "cpu")
+    queries = _read_array(args.queries, "--queries")
+    ids, scores = index.search(queries, args.k, beam_size=args.beam_size)
+    if ids.ndim == 1:
+        ids, scores = ids[None], scores[None]
+    if args.out:
+        tmp = args.out.with_name(args.out.name + ".tmp.npz")  # then renamed: never half-written
+        np.savez(tmp, ids=ids, scores=scores)
+        os.replace(tmp, args.out)
+        print(f"wrote {args.out}: ids and scores, {ids.shape[0]} × {ids.shape[1]}")
+        return 0
+    print("query\trank\titem\tscore")
+    for q, (row, row_scores) in enumerate(zip(ids, scores, strict=True)):
+        for rank, (i, sc) in enumerate(zip(row.tolist(), row_scores, strict=True), start=1):
+            if not np.isfinite(sc):
+                break
+            print(f"{q}\t{rank}\t{i}\t{sc:.4f}")
+    return 0
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -706,6 +788,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser(
+        "index", help="build a DR index over your own item and query vectors (faiss-style)"
+    )
+    p.add_argument("--items", type=Path, required=True, help="(V, E) item vectors, .npy")
+    p.add_argument(
+        "--queries", type=Path, required=True,
+        help="(Q, E) a sample of query vectors (e.g. your user tower's outputs), .npy",
+    )
+    p.add_argument("--ids", type=Path, help="item ids, one per line (default 0 .. V-1)")
+    p.add_argument("--bias", type=Path, help="(V,) per-item bias of the score, .npy")
+    p.add_argument(
+        "--positives", type=Path,
+        help="observed query → items pairs: one line of item positions (rows of --items) per"
+        " query, or a scipy sparse (Q, V) .npz; default: each query's exact top distill_k",
+    )
+    p.add_argument("--out", type=Path, required=True, help="index directory to write")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--config", type=Path, help="TOML or JSON file of IndexConfig settings")
+    p.add_argument(
+        "--set", nargs="+", action="append", metavar="KEY=VALUE",
+        help="override one setting, e.g. --set structure.n_nodes=100 train.distill_k=20",
+    )
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search a DR index (from `index`) with query vectors")
+    p.add_argument("index", type=Path, help="index directory written by `index`")
+    p.add_argument("--queries", type=Path, required=True, help="(N, E) query vectors, .npy")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--beam-size", type=int, help="override the calibrated beam")
+    p.add_argument(
+        "--out", type=Path, help="write ids and scores (N, k) to this .npz instead of printing"
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a data set's test users")
     p.add_argument("model", type=Path, help="model directory written by `train`")

@@ -258,14 +258,16 @@ class DRIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, queries: Any, k: int, *, beam_size: int | None = None,
-        stats: QueryStats | None = None,
+        self, queries: Any, k: int, *, exclude: Sequence[Sequence[Any]] | None = None,
+        beam_size: int | None = None, stats: QueryStats | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` items per query vector by ``⟨q, v⟩ + b_v`` among DR's candidates.
 
         Args:
             queries: ``(N, E)`` query vectors, or one ``(E,)`` vector.
             k: results per query (≥ 1).
+            exclude: per query, external ids never to return (``KeyError`` for an unknown id);
+                one list for one ``(E,)`` query.
             beam_size: override the calibrated beam.
             stats: a caller-owned :class:`QueryStats` receiving the candidate counts.
 
@@ -282,8 +284,14 @@ class DRIndex:
         q = _vectors(arr[None] if single else arr, "queries", self.dim)
         if not len(q):
             return self._external(np.zeros((0, k), np.int64)), np.zeros((0, k), np.float32)
-        internal, scores = retrieval.recommend(self.state, q, int(k), beam_size=beam_size,
-                                               stats=stats)
+        banned = None
+        if exclude is not None:
+            rows = [exclude] if single else list(exclude)
+            if len(rows) != len(q):
+                raise ValueError(f"exclude has {len(rows)} rows for {len(q)} queries")
+            banned = Sequences.from_lists([self._rows_of(r).tolist() for r in rows])
+        internal, scores = retrieval.recommend(self.state, q, int(k), exclude=banned,
+                                               beam_size=beam_size, stats=stats)
         ids = self._external(internal)
         return (ids[0], scores[0]) if single else (ids, scores)
 
@@ -363,7 +371,8 @@ class DRIndex:
         u = torch.as_tensor(state.anchors[0][rows.ravel()], device=state.device)
         # Each new item weighs in the placement as often as training would have met it: the
         # training queries whose top distill_k it would enter, estimated from the anchors.
-        per_anchor = state.training["training_queries"] / len(state.anchors[0])
+        training = state.training if isinstance(state.training, dict) else {}
+        per_anchor = training.get("training_queries", len(state.anchors[0])) / len(state.anchors[0])
         weights = np.maximum(entered * per_anchor, 1.0)
         paths = catalogue.place_by_contexts(
             state, u, np.repeat(np.arange(n), rows.shape[1]), n, weights
@@ -399,16 +408,29 @@ class DRIndex:
         (:mod:`deep_retrieval.index.bundle`: versioned, checksummed, no pickle)."""
         return bundle.save_bundle(self.state, path)
 
+    @staticmethod
+    def is_index(state: DRState) -> bool:
+        """Whether ``state`` (a loaded bundle's) is an index over given vectors."""
+        return isinstance(state.training, dict) and state.training.get("kind") == INDEX_KIND
+
+    @classmethod
+    def from_state(cls, state: DRState, *, device: str = "cpu") -> DRIndex:
+        """The index around a loaded index state; ``ValueError`` for a history model's."""
+        if not cls.is_index(state):
+            raise ValueError("this bundle holds a history model, not a DRIndex: load it with"
+                             " DeepRetrieval.load")
+        assert isinstance(state.training, dict)
+        config = from_mapping(IndexConfig, state.training.get("index_config", {}))
+        index = cls(config, device=device)
+        index.state_ = state
+        return index
+
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu", verify: bool = True) -> DRIndex:
         """Read an index written by :meth:`save`; refuses a bundle that is not an index (a
         history model: use :meth:`DeepRetrieval.load`) or is missing, truncated or altered."""
         state = bundle.load_bundle(path, device=resolve_device(device), verify=verify)
-        training = state.training if isinstance(state.training, dict) else {}
-        if training.get("kind") != INDEX_KIND:
-            raise ValueError(
-                f"{path} holds a history model, not a DRIndex: load it with DeepRetrieval.load"
-            )
-        index = cls(from_mapping(IndexConfig, training.get("index_config", {})), device=device)
-        index.state_ = state
-        return index
+        try:
+            return cls.from_state(state, device=device)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None

@@ -70,13 +70,15 @@ class RetrievalClient:
         history: list | None = None,
         *,
         user_id: Any = None,
+        vector: Any = None,
         n: int = 100,
         beam_size: int | None = None,
         exclude: list | None = None,
     ) -> dict[str, Any]:
-        """``{"items", "scores", "unknown_items", "fallback", "beam_size", "model_generation"}``."""
+        """``{"items", "scores", "unknown_items", "fallback", "beam_size", "model_generation"}``;
+        ``vector``: a query vector, for an index bundle (:class:`~deep_retrieval.DRIndex`)."""
         return self._call(
-            "POST", "/v1/recommend", _request(history, user_id, n, beam_size, exclude)
+            "POST", "/v1/recommend", _request(history, user_id, n, beam_size, exclude, vector)
         )
 
     def recommend_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -105,10 +107,12 @@ class RetrievalClient:
         self.close()
 
 
-def _request(history, user_id, n, beam_size, exclude) -> dict[str, Any]:
+def _request(history, user_id, n, beam_size, exclude, vector=None) -> dict[str, Any]:
     body: dict[str, Any] = {"n": n}
     if history is not None:
         body["history"] = list(history)
+    if vector is not None:
+        body["vector"] = [float(x) for x in vector]
     if user_id is not None:
         body["user_id"] = user_id
     if beam_size is not None:

@@ -2,8 +2,10 @@
 
 Endpoints (OpenAPI schema at ``/openapi.json``, browsable at ``/docs``):
 
-* ``POST /v1/recommend`` — ``{"history": [item ids…]}`` or ``{"user_id": …}``, optional ``n``,
-  ``beam_size``, ``exclude``; returns items (external ids, best first) and scores.
+* ``POST /v1/recommend`` — ``{"history": [item ids…]}`` or ``{"user_id": …}``, or for an index
+  over given vectors (:class:`~deep_retrieval.DRIndex` bundles) ``{"vector": [floats…]}``;
+  optional ``n``, ``beam_size``, ``exclude``; returns items (external ids, best first) and
+  scores.
 * ``POST /v1/recommend/batch`` — ``{"requests": [...]}``, answered in one batched model call per
   distinct ``(n, beam_size)``.
 * ``GET /healthz``, ``GET /v1/info`` — liveness; bundle, sizes, config, limits.
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..data.types import Sequences
+from ..dr_index import DRIndex
 from ..estimator import DeepRetrieval
 
 log = logging.getLogger("deep_retrieval")
@@ -72,6 +75,8 @@ class _Live:
         ids = model.item_ids_
         # External ids as JSON values (numpy scalars are not serialisable).
         self.names: list[ItemId] = list(range(model.n_items_)) if ids is None else ids.tolist()
+        # An index over given vectors also answers vector queries.
+        self.index = DRIndex.from_state(model.state) if DRIndex.is_index(model.state) else None
 
 
 def _load(path: Path, device: str, generation: int) -> _Live:
@@ -134,6 +139,9 @@ def create_app(
             max_length=lim.max_history,
         )
         user_id: ItemId | None = Field(None, description="a user whose history the bundle holds")
+        vector: list[float] | None = Field(
+            None, description="a query vector (index bundles): the top n by ⟨q, v⟩ + b_v"
+        )
         n: int = Field(100, ge=1, le=lim.max_n, description="how many items to return")
         beam_size: int | None = Field(
             None,
@@ -192,20 +200,35 @@ def create_app(
 
     def resolve(live: _Live, req: RecommendRequest) -> tuple[np.ndarray, np.ndarray, list[ItemId]]:
         model = live.model
-        if req.user_id is not None and req.history is not None:
-            raise HTTPException(422, "give either history or user_id, not both")
-        if req.user_id is not None:
+        if sum(x is not None for x in (req.history, req.user_id, req.vector)) > 1:
+            raise HTTPException(422, "give one of history, user_id or vector")
+        if req.vector is not None:
+            if live.index is None:
+                raise HTTPException(
+                    422, "this bundle is a history model: send history or user_id, not vector"
+                )
+            if len(req.vector) != live.index.dim:
+                raise HTTPException(
+                    422, f"vector has {len(req.vector)} numbers; this index takes {live.index.dim}"
+                )
+            if not np.isfinite(req.vector).all():
+                raise HTTPException(422, "vector holds NaN or infinite values")
+            history: np.ndarray = np.zeros(0, np.int64)
+            unknown: list[ItemId] = []
+        elif req.user_id is not None:
             try:
                 history = model.user_history(req.user_id)
             except KeyError:
                 raise HTTPException(
                     404, f"unknown user_id {req.user_id!r}; send its history instead"
                 ) from None
-            unknown: list[ItemId] = []
+            unknown = []
         elif req.history is not None:
             history, unknown = model.item_index(req.history)
         else:
-            raise HTTPException(422, "give history (a list of item ids, may be empty) or user_id")
+            raise HTTPException(
+                422, "give history (a list of item ids, may be empty), user_id or vector"
+            )
         exclude, unknown_ex = model.item_index(req.exclude)
         return history, exclude, unknown + unknown_ex
 
@@ -227,8 +250,11 @@ def create_app(
         resolved = [resolve(live, r) for r in reqs]
         out: list[Recommendation | None] = [None] * len(reqs)
         groups: dict[tuple[int, int | None], list[int]] = {}
+        vectors: dict[tuple[int, int | None], list[int]] = {}
         for i, (req, (history, exclude, unknown)) in enumerate(zip(reqs, resolved, strict=True)):
-            if len(history) == 0:
+            if req.vector is not None:
+                vectors.setdefault((req.n, req.beam_size), []).append(i)
+            elif len(history) == 0:
                 ids, scores = model.popular_items(req.n, exclude)
                 out[i] = result(live, ids, scores, unknown, "popularity", None)
             else:
@@ -240,6 +266,21 @@ def create_app(
             ids, scores = model.recommend(histories, n, exclude=excl, beam_size=used)
             for r, i in enumerate(rows):
                 out[i] = result(live, ids[r], scores[r], resolved[i][2], None, used)
+        for (n, beam), rows in vectors.items():
+            assert live.index is not None
+            used = beam or model.beam_size_for(n)
+            names, scores = live.index.search(
+                np.array([reqs[i].vector for i in rows], dtype=np.float64), n,
+                exclude=[[live.names[x] for x in resolved[i][1].tolist()] for i in rows],
+                beam_size=used,
+            )
+            for r, i in enumerate(rows):
+                keep = np.isfinite(scores[r])
+                out[i] = Recommendation(
+                    items=names[r][keep].tolist(), scores=[float(x) for x in scores[r][keep]],
+                    unknown_items=resolved[i][2], fallback=None, beam_size=used,
+                    model_generation=live.generation,
+                )
         return out  # type: ignore[return-value]
 
     @app.post("/v1/recommend", response_model=Recommendation, summary="Top-n items for one user")
