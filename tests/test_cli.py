@@ -239,7 +239,7 @@ def test_index_and_search_over_your_own_vectors(tmp_path, capsys):
     (tmp_path / "ids.txt").write_text("\n".join(f"sku{i}" for i in range(300)))
     (tmp_path / "pos.txt").write_text("\n".join(f"{i % 300} {(i * 7) % 300}" for i in range(400)))
     tiny = ["structure.n_layers=2", "structure.n_nodes=6", "structure.hidden_dim=16",
-            "train.epochs=1", "train.anchor_queries=100"]
+            "train.epochs=1", "train.anchor_queries=100", "train.distill_k=10"]
     out = tmp_path / "index"
     code = main(["-q", "index", "--items", str(tmp_path / "items.npy"),
                  "--queries", str(tmp_path / "queries.npy"), "--ids", str(tmp_path / "ids.txt"),

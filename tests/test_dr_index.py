@@ -17,7 +17,7 @@ from deep_retrieval import (
 
 # A small grid; at 600 items the default budget (10 %) is 60 candidates, a beam of one path.
 SMALL = {"n_layers": 2, "n_nodes": 8, "hidden_dim": 32, "node_dim": 8, "epochs": 2,
-         "anchor_queries": 300, "max_fraction_scored": 0.2}
+         "anchor_queries": 300, "max_fraction_scored": 0.2, "distill_k": 10}
 
 
 def planted(n_items: int = 600, n_queries: int = 900, dim: int = 8, seed: int = 0):
@@ -113,7 +113,7 @@ def test_positives_as_lists_and_as_a_sparse_matrix_train_the_same_index() -> Non
 
 def test_items_no_query_ranks_are_placed_through_anchor_queries() -> None:
     items, queries, bias = planted()
-    index = DRIndex(**SMALL, distill_k=2).fit(items, queries=queries, item_bias=bias)
+    index = DRIndex(**{**SMALL, "distill_k": 2}).fit(items, queries=queries, item_bias=bias)
     state = index.state
     unseen = np.flatnonzero(state.item_counts == 0)
     assert index.diagnostics()["training"]["items_placed_by_anchors"] == len(unseen) > 0

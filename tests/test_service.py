@@ -138,7 +138,7 @@ def test_an_index_bundle_answers_query_vectors(client, server, tmp_path):
     rng = np.random.default_rng(0)
     items, queries = rng.normal(size=(300, 6)), rng.normal(size=(400, 6))
     index = DRIndex(n_layers=2, n_nodes=6, hidden_dim=16, node_dim=4, epochs=1,
-                    anchor_queries=100).fit(items, queries=queries,
+                    anchor_queries=100, distill_k=10).fit(items, queries=queries,
                                             ids=[f"sku{i}" for i in range(300)])
     client.reload(str(index.save(tmp_path / "index")))
     got = client.recommend(vector=queries[0], n=10, exclude=["sku1", "nope"])

@@ -1102,7 +1102,9 @@ class IndexTrainConfig(_Validated):
         lr: Adam learning rate of the structure network (> 0).
         distill_k: without ``positives``, each query's exact top ``distill_k`` (≥ 1) under
             ``⟨q, v⟩ + b_v`` are its training items (the structure learns to find what exact
-            search returns).
+            search returns). 100, the result count such indexes serve: at 100K planted items
+            it gave overlap@100 0.977 with exact search where 10 gave 0.734, at twice the fit
+            time (README, "Use DR as an index over your own model").
         anchor_queries: query vectors (≥ 1) kept in the index, with each one's ``distill_k``-th
             best exact score, to place items that no training query has among its top
             ``distill_k`` and items added later (:meth:`~deep_retrieval.DRIndex.add`).
@@ -1115,7 +1117,7 @@ class IndexTrainConfig(_Validated):
     epochs: int = 4
     batch_size: int = 1024
     lr: float = 5e-3
-    distill_k: int = 10
+    distill_k: int = 100
     anchor_queries: int = 20_000
     anchors_per_item: int = 4
 
