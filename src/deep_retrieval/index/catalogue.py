@@ -358,6 +358,7 @@ def anchor_contexts(
     return rows, entered
 
 
+@torch.no_grad()
 def add_items(
     state: DRState,
     item_ids: list | np.ndarray | None = None,
