@@ -10,6 +10,8 @@ a result file (run after benchmarks/run_benchmarks.sh or benchmarks/run_speed.sh
   ``benchmarks/results/NAME/ablations.json`` (ablations tried at one value only left out).
 - ``<!-- speed:NAME -->`` … ``<!-- /speed -->``: the tables of
   ``benchmarks/results/speed/NAME/speed.md`` (``profile-1000000``: its stage table).
+- ``<!-- index:N -->`` … ``<!-- /index -->``: ``benchmarks/results/index/N/results.md``, the
+  DRIndex run of ``benchmarks/index_benchmark.py --n-items N`` (without its heading).
 
     .venv/bin/python benchmarks/fill_readme.py
 """
@@ -25,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BLOCK = re.compile(
-    r"(<!-- (?P<kind>speed|results|ablations):(?P<name>[\w/-]+) -->\n)(?P<body>.*?)"
+    r"(<!-- (?P<kind>speed|results|ablations|index):(?P<name>[\w/-]+) -->\n)(?P<body>.*?)"
     r"(<!-- /(?P=kind) -->)",
     re.S,
 )
@@ -40,6 +42,11 @@ def speed_body(name: str) -> str:
         return "\n".join(line for line in lines if line.startswith("|")) + "\n"
     lines = (folder / "speed.md").read_text().strip().splitlines()
     return "\n".join(lines[1:]).strip() + "\n"  # without its "### N items" heading
+
+
+def index_body(name: str) -> str:
+    lines = (RESULTS / "index" / name / "results.md").read_text().strip().splitlines()
+    return "\n".join(lines[1:]).strip() + "\n"  # without its heading
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -173,8 +180,8 @@ def main() -> None:
     missing: list[str] = []
 
     def fill(m: re.Match[str]) -> str:
-        make = {"speed": speed_body, "results": results_body,
-                "ablations": ablations_body}[m.group("kind")]
+        make = {"speed": speed_body, "results": results_body, "ablations": ablations_body,
+                "index": index_body}[m.group("kind")]
         try:
             return m.group(1) + "\n" + make(m.group("name")) + "\n" + m.group(5)
         except FileNotFoundError:  # not run yet: the block keeps what it had

@@ -3,6 +3,7 @@ corpus of ``bench-speed`` (the planted model is the "two-tower model": query = t
 user's item vectors over τ, plus a constant 1 for the item bias; item = its vector and bias).
 
     .venv/bin/python benchmarks/index_benchmark.py --n-items 1000000 [--set KEY=VALUE ...]
+    .venv/bin/python benchmarks/index_benchmark.py --markdown 1000000   # re-render results.md
 
 Every method indexes the same ``(V, E + 1)`` item vectors and is searched with the same test
 users' query vectors (``k = 100``):
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -162,7 +164,7 @@ def markdown(doc: dict) -> str:
         "",
         f"{doc['training_queries']:,} training queries, {doc['test_queries']:,} test queries,"
         f" {doc['dim']} dimensions. Command: `benchmarks/index_benchmark.py --n-items"
-        f" {doc['n_items']}`{' --set ' + ' '.join(doc['overrides']) if doc['overrides'] else ''}.",
+        f" {doc['n_items']}{' --set ' + ' '.join(doc['overrides']) if doc['overrides'] else ''}`.",
         "",
         "| method | point | overlap@100 with exact | truth recall@100 | % scored | p50 ms | p99 ms"
         " | batched q/s | fit / build s |",
@@ -187,4 +189,9 @@ def markdown(doc: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--markdown"]:  # re-render a recorded run: --markdown N
+        folder = RESULTS / sys.argv[2]
+        doc = json.loads((folder / "results.json").read_text())
+        atomic_write_text(folder / "results.md", markdown(doc))
+    else:
+        main()
