@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import logging
 import math
 import numbers
 import tomllib
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("deep_retrieval")
 
 #: History encoders (``"auto"``: GRU for time-ordered rows, mean pooling for unordered sets).
 ENCODERS = ("auto", "gru", "mean")
@@ -858,9 +860,10 @@ class DRTrainConfig(EncoderTrainingConfig):
     recall, this one 0.94–1.1 ×).
 
     Attributes:
-        epochs: network epochs (≥ 1). The first ``joint_epochs`` (0..epochs) train encoder,
-            structure network and reranker together; later epochs freeze the reranker and
-            encoder and train the structure network only.
+        epochs: network epochs (≥ 1). The first ``joint_epochs`` (≥ 0; more than ``epochs`` is
+            clamped to ``epochs``, with a warning) train encoder, structure network and
+            reranker together; later epochs freeze the reranker and encoder and train the
+            structure network only.
         reranker_epochs: epochs (≥ 0) that train the encoder and reranker alone, on the
             reranker's sampled softmax, before the network epochs (no path assignment follows
             them): the brute-force model's recipe (its 8 epochs), so the reranker a fit trains
@@ -893,13 +896,19 @@ class DRTrainConfig(EncoderTrainingConfig):
     attention_dim: int = 32
     attention_negatives: int = 256
 
+    def __post_init__(self) -> None:
+        # Fewer epochs than joint ones (``epochs=1`` under the paper's 2 joint epochs): every
+        # epoch is joint. Clamped, and said, rather than refused.
+        if (_is_int(self.epochs) and _is_int(self.joint_epochs)
+                and 1 <= self.epochs < self.joint_epochs):
+            log.warning("train.joint_epochs (%d) is more than train.epochs (%d): clamped to %d",
+                        self.joint_epochs, self.epochs, self.epochs)
+            object.__setattr__(self, "joint_epochs", self.epochs)
+        super().__post_init__()
+
     def _problems(self) -> list[str]:
         p = super()._problems()
-        if _is_int(self.epochs) and self.epochs >= 1:
-            _int(p, "joint_epochs", self.joint_epochs, 0, self.epochs,
-                 high_label=f"epochs ({self.epochs})")
-        else:
-            _int(p, "joint_epochs", self.joint_epochs, 0)
+        _int(p, "joint_epochs", self.joint_epochs, 0)
         _int(p, "reranker_epochs", self.reranker_epochs, 0)
         _int(p, "assign_every", self.assign_every, 1)
         # > 0, not ≥ 0: the training loops read ``structure_lr or lr``, so 0 would mean ``lr``.
