@@ -214,8 +214,10 @@ class DRIndex:
         head = SoftmaxModel.fixed(x, bias)
         state = build_state(dr_config, n_items, ordered=False, device=device, encoder="mean",
                             reranker=head, item_ids=item_ids)
+        train_q = q[train_rows]
         k = min(cfg.train.distill_k, n_items)
-        top, top_scores = retrieval.exhaustive_top(state, q[train_rows], k)  # (Q', k)
+        # The exact top k: the distilled pairs, and (with positives too) the anchors' thresholds.
+        top, top_scores = retrieval.exhaustive_top(state, train_q, k)  # (Q', k)
         if relation is None:
             pair_q = np.repeat(np.arange(len(train_rows)), k)
             pair_v = top.ravel()
@@ -228,7 +230,6 @@ class DRIndex:
             raise ValueError("positives holds no (query, item) pair for the training queries")
         state.item_counts = np.bincount(pair_v, minlength=n_items).astype(np.int64)
 
-        train_q = q[train_rows]
         a = min(cfg.train.anchor_queries, len(train_rows))
         anchor_rows = np.sort(rng.choice(len(train_rows), size=a, replace=False))
         state.anchors = (train_q[anchor_rows], top_scores[anchor_rows, -1].copy())
