@@ -275,3 +275,26 @@ def test_index_and_search_over_your_own_vectors(tmp_path, capsys):
         assert main(["-q", *argv]) == 2
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_quiet_and_log_level_are_accepted_before_and_after_the_verb(shared_data, capsys):
+    import logging
+
+    logger = logging.getLogger("deep_retrieval")
+    before = logger.level
+    try:
+        for argv, level in (
+            (["datasets", "-q"], logging.WARNING),
+            (["-q", "datasets"], logging.WARNING),
+            (["datasets", "--log-level", "error"], logging.ERROR),
+            (["-q", "datasets", "--log-level", "debug"], logging.DEBUG),  # explicit level wins
+            (["datasets"], logging.INFO),
+        ):
+            assert main([*argv, "--data-dir", str(shared_data)]) == 0
+            assert logger.level == level, argv
+    finally:
+        logger.setLevel(before)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["datasets", "--log-level", "loud"])
+    assert "invalid choice: 'loud'" in capsys.readouterr().err

@@ -20,6 +20,8 @@ from .config import to_dict
 from .utils import __version__
 
 log = logging.getLogger("deep_retrieval")
+#: ``--log-level`` values.
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class CLIError(Exception):
@@ -661,10 +663,20 @@ def build_parser() -> argparse.ArgumentParser:
         " and benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
+    # -q and --log-level before the verb or after it (a verb's copy does not reset the other).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or logs (warnings and errors only)")
+    common.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
+                        help="the library's log level (default info; -q means warning)")
+    for action in common._actions:
+        parser._add_action(action)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("benchmark", help="fit methods on one split and compare them side by side")
+    def add_verb(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = add_verb("benchmark", help="fit methods on one split and compare them side by side")
     _add_data_args(p)
     p.add_argument(
         "--methods",
@@ -677,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser(
+    p = add_verb(
         "ablate", help="DR ablations (J, D, penalty, beam, reranking) against brute force"
     )
     _add_data_args(p)
@@ -697,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser(
+    p = add_verb(
         "bench-speed",
         help="DR against exact search (torch, faiss) and HNSW, IVF, IVF-PQ, ScaNN on a synthetic"
         " corpus: recall-latency frontiers, index size, build, add/delete and training cost",
@@ -714,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_bench_speed)
 
-    p = sub.add_parser(
+    p = add_verb(
         "synth", help="write a synthetic corpus (MovieLens-style ratings.csv + the planted model)"
     )
     from .data.corpus import SHAPES
@@ -734,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("train", help="train a Deep Retrieval model and save it")
+    p = add_verb("train", help="train a Deep Retrieval model and save it")
     _add_data_args(p)
     p.add_argument(
         "--out",
@@ -754,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
+    p = add_verb(
         "stream",
         help="train a DR model in one pass over a time-ordered log, writing bundles as it goes",
     )
@@ -772,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_stream)
 
-    p = sub.add_parser("recommend", help="recommend items for one history with a saved model")
+    p = add_verb("recommend", help="recommend items for one history with a saved model")
     p.add_argument("model", type=Path, help="model directory written by `train`")
     p.add_argument(
         "--history", required=True, help="comma-separated item ids the user interacted with"
@@ -789,7 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser(
+    p = add_verb(
         "index", help="build a DR index over your own item and query vectors (faiss-style)"
     )
     p.add_argument("--items", type=Path, required=True, help="(V, E) item vectors, .npy")
@@ -813,7 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", help="search a DR index (from `index`) with query vectors")
+    p = add_verb("search", help="search a DR index (from `index`) with query vectors")
     p.add_argument("index", type=Path, help="index directory written by `index`")
     p.add_argument("--queries", type=Path, required=True, help="(N, E) query vectors, .npy")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
@@ -824,7 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("evaluate", help="evaluate a saved model on a data set's test users")
+    p = add_verb("evaluate", help="evaluate a saved model on a data set's test users")
     p.add_argument("model", type=Path, help="model directory written by `train`")
     _add_data_args(p)
     p.add_argument("--k", default="20", help="comma-separated cut-offs (default 20)")
@@ -833,12 +845,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("inspect", help="path-size distribution and training log of a saved model")
+    p = add_verb("inspect", help="path-size distribution and training log of a saved model")
     p.add_argument("model", type=Path, help="model directory written by `train`")
     p.add_argument("--png", type=Path, help="histogram file (default MODEL/path_sizes.png)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser(
+    p = add_verb(
         "add-items", help="add items to a saved model without retraining (warm or cold)"
     )
     p.add_argument("model", type=Path, help="model directory written by `train`")
@@ -862,13 +874,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write here instead of replacing MODEL (atomically)")
     p.set_defaults(func=cmd_add_items)
 
-    p = sub.add_parser("remove-items", help="take items out of a saved model's index and results")
+    p = add_verb("remove-items", help="take items out of a saved model's index and results")
     p.add_argument("model", type=Path, help="model directory written by `train`")
     p.add_argument("--items", required=True, help="comma-separated item ids")
     p.add_argument("--out", type=Path, help="write here instead of replacing MODEL (atomically)")
     p.set_defaults(func=cmd_remove_items)
 
-    p = sub.add_parser(
+    p = add_verb(
         "serve", help="HTTP retrieval service over a saved model (FastAPI + uvicorn)"
     )
     p.add_argument("model", type=Path, help="model directory written by `train`")
@@ -891,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser(
+    p = add_verb(
         "load-test",
         help="drive a running service with concurrent clients; latency, throughput, errors",
     )
@@ -913,11 +925,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="also write the result JSON here")
     p.set_defaults(func=cmd_load_test)
 
-    p = sub.add_parser("datasets", help="list registered data sets with their counts")
+    p = add_verb("datasets", help="list registered data sets with their counts")
     p.add_argument("--data-dir", type=Path, help="where data sets live")
     p.set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("download", help="download a public data set (needs internet)")
+    p = add_verb("download", help="download a public data set (needs internet)")
     p.add_argument("name", help="movielens-20m, movielens-25m or movielens-latest-small")
     p.add_argument("--data-dir", type=Path, help="where to put it")
     p.set_defaults(func=cmd_download)
@@ -927,9 +939,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.quiet = getattr(args, "quiet", False)
+    level = getattr(args, "log_level", None) or ("warning" if args.quiet else "info")
     # Our own log at INFO; other libraries' (faiss announces which build it loaded) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log.setLevel(level.upper())
     from .config import ConfigError
     from .data.download import DownloadError
 
