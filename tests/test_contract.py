@@ -406,7 +406,8 @@ def _recommend_cases(V: int, hist: Sequences) -> dict[str, tuple[Callable[[Any],
             lambda m: m.recommend(Sequences.from_lists([[-3]]), 5),
             r"n_items",
         ),
-        "histories-not-sequences": (lambda m: m.recommend([[1, 2], [3]], 5), r"Sequences"),
+        "histories-not-rows": (lambda m: m.recommend({"a": 1}, 5), r"Sequences, a list"),
+        "histories-string-ids": (lambda m: m.recommend([["a", "b"]], 5), r"integer item ids"),
         "exclude-misaligned": (
             lambda m: m.recommend(hist, 5, exclude=hist.rows(np.arange(2))),
             r"exclude.*rows",
@@ -424,7 +425,9 @@ def _fit_cases(data: Data) -> dict[str, tuple[Callable[[Any], Any], str]]:
     """case -> (call on an unfitted model, regex its ValueError message must match)."""
     rows = [data.train[u].tolist() for u in range(len(data.train))]
     return {
-        "train-not-sequences": (lambda m: m.fit(rows, data.n_items), r"Sequences"),
+        "train-not-rows": (lambda m: m.fit("rows", data.n_items), r"Sequences, a list"),
+        "train-float-ids": (lambda m: m.fit([[*r, 0.5] for r in rows], data.n_items),
+                            r"integer item ids"),
         "train-id-too-large": (lambda m: m.fit(data.train, 3), r"n_items"),
         "train-negative-id": (
             lambda m: m.fit(Sequences.from_lists([[-1, 2], [3, 4]]), data.n_items),
@@ -462,6 +465,30 @@ def test_bad_fit_input_raises_value_error(
     call, message = _fit_cases(data)[case]
     with pytest.raises(ValueError, match=message):
         call(unfitted(name, softmax))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_lists_and_sparse_matrices_are_rows_too(
+    name: str, fitted_models: Fitted, datasets: dict[str, Data]
+) -> None:
+    """Plain inputs: a list of id lists is the same rows (in order); a scipy sparse matrix is
+    each row's nonzero columns, unordered."""
+    import scipy.sparse as sp
+
+    data = datasets["ordered"]
+    model = fitted_models.get(name, "ordered")
+    hist = data.histories.rows(np.arange(min(8, len(data.histories))))
+    lists = [hist[u].tolist() for u in range(len(hist))]
+    for got, want in zip(model.recommend(lists, 5, exclude=lists),
+                         model.recommend(hist, 5, exclude=hist), strict=True):
+        np.testing.assert_array_equal(got, want)
+    rows = [sorted(set(r)) for r in lists]
+    csr = sp.csr_matrix((np.ones(sum(map(len, rows))),
+                         (np.repeat(np.arange(len(rows)), [len(r) for r in rows]),
+                          np.concatenate(rows))), shape=(len(rows), data.n_items))
+    unordered = Sequences.from_lists(rows, ordered=False)
+    for got, want in zip(model.recommend(csr, 5), model.recommend(unordered, 5), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("name", METHODS)

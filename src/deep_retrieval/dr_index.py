@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, IndexConfig, from_mapping, to_dict
+from .core.contract import as_sequences
 from .core.modules.softmax import SoftmaxModel
 from .data.types import Sequences
 from .index import bundle, catalogue, diagnostics, retrieval
@@ -78,28 +79,14 @@ def _ids(ids: Any, n: int) -> np.ndarray:
 
 
 def _positives(positives: Any, n_queries: int, n_items: int) -> Sequences:
-    """The query → items relation as ``Q`` rows of item positions: a :class:`Sequences`, a list
-    of lists, or a scipy sparse ``(Q, V)`` matrix (its nonzero columns)."""
-    if isinstance(positives, Sequences):
-        rows = positives
-    elif hasattr(positives, "tocsr"):
-        csr = positives.tocsr()
-        if csr.shape != (n_queries, n_items):
-            raise ValueError(
-                f"positives is a {csr.shape} matrix; it must be (queries, items) ="
-                f" ({n_queries}, {n_items})"
-            )
-        csr.sort_indices()
-        rows = Sequences(np.asarray(csr.indptr, np.int64), np.asarray(csr.indices, np.int64),
-                         False)
-    else:
-        try:
-            rows = Sequences.from_lists([list(r) for r in positives], ordered=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"positives must be a list of item-position lists, Sequences or a sparse matrix"
-                f" ({exc})"
-            ) from None
+    """The query → items relation as ``Q`` rows of item positions (:func:`as_sequences`: a
+    :class:`Sequences`, a list of lists, or a scipy sparse ``(Q, V)`` matrix)."""
+    shape = getattr(positives, "shape", None)
+    if hasattr(positives, "tocsr") and shape != (n_queries, n_items):
+        raise ValueError(
+            f"positives is a {shape} matrix; it must be (queries, items) = ({n_queries}, {n_items})"
+        )
+    rows = as_sequences(positives, "positives", "DRIndex.fit")
     if len(rows) != n_queries:
         raise ValueError(f"positives has {len(rows)} rows for {n_queries} queries")
     if len(rows.items) and (rows.items.min() < 0 or rows.items.max() >= n_items):

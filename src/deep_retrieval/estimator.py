@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import DRConfig, StreamConfig
-from .core.contract import check_query, check_train, empty_results
+from .core.contract import as_sequences, check_query, check_train, empty_results
 from .core.modules.softmax import SoftmaxModel
 from .data.types import Interactions, Sequences, Split
 from .index import bundle, catalogue, diagnostics, ids, retrieval
@@ -104,7 +104,9 @@ class DeepRetrieval:
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
     ) -> DeepRetrieval:
-        """Train from scratch on ``train`` rows (items ``0 .. n_items-1``).
+        """Train from scratch on ``train`` rows (internal item ids ``0 .. n_items-1``): a
+        :class:`Sequences`, a list of id lists (oldest first) or a scipy sparse users × items
+        matrix.
 
         Args:
             reranker: optional already trained :class:`SoftmaxModel` (e.g. the brute-force
@@ -117,7 +119,7 @@ class DeepRetrieval:
             resume: continue from the newest valid checkpoint in ``checkpoint_dir`` (if any);
                 the result equals an uninterrupted fit's.
         """
-        check_train(train, n_items, "DeepRetrieval")
+        train = check_train(train, n_items, "DeepRetrieval")
         seed_everything(self.config.seed)
         state = build_state(
             self.config,
@@ -137,6 +139,7 @@ class DeepRetrieval:
     # ------------------------------------------------------------------ retrieval
     def user_embeddings(self, histories: Sequences, batch_size: int = 1024) -> torch.Tensor:
         """``(U, E)`` user vectors on the model's device."""
+        histories = as_sequences(histories, "histories", "DeepRetrieval.user_embeddings")
         return retrieval.user_embeddings(self.state, histories, batch_size)
 
     def beam_size_for(self, n: int) -> int:
@@ -148,6 +151,7 @@ class DeepRetrieval:
         self, histories: Sequences, *, beam_size: int | None = None, n: int = 10
     ) -> Candidates:
         """Beam search and the union of items on the beam's paths, before reranking."""
+        histories = as_sequences(histories, "histories", "DeepRetrieval.retrieve")
         return retrieval.retrieve(self.state, histories, beam_size=beam_size, n=n)
 
     def recommend(
@@ -164,7 +168,9 @@ class DeepRetrieval:
         """Top ``n`` items per query: beam search → candidates → rerank (or path order).
 
         Args:
-            histories: ``U`` rows of internal item ids (the query users' behaviour).
+            histories: ``U`` rows of internal item ids (the query users' behaviour): a
+                :class:`Sequences`, a list of id lists (oldest first) or a scipy sparse
+                ``(U, V)`` matrix (:func:`~deep_retrieval.core.contract.as_sequences`).
             exclude: items never to return, per row.
             beam_size: override the beam (default: :meth:`beam_size_for` ``n``).
             rerank: ``False`` ranks candidates by their best path log-prob (ties: more popular
@@ -178,7 +184,9 @@ class DeepRetrieval:
         Returns:
             ``(item_ids (U, n) int64, scores (U, n) float32)``, padded ``-1`` / ``-inf``.
         """
-        check_query(histories, n, exclude, self.state.n_items, "DeepRetrieval")
+        histories, exclude = check_query(
+            histories, n, exclude, self.state.n_items, "DeepRetrieval"
+        )
         if len(histories) == 0:
             return empty_results(0, n)
         if exhaustive:

@@ -67,7 +67,7 @@ class ALS:
         """Factorise the training confidence matrix."""
         from implicit.cpu.als import AlternatingLeastSquares
 
-        check_train(train, n_items, self.name)
+        train = check_train(train, n_items, self.name)
         cfg = self.config
         self.n_items_ = int(n_items)
         # implicit parallelises over users itself; a multithreaded BLAS underneath only thrashes
@@ -89,7 +89,7 @@ class ALS:
 
     def user_factors(self, histories: Sequences) -> np.ndarray:
         """``(U, F)`` float32 factors of query users, solved from their histories (empty → 0)."""
-        check_query(histories, 1, None, self.n_items_, self.name)
+        histories, _ = check_query(histories, 1, None, self.n_items_, self.name)
         with threadpool_limits(1, "blas"):
             factors = self.model_.recalculate_user(
                 np.arange(len(histories)), self._confidence(histories)
@@ -104,7 +104,7 @@ class ALS:
         Returns:
             ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``.
         """
-        check_query(histories, n, exclude, self.n_items_, self.name)
+        histories, exclude = check_query(histories, n, exclude, self.n_items_, self.name)
         assert self.item_factors_ is not None  # fitted: check_query raised otherwise
         n_rows = len(histories)
         out_ids, out_scores = empty_results(n_rows, n)

@@ -65,7 +65,7 @@ class _FaissInnerProduct(Generic[ConfigT, IndexT]):
         self.n_items_: int | None = None
 
     def _item_vectors(self, train: Sequences, n_items: int) -> np.ndarray:
-        check_train(train, n_items, self.name)
+        train = check_train(train, n_items, self.name)
         if self.softmax is None or self.softmax.model_ is None:
             raise ValueError(
                 f"{self.name} searches a trained softmax model's embeddings: pass a fitted"
@@ -120,7 +120,7 @@ class _FaissInnerProduct(Generic[ConfigT, IndexT]):
         Returns:
             ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``.
         """
-        check_query(histories, n, exclude, self.n_items_, self.name)
+        histories, exclude = check_query(histories, n, exclude, self.n_items_, self.name)
         # Fitted (check_query raised otherwise): fit set all of these before n_items_.
         assert self.n_items_ is not None and self.softmax is not None
         assert self.index_ is not None and self.item_vectors_ is not None

@@ -60,7 +60,7 @@ class ItemCF:
         """Build the item–item cosine neighbourhoods from the binary user×item training matrix."""
         from implicit.nearest_neighbours import CosineRecommender
 
-        check_train(train, n_items, self.name)
+        train = check_train(train, n_items, self.name)
         model = CosineRecommender(K=self.config.n_neighbours)
         with warnings.catch_warnings():
             # implicit normalises into a COO matrix and then warns about its own conversion.
@@ -82,7 +82,7 @@ class ItemCF:
 
         No tie-break and no exclusion.
         """
-        check_query(histories, 1, None, self.n_items_, self.name)
+        histories, _ = check_query(histories, 1, None, self.n_items_, self.name)
         assert self.n_items_ is not None  # fitted: check_query raised otherwise
         return np.asarray(
             (histories.to_csr(self.n_items_) @ self.similarity_).todense(), dtype=np.float32
@@ -96,7 +96,7 @@ class ItemCF:
         Returns:
             ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``.
         """
-        check_query(histories, n, exclude, self.n_items_, self.name)
+        histories, exclude = check_query(histories, n, exclude, self.n_items_, self.name)
         n_rows = len(histories)
         out_ids, out_scores = empty_results(n_rows, n)
         for start in range(0, n_rows, self.query_batch_size):

@@ -44,7 +44,7 @@ class MostPopular:
 
     def fit(self, train: Sequences, n_items: int) -> MostPopular:
         """Count interactions per item over all training rows (duplicates count every time)."""
-        check_train(train, n_items, self.name)
+        train = check_train(train, n_items, self.name)
         self.n_items_ = int(n_items)
         self.counts_ = np.bincount(train.items, minlength=n_items).astype(np.float64)
         return self
@@ -58,7 +58,7 @@ class MostPopular:
             ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``; scores are
             the training counts.
         """
-        check_query(histories, n, exclude, self.n_items_, self.name)
+        histories, exclude = check_query(histories, n, exclude, self.n_items_, self.name)
         assert self.counts_ is not None  # fitted: check_query raised otherwise
         n_rows = len(histories)
         # One global ranking; each row needs at most n + (its excluded count) of its head.

@@ -81,7 +81,7 @@ class SoftmaxRecommender:
             on_epoch: called as ``on_epoch(epoch, mean_loss)`` after each epoch (1-based); the
                 library itself never prints.
         """
-        check_train(train, n_items, self.name)
+        train = check_train(train, n_items, self.name)
         cfg = self.config
         device = torch.device(self.device)
         self.n_items_ = int(n_items)
@@ -184,7 +184,7 @@ class SoftmaxRecommender:
         With an item bias, ``E' = E + 1``: the user vector gets a constant 1 and the item vector
         its bias (so inner-product indexes need no special case).
         """
-        check_query(histories, 1, None, self.n_items_, self.name)
+        histories, _ = check_query(histories, 1, None, self.n_items_, self.name)
         assert self.model_ is not None  # fitted: check_query raised otherwise
         out = []
         for start in range(0, len(histories), self.query_batch_size):
@@ -217,7 +217,7 @@ class SoftmaxRecommender:
             ``(item_ids (U, n) int64 padded -1, scores (U, n) float32 padded -inf)``; scores are
             logits.
         """
-        check_query(histories, n, exclude, self.n_items_, self.name)
+        histories, exclude = check_query(histories, n, exclude, self.n_items_, self.name)
         # Fitted: check_query raised otherwise.
         assert self.model_ is not None and self.n_items_ is not None
         n_rows = len(histories)

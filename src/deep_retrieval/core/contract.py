@@ -3,17 +3,18 @@
 ``fit(train, n_items) -> self`` then
 ``recommend(histories, n, exclude=None) -> (item_ids, scores)``:
 
-- ``train``: :class:`~deep_retrieval.data.Sequences`, one row per training user.
-- ``histories``: :class:`~deep_retrieval.data.Sequences`, one row per query user (``U`` rows).
-- ``exclude``: optional :class:`~deep_retrieval.data.Sequences` aligned with ``histories``; those
-  items never appear in that user's result.
+- ``train``: one row per training user; ``histories``: one row per query user (``U`` rows);
+  ``exclude``: optional, aligned with ``histories``, items never to return to that user. Each is
+  a :class:`~deep_retrieval.data.Sequences`, a list of item-id lists (oldest first) or a scipy
+  sparse users × items matrix (a row's nonzero columns, no order; implicit's convention), always
+  of *internal* item ids ``0 .. n_items-1`` (:func:`as_sequences`).
 - returns ``item_ids`` int64 ``(U, n)`` padded with ``-1`` and ``scores`` float32 ``(U, n)`` padded
   with ``-inf``, best first.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -73,12 +74,38 @@ def pad_results(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray
     return out_ids, out_scores
 
 
-def check_train(train: Sequences, n_items: int, name: str) -> None:
-    """Raise a fix-it ``ValueError`` when ``fit(train, n_items)`` gets unusable input."""
-    if not isinstance(train, Sequences):
+def as_sequences(rows: Any, label: str, where: str) -> Sequences:
+    """``rows`` as :class:`Sequences`: as is; a scipy sparse matrix → each row's nonzero columns
+    (unordered); a list (or tuple) of item-id lists or integer arrays → those rows, ordered.
+    Anything else, or ids that are not integers, is a ``ValueError`` naming ``where`` (e.g.
+    ``"ALS.fit"``) and ``label`` (``"train"``)."""
+    if isinstance(rows, Sequences):
+        return rows
+    if hasattr(rows, "tocsr"):
+        csr = rows.tocsr()
+        csr.eliminate_zeros()
+        csr.sort_indices()
+        return Sequences(np.asarray(csr.indptr, np.int64), np.asarray(csr.indices, np.int64),
+                         ordered=False)
+    if isinstance(rows, (list, tuple)):
+        arrays = [np.asarray(r) for r in rows]
+        bad = next((a for a in arrays if a.ndim != 1 or (a.size and a.dtype.kind not in "iu")),
+                   None)
+        if bad is None:
+            return Sequences.from_lists(arrays, ordered=True)
         raise ValueError(
-            f"{name}.fit expects train as deep_retrieval.data.Sequences, got {type(train).__name__}"
+            f"{where}: {label} must hold lists of integer item ids, got a row {bad.tolist()!r:.60}"
         )
+    raise ValueError(
+        f"{where} expects {label} as deep_retrieval.data.Sequences, a list of item-id lists or a"
+        f" scipy sparse matrix, got {type(rows).__name__}"
+    )
+
+
+def check_train(train: Any, n_items: int, name: str) -> Sequences:
+    """``train`` as :class:`Sequences` (:func:`as_sequences`); a fix-it ``ValueError`` when
+    ``fit(train, n_items)`` gets unusable input."""
+    train = as_sequences(train, "train", f"{name}.fit")
     if n_items < 1:
         raise ValueError(f"{name}.fit: n_items must be ≥ 1, got {n_items}")
     if train.n_interactions == 0:
@@ -89,23 +116,23 @@ def check_train(train: Sequences, n_items: int, name: str) -> None:
             f"{name}.fit: training items must be internal ids in [0, {n_items}),"
             f" found [{lo}, {hi}]; pass n_items = split.n_items"
         )
+    return train
 
 
 def check_query(
-    histories: Sequences, n: int, exclude: Sequences | None, n_items: int | None, name: str
-) -> None:
-    """Raise a fix-it ``ValueError`` for a bad ``recommend`` call (including recommend before fit).
+    histories: Any, n: int, exclude: Any, n_items: int | None, name: str
+) -> tuple[Sequences, Sequences | None]:
+    """``(histories, exclude)`` as :class:`Sequences` (:func:`as_sequences`); a fix-it
+    ``ValueError`` for a bad ``recommend`` call (including recommend before fit).
 
     Args:
         n_items: the fitted vocabulary size, or ``None`` when the model has not been fitted.
     """
     if n_items is None:
         raise ValueError(f"{name}: call fit(train, n_items) before recommend")
-    if not isinstance(histories, Sequences):
-        raise ValueError(
-            f"{name}.recommend expects histories as deep_retrieval.data.Sequences,"
-            f" got {type(histories).__name__}; build one with Sequences.from_lists"
-        )
+    histories = as_sequences(histories, "histories", f"{name}.recommend")
+    if exclude is not None:
+        exclude = as_sequences(exclude, "exclude", f"{name}.recommend")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"{name}.recommend: n must be a positive integer, got {n!r}")
     for label, seqs in (("histories", histories), ("exclude", exclude)):
@@ -122,6 +149,7 @@ def check_query(
             f"{name}.recommend: exclude has {len(exclude)} rows but histories has {len(histories)};"
             " pass one exclude row per query user (e.g. split.test_exclude with split.test_history)"
         )
+    return histories, exclude
 
 
 def empty_results(n_rows: int, n: int) -> tuple[np.ndarray, np.ndarray]:
