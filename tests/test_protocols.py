@@ -55,7 +55,7 @@ def test_paper_protocol_rules():
     assert s.n_interactions == len(log)
 
 
-def test_paper_protocol_filters_ratings_and_short_users():
+def test_paper_protocol_filters_ratings_and_short_users(caplog):
     log = _log()
     ratings = log.ratings.copy()
     ratings[log.users == 0] = 3.0  # user 0 drops out entirely
@@ -65,9 +65,16 @@ def test_paper_protocol_filters_ratings_and_short_users():
         np.concatenate([ratings, [5.0] * 5]).astype(np.float32),
         np.concatenate([log.timestamps, np.arange(5)]),
     )
-    s = paper_split(short, ProtocolConfig(n_valid_users=2, n_test_users=2))
+    with caplog.at_level("INFO", logger="deep_retrieval"):
+        s = paper_split(short, ProtocolConfig(n_valid_users=2, n_test_users=2))
     all_users = set(s.train_user_ids) | set(s.test_user_ids) | set(s.valid_user_ids)
     assert 0 not in all_users and 99 not in all_users and len(all_users) == 39
+    # Every filter says what it dropped.
+    n_zero = int((log.users == 0).sum())
+    assert f"protocol.min_rating = 4.0 dropped {n_zero} of {len(short)} interactions, 1 users" \
+        in caplog.text
+    assert "protocol.min_user_interactions = 10 dropped 5 of 512 interactions, 1 users" \
+        in caplog.text
 
 
 def test_paper_filter_seen_excludes_first_half():

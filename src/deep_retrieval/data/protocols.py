@@ -22,10 +22,24 @@ unordered rows (``Sequences.ordered = False``).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..config import ProtocolConfig
 from .types import FixedSplit, Interactions, Sequences, Split
+
+log = logging.getLogger("deep_retrieval")
+
+
+def _log_filter(rule: str, before: Interactions, after: Interactions) -> None:
+    """Say what a filter dropped: interactions, users and items."""
+    if len(after) == len(before):
+        return
+    users = len(np.unique(before.users)) - len(np.unique(after.users))
+    items = len(np.unique(before.items)) - len(np.unique(after.items))
+    log.info("%s dropped %d of %d interactions, %d users and %d items", rule,
+             len(before) - len(after), len(before), users, items)
 
 
 def default_holdout_size(n_users: int) -> int:
@@ -89,14 +103,16 @@ def paper_split(data: Interactions, config: ProtocolConfig = ProtocolConfig()) -
     Raises:
         ValueError: when too few users survive the filters to form the held-out sets.
     """
-    keep = np.ones(len(data), dtype=bool)
     if data.ratings is not None:
-        keep &= data.ratings >= config.min_rating
-    data = data.take(keep)
+        rated = data.take(data.ratings >= config.min_rating)
+        _log_filter(f"protocol.min_rating = {config.min_rating}", data, rated)
+        data = rated
     user_ids, user_codes = _encode(data.users)
     counts = np.bincount(user_codes, minlength=len(user_ids))
-    keep = counts[user_codes] >= config.min_user_interactions
-    data = data.take(keep)
+    long_enough = data.take(counts[user_codes] >= config.min_user_interactions)
+    _log_filter(f"protocol.min_user_interactions = {config.min_user_interactions}", data,
+                long_enough)
+    data = long_enough
     if len(data) == 0:
         raise ValueError(
             f"no user has ≥ {config.min_user_interactions} interactions"
