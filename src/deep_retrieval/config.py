@@ -811,6 +811,17 @@ def load_config(
 # --- Deep Retrieval ------------------------------------------------------------------------------
 
 
+def _section_problems(config: Any) -> list[str]:
+    """One problem per section field (a dataclass-typed field) that holds something else."""
+    p: list[str] = []
+    for f in dataclasses.fields(config):
+        cls = _hints(type(config))[f.name]
+        value = getattr(config, f.name)
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and not isinstance(value, cls):
+            p.append(f"{f.name} must be a {cls.__name__}, got {value!r}")
+    return p
+
+
 @dataclass(frozen=True)
 class StructureConfig(_Validated):
     """The K×D path grid and its network (paper §1.1–1.2).
@@ -1035,12 +1046,7 @@ class DRConfig(_Validated):
     seed: int = 0
 
     def _problems(self) -> list[str]:
-        p: list[str] = []
-        sections = {"structure": StructureConfig, "train": DRTrainConfig,
-                    "assignment": AssignmentConfig, "retrieval": RetrievalConfig}
-        for name, cls in sections.items():
-            if not isinstance(getattr(self, name), cls):
-                p.append(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        p = _section_problems(self)
         if not p and self.assignment.n_candidates < self.structure.paths_per_item:
             p.append(
                 "assignment.n_candidates must be ≥ structure.paths_per_item"
@@ -1161,12 +1167,7 @@ class IndexConfig(_Validated):
     seed: int = 0
 
     def _problems(self) -> list[str]:
-        p: list[str] = []
-        sections = {"structure": StructureConfig, "train": IndexTrainConfig,
-                    "assignment": AssignmentConfig, "retrieval": RetrievalConfig}
-        for name, cls in sections.items():
-            if not isinstance(getattr(self, name), cls):
-                p.append(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        p = _section_problems(self)
         _int(p, "seed", self.seed, 0)
         if not p:  # the cross-section rules are DRConfig's
             try:
