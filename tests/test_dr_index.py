@@ -212,6 +212,8 @@ def test_bad_settings_and_queries_fail_loudly(fitted) -> None:
     index = fitted[0]
     with pytest.raises(ValueError, match="k must be"):
         index.search(np.zeros(8), 0)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search_exact(np.zeros(8), 0)
     with pytest.raises(ValueError, match="columns"):
         index.search(np.zeros((2, 5)), 3)
     with pytest.raises(ValueError, match="not fitted"):

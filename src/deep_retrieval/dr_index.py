@@ -78,6 +78,11 @@ def _ids(ids: Any, n: int) -> np.ndarray:
     return arr
 
 
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer ≥ 1, got {k!r}")
+
+
 def _positives(positives: Any, n_queries: int, n_items: int) -> Sequences:
     """The query → items relation as ``Q`` rows of item positions (:func:`as_sequences`: a
     :class:`Sequences`, a list of lists, or a scipy sparse ``(Q, V)`` matrix)."""
@@ -265,8 +270,7 @@ class DRIndex:
             for integer ids, ``""`` for string ids, scores with ``-inf``, when fewer than ``k``
             items are found).
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be an integer ≥ 1, got {k!r}")
+        _check_k(k)
         arr = np.asarray(queries)
         single = arr.ndim == 1
         q = _vectors(arr[None] if single else arr, "queries", self.dim)
@@ -286,6 +290,7 @@ class DRIndex:
     def search_exact(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` by scoring every item (brute force over the same vectors; for checking
         the index)."""
+        _check_k(k)
         arr = np.asarray(queries)
         single = arr.ndim == 1
         q = _vectors(arr[None] if single else arr, "queries", self.dim)
