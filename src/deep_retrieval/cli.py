@@ -393,8 +393,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print("epochs:")
     for e in epochs:
         print("  " + json.dumps(e))
+    from .utils import MissingExtra
+
     png = args.png or Path(args.model) / "path_sizes.png"
-    model.plot_path_sizes(png)
+    try:
+        model.plot_path_sizes(png)
+    except MissingExtra as exc:  # the numbers above stand without the histogram
+        if args.png:
+            raise
+        log.warning("no path-size histogram: %s", exc)
+        return 0
     print(f"wrote {png}")
     return 0
 
@@ -597,12 +605,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from .serving.service import ServiceLimits, serve
-    except ImportError as exc:  # fastapi / uvicorn are the `serve` extra
-        raise CLIError(
-            f"the service needs its extra: pip install 'deep-retrieval[serve]' ({exc})"
-        ) from exc
+    # fastapi / uvicorn are the `serve` extra: serve() says so in one line when they are absent.
+    from .serving.service import ServiceLimits, serve
 
     limits = ServiceLimits(
         max_n=args.max_n,
@@ -946,10 +950,13 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(level.upper())
     from .config import ConfigError
     from .data.download import DownloadError
+    from .utils import MissingExtra
 
     try:
         return args.func(args)
-    except (CLIError, ConfigError, DownloadError, ValueError, OSError, FloatingPointError) as exc:
+    except (
+        CLIError, ConfigError, DownloadError, MissingExtra, ValueError, OSError, FloatingPointError
+    ) as exc:
         print(f"deep-retrieval {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,9 +1,10 @@
-"""Small shared helpers: devices, seeding, version stamps, atomic writes."""
+"""Small shared helpers: devices, seeding, version stamps, optional extras, atomic writes."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -19,6 +20,55 @@ import numpy as np
 # The package version (pyproject.toml says the same); here, in the lowest layer, so that every
 # layer can stamp it.
 __version__ = "0.1.0"
+
+
+# The optional dependencies, by top-level module, and the extra (pyproject.toml) that installs each.
+# The core (DRIndex, DeepRetrieval on arrays, bundles) needs none of them.
+EXTRAS = {
+    "pandas": "pandas",
+    "implicit": "baselines",
+    "faiss": "baselines",
+    "threadpoolctl": "baselines",
+    "matplotlib": "plots",
+    "pyarrow": "parquet",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "scann": "scann",
+}
+
+
+class MissingExtra(ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, purpose: str) -> Any:
+    """Import ``module`` (one of :data:`EXTRAS`' packages, or a submodule of one), or raise
+    :class:`MissingExtra`: one line saying what ``purpose`` needs and the ``pip install`` to run.
+
+    Only the package itself being absent becomes that message; an installed package that fails
+    to import (a broken build) raises its own error.
+    """
+    top = module.partition(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != top:
+            raise
+        raise MissingExtra(
+            f"{purpose} needs {top}, which is not installed; install it with"
+            f" pip install 'deep-retrieval[{EXTRAS[top]}]'"
+        ) from exc
+
+
+class LazyModule:
+    """A module imported on first attribute access through :func:`require`, for modules that use
+    an optional package in many places: ``pd = LazyModule("pandas", "reading rating files")``."""
+
+    def __init__(self, module: str, purpose: str) -> None:
+        self._module, self._purpose = module, purpose
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(require(self._module, self._purpose), name)
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -16,11 +16,15 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from ..config import ALSConfig
 from ..core.contract import check_query, check_train, empty_results, topk_from_scores
 from ..data.types import Sequences
+from ..utils import require
+
+
+def _one_blas_thread() -> Any:
+    return require("threadpoolctl", "the als baseline").threadpool_limits(1, "blas")
 
 
 class ALS:
@@ -65,17 +69,17 @@ class ALS:
 
     def fit(self, train: Sequences, n_items: int) -> ALS:
         """Factorise the training confidence matrix."""
-        from implicit.cpu.als import AlternatingLeastSquares
+        als = require("implicit.cpu.als", "the als baseline")
 
         train = check_train(train, n_items, self.name)
         cfg = self.config
         self.n_items_ = int(n_items)
         # implicit parallelises over users itself; a multithreaded BLAS underneath only thrashes
         # (its constructor warns when BLAS is multithreaded, hence the constructor inside too).
-        with threadpool_limits(1, "blas"):
+        with _one_blas_thread():
             # The CPU class directly: implicit's factory would pick the GPU build when present,
             # and the factors are used as numpy arrays below.
-            model = AlternatingLeastSquares(
+            model = als.AlternatingLeastSquares(
                 factors=cfg.factors,
                 regularization=cfg.regularization,
                 alpha=1.0,
@@ -90,7 +94,7 @@ class ALS:
     def user_factors(self, histories: Sequences) -> np.ndarray:
         """``(U, F)`` float32 factors of query users, solved from their histories (empty → 0)."""
         histories, _ = check_query(histories, 1, None, self.n_items_, self.name)
-        with threadpool_limits(1, "blas"):
+        with _one_blas_thread():
             factors = self.model_.recalculate_user(
                 np.arange(len(histories)), self._confidence(histories)
             )

@@ -29,6 +29,7 @@ import numpy as np
 from ..config import HNSWConfig, IVFConfig, IVFPQConfig, ScaNNConfig
 from ..core.contract import check_query, check_train, drop_excluded, empty_results
 from ..data.types import Sequences
+from ..utils import require
 from .softmax import SoftmaxRecommender
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class _FaissInnerProduct(Generic[ConfigT, IndexT]):
         """``(B, k)`` neighbour ids of ``queries (B, E')``, ``-1`` where none was found, for a
         request of ``n`` results (``k ≥ n`` makes room for excluded items): faiss's ``search``;
         ScaNN overrides this."""
-        import faiss
+        faiss = require("faiss", "the faiss baselines")
 
         index: Any = self.index_
         if len(queries) > 1:
@@ -164,7 +165,7 @@ class FaissHNSW(_FaissInnerProduct[HNSWConfig, "faiss.IndexHNSWFlat"]):
 
     def fit(self, train: Sequences, n_items: int) -> FaissHNSW:
         """Build the HNSW graph over the item vectors (``train`` is only checked)."""
-        import faiss
+        faiss = require("faiss", "the faiss baselines")
 
         vectors = self._item_vectors(train, n_items)
         cfg = self.config  # an HNSWConfig checks its own ranges (m ≥ 2, ef_* ≥ 1, metric)
@@ -207,7 +208,7 @@ class FaissIVF(_FaissInnerProduct[IVFConfig, "faiss.IndexIVFFlat"]):
 
     def fit(self, train: Sequences, n_items: int) -> FaissIVF:
         """Train the coarse quantiser (k-means on the item vectors) and fill the lists."""
-        import faiss
+        faiss = require("faiss", "the faiss baselines")
 
         vectors = self._item_vectors(train, n_items)
         cfg = self.config
@@ -258,7 +259,7 @@ class FaissIVFPQ(_FaissInnerProduct[IVFPQConfig, "faiss.Index"]):
 
     def fit(self, train: Sequences, n_items: int) -> FaissIVFPQ:
         """Train the coarse quantiser and the product quantiser on the item vectors, add them."""
-        import faiss
+        faiss = require("faiss", "the faiss baselines")
 
         vectors = self._item_vectors(train, n_items)
         indexed = self._padded(vectors)
@@ -278,7 +279,7 @@ class FaissIVFPQ(_FaissInnerProduct[IVFPQConfig, "faiss.Index"]):
         return self._padded(queries)
 
     def _prepare_search(self) -> None:
-        import faiss
+        faiss = require("faiss", "the faiss baselines")
 
         assert self.index_ is not None
         ivf = faiss.extract_index_ivf(self.index_)
@@ -308,12 +309,7 @@ class ScaNN(_FaissInnerProduct[ScaNNConfig, Any]):
         ``delete`` need; searches then return strings, converted back (slower), so the default
         is an immutable searcher.
         """
-        try:
-            import scann
-        except ImportError as err:
-            raise ImportError(
-                "ann-scann needs the scann package: pip install 'deep-retrieval[scann]'"
-            ) from err
+        scann = require("scann", "ann-scann")
         vectors = self._item_vectors(train, n_items)
         cfg = self.config
         n_leaves = min(

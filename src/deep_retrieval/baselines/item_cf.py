@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from ..config import ItemCFConfig
 from ..core.contract import check_query, check_train, empty_results, topk_from_scores
 from ..data.types import Sequences
+from ..utils import require
 
 # Popularity tie-break added to every score: far below any real similarity sum (one cosine
 # between two items with ≥ 1 shared user is ≥ 1/#users), large enough to order the zeros.
@@ -58,10 +59,10 @@ class ItemCF:
 
     def fit(self, train: Sequences, n_items: int) -> ItemCF:
         """Build the item–item cosine neighbourhoods from the binary user×item training matrix."""
-        from implicit.nearest_neighbours import CosineRecommender
+        neighbours = require("implicit.nearest_neighbours", "the item-cf baseline")
 
         train = check_train(train, n_items, self.name)
-        model = CosineRecommender(K=self.config.n_neighbours)
+        model = neighbours.CosineRecommender(K=self.config.n_neighbours)
         with warnings.catch_warnings():
             # implicit normalises into a COO matrix and then warns about its own conversion.
             warnings.filterwarnings("ignore", message="Method expects CSR input")

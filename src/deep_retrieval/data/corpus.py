@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import require
 from .types import Interactions, Sequences, Split
 
 #: ``name -> (n_users, n_items, n_interactions)``: the paper's two data sets and a 10M-item one.
@@ -75,7 +76,7 @@ class SyntheticCorpus:
         ``item_vectors.npy``, ``item_bias.npy``, ``item_cluster.npy`` hold the planted model,
         indexed by ``movieId``. Each file is written to a temporary name and renamed.
         """
-        import pandas as pd
+        pd = require("pandas", "writing a corpus")
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

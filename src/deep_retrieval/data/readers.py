@@ -34,12 +34,18 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
-import pandas as pd
 
 from deep_retrieval.data.types import Interactions
+from deep_retrieval.utils import LazyModule, require
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    # Text files are parsed by pandas (the ``pandas`` extra); Parquet by pyarrow (``parquet``).
+    pd = LazyModule("pandas", "reading rating files")
 
 __all__ = [
     "DataFormatError",
@@ -217,14 +223,15 @@ class _Malformed(Exception):
 
 
 # OverflowError: an integer field beyond int64 / uint64 ("Overflow" from the C parser).
-_PARSE_ERRORS = (
-    ValueError,
-    TypeError,
-    OverflowError,
-    pd.errors.ParserError,
-    pd.errors.ParserWarning,
-    _Malformed,
-)
+def _parse_errors() -> tuple[type[BaseException], ...]:
+    return (
+        ValueError,
+        TypeError,
+        OverflowError,
+        pd.errors.ParserError,
+        pd.errors.ParserWarning,
+        _Malformed,
+    )
 
 
 @contextlib.contextmanager
@@ -297,7 +304,7 @@ def _read_delimited(
         with src.open() as fh:
             df = _csv_frame(fh, sep, fields, header=header, as_text=False)
         arrays = _frame_arrays(df, sep, fields)
-    except _PARSE_ERRORS as exc:
+    except _parse_errors() as exc:
         # ValueError covers UnicodeDecodeError and pandas' EmptyDataError.
         _diagnose_delimited(src, sep, fields, header=header)
         # The diagnosis found nothing it understands (e.g. quoting trouble): pass pandas' words on.
@@ -506,7 +513,7 @@ def _diagnose_delimited(
                 )
                 for done, chunk in enumerate(reader):  # noqa: B007 (read by the except below)
                     _frame_arrays(chunk, sep, fields)
-        except _PARSE_ERRORS:
+        except _parse_errors():
             bad_chunk = done
     if bad_chunk is not None:
         r0 = bad_chunk * chunk_rows
@@ -954,7 +961,7 @@ _T = TypeVar("_T")
 def _parquet_call(path: Path, read: Callable[[], _T]) -> _T:
     """``read()``, with pyarrow's errors on an unreadable file turned into
     :class:`DataFormatError`."""
-    import pyarrow as pa
+    pa = require("pyarrow", "reading Parquet files")
 
     try:
         return read()
@@ -963,9 +970,9 @@ def _parquet_call(path: Path, read: Callable[[], _T]) -> _T:
 
 
 def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interactions:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    pa = require("pyarrow", "reading Parquet files")
+    pc = require("pyarrow.compute", "reading Parquet files")
+    pq = require("pyarrow.parquet", "reading Parquet files")
 
     names = _parquet_call(path, lambda: pq.read_schema(path).names)
     wanted: dict[str, str] = {}
@@ -1089,8 +1096,7 @@ def read_ratings_file(path: str | os.PathLike[str]) -> Interactions:
         return read_movielens(path)
     with open(path, "rb") as fh:
         if fh.read(4) == b"PAR1":
-            import pyarrow.parquet as pq
-
+            pq = require("pyarrow.parquet", "reading Parquet files")
             names = _parquet_call(path, lambda: pq.read_schema(path).names)
             cols = _alias_columns(names)
             if "user" not in cols or "item" not in cols:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
 from deep_retrieval.data.readers import (
     read_amazon_ratings,
@@ -31,6 +30,7 @@ from deep_retrieval.data.readers import (
     read_user_items_lines,
 )
 from deep_retrieval.data.types import FixedSplit, Interactions
+from deep_retrieval.utils import require
 
 __all__ = [
     "DATASETS",
@@ -442,6 +442,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Interactions 
 
 def _distinct(arrays: list[np.ndarray]) -> int:
     # Hash-based (pd.unique) rather than np.unique's sort: much faster on 20M string ids.
+    pd = require("pandas", "reading data sets")
     return len(pd.unique(np.concatenate(arrays))) if arrays else 0
 
 

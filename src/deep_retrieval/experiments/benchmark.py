@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..config import BenchmarkConfig, to_dict
 from ..data.types import Sequences, Split
 from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import evaluate_recommendations
-from ..utils import atomic_write_text, resolve_device, seed_everything, versions
+from ..utils import LazyModule, atomic_write_text, resolve_device, seed_everything, versions
 from . import tuning
+
+pd = LazyModule("pandas", "writing benchmark results")
 
 BASELINE_METHODS = (
     "most-popular", "item-cf", "als", "brute-force", "ann-hnsw", "ann-ivf", "ann-ivfpq", "ann-scann"

@@ -46,6 +46,7 @@ from ..config import (
 )
 from ..data.types import Sequences, Split
 from ..index.retrieval import QueryStats
+from ..utils import MissingExtra, require
 
 METHODS = ("exact-torch", "dr", "exact-faiss", "hnsw", "ivf", "ivf-pq", "scann")
 #: corpus name → the range of taste clusters each user draws interactions from
@@ -191,7 +192,7 @@ class _ExactFaiss:
     """``IndexFlatIP`` over ``[k, b]`` with queries ``[q, 1]``: the logit as an inner product."""
 
     def __init__(self, softmax: Any) -> None:
-        import faiss
+        faiss = require("faiss", "the speed benchmark")
 
         self.softmax = softmax
         self.vectors = np.ascontiguousarray(softmax.item_embeddings(), np.float32)  # (V, E + 1)
@@ -447,9 +448,9 @@ def _skip_reason(name: str, c: SpeedConfig) -> str | None:
         return f"n_items > hnsw_max_items = {c.hnsw_max_items:,} (build time)"
     if name == "scann":
         try:
-            import scann  # noqa: F401
-        except ImportError:
-            return "the scann package is not installed (pip install 'deep-retrieval[scann]')"
+            require("scann", "ann-scann")
+        except MissingExtra as exc:
+            return str(exc)
     return None
 
 
@@ -464,7 +465,7 @@ def _make_peer(name: str, c: SpeedConfig, softmax: Any) -> Any:
 
 def _knob_values(name: str, index: Any, values: tuple[int, ...]) -> list[int]:
     """The sweep's values, capped at the index's lists / leaves (duplicates dropped)."""
-    import faiss
+    faiss = require("faiss", "the speed benchmark")
 
     if name in ("ivf", "ivf-pq"):
         top = faiss.extract_index_ivf(index.index_).nlist
@@ -491,7 +492,7 @@ def dr_index_bytes(state: Any) -> int:
 
 def _faiss_extra_bytes(index: Any, dim: int) -> int:
     """The serialised index's size minus the ``(V, dim)`` float32 item vectors it holds."""
-    import faiss
+    faiss = require("faiss", "the speed benchmark")
 
     return int(faiss.serialize_index(index).nbytes - index.ntotal * dim * 4)
 
@@ -791,10 +792,8 @@ def _cell(value: float | None, fmt: str) -> str:
 def plot_frontier(doc: dict[str, Any], path: Any) -> None:
     """Truth recall@k against single-query p50 (left) and batched queries/s (right), one line
     per method along its knob; the exact searches are single points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "plotting").use("Agg")
+    plt = require("matplotlib.pyplot", "plotting")
 
     k = doc["k"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -824,10 +823,8 @@ def plot_frontier(doc: dict[str, Any], path: Any) -> None:
 
 def plot_speed(docs: list[dict[str, Any]], path: Any) -> None:
     """Latency per method against corpus size (log-log), and the phase costs, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "plotting").use("Agg")
+    plt = require("matplotlib.pyplot", "plotting")
 
     docs = sorted(docs, key=lambda d: d["n_items"])
     sizes = [d["n_items"] for d in docs]

@@ -66,10 +66,10 @@ def _beam_for_n(state: DRState) -> dict[int, dict[str, float]]:
 
 def plot_path_sizes(state: DRState, png: str | os.PathLike) -> Path:
     """Write a histogram of items per occupied path (log-scaled counts) to ``png``."""
-    import matplotlib
+    from ..utils import require
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "plotting").use("Agg")
+    plt = require("matplotlib.pyplot", "plotting")
 
     sizes = state.item_paths.path_sizes()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -31,6 +31,7 @@ from ..config import ConfigError
 from ..data.types import Sequences
 from ..dr_index import DRIndex
 from ..estimator import DeepRetrieval
+from ..utils import require
 
 log = logging.getLogger("deep_retrieval")
 
@@ -117,6 +118,7 @@ def create_app(
     bundle: str | Path | ServiceState, *, device: str = "cpu", limits: ServiceLimits | None = None
 ):  # -> fastapi.FastAPI (imported lazily: the service's dependencies are an extra)
     """The FastAPI application serving ``bundle`` (a model directory written by ``save``)."""
+    require("fastapi", "the HTTP service")
     from fastapi import Body, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -342,7 +344,7 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Run the service with uvicorn until interrupted; ``SIGHUP`` reloads the bundle."""
-    import uvicorn
+    uvicorn = require("uvicorn", "the HTTP service")
 
     state = ServiceState(bundle, device=device, limits=limits)
     app = create_app(state)
