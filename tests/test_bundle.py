@@ -241,11 +241,17 @@ def test_add_items_errors_say_what_to_fix(model, planted):
         model.add_items(split.item_ids[:2], interactions=split.train)
     with pytest.raises(ValueError, match="nothing says where to put them"):
         model.add_items(["brand-new"], interactions=Sequences.from_lists([[0, 1]]))
-    with pytest.raises(ValueError, match="pass item_ids"):
-        model.add_items(n_new=1, neighbours=Sequences.from_lists([[0]]))
     with pytest.raises(ValueError, match="outside"):
         model.add_items(["x"], interactions=Sequences.from_lists([[0, n_old + 5]]))
     assert model.n_items_ == n_old  # nothing changed
+    # Identity ids (0 .. V-1, recorded when no ids are given) continue with the next integers;
+    # other ids must be given.
+    model.state.item_ids = np.arange(n_old)
+    added = model.add_items(n_new=1, neighbours=Sequences.from_lists([[0]]))
+    assert model.item_ids_.dtype == np.int64 and model.item_ids_[added].tolist() == [n_old]
+    model.state.item_ids = model.item_ids_.astype(str)
+    with pytest.raises(ValueError, match="pass item_ids"):
+        model.add_items(n_new=1, neighbours=Sequences.from_lists([[0]]))
 
 
 def test_added_items_survive_save_and_load(model, planted, tmp_path):

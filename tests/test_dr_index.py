@@ -149,7 +149,7 @@ def test_added_items_are_found_and_removed_ones_never() -> None:
     assert index.remove(rows[:10]) == 10 and len(index) == 610
     ids, _ = index.search(test, 10)
     assert not np.isin(ids, rows[:10]).any()
-    with pytest.raises(KeyError, match="unknown id"):
+    with pytest.raises(KeyError, match="unknown item id"):
         index.remove([12345])
 
 

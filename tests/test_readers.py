@@ -403,7 +403,8 @@ def test_table_missing_column_lists_columns(tmp_path: Path) -> None:
         (3, "200,u2,i1", "expected 5 fields separated by ',', found 3"),
         (3, "200,u2,i1,2,meh,extra", "expected 5 fields separated by ',', found 6"),
         (4, "300,u1,i2,five,", "rating \\('stars'\\) 'five' is not a number"),
-        (2, "yesterday,u1,i1,4.5,nice", "timestamp \\('ts'\\) 'yesterday' is not an integer"),
+        (2, "yesterday,u1,i1,4.5,nice",
+         "timestamp \\('ts'\\) 'yesterday' is neither a unix time nor an ISO-8601 date"),
         (2, "100,,i1,4.5,nice", "user \\('who'\\) '' is empty"),
     ],
 )
@@ -606,14 +607,18 @@ def test_ratings_file_parquet(tmp_path: Path) -> None:
         and x.ratings.tolist() == [5.0, 4.0]
     )
     pq.write_table(pa.table({"a": [1], "b": [2]}), path)
-    with pytest.raises(DataFormatError, match="read_interactions_table"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"columns among \['a', 'b'\]; name them with --user-col and --item-col"
+        r" \(user_col=, item_col= in Python\)$",
+    ):
         read_ratings_file(path)
 
 
 def test_ratings_file_undetectable(tmp_path: Path) -> None:
     with pytest.raises(
         DataFormatError,
-        match=r"line 1: cannot tell the user and item columns.*read_interactions_table",
+        match=r"line 1: cannot tell the user and item columns.*--user-col and --item-col",
     ):
         read_ratings_file(_write(tmp_path / "a.csv", "who,what\nx,y\n"))
     with pytest.raises(DataFormatError, match="empty"):
@@ -640,3 +645,60 @@ def test_integral_floats_in_integer_columns_are_accepted(tmp_path: Path) -> None
         read_movielens(_write(tmp_path / "ratings.csv", text))
     ok = read_movielens(_write(tmp_path / "ok.csv", text.replace("x", "1")))
     assert ok.timestamps.tolist() == [881250949, 1000, 5]
+
+
+def test_ratings_file_named_columns_and_iso_times(tmp_path: Path) -> None:
+    # A customer,sku,event_time export: the columns are named, the times are ISO-8601 (with and
+    # without an offset; no offset means UTC) and a date alone.
+    text = (
+        "customer,sku,event_time,qty\n"
+        "c1,A-1,2023-11-16 21:00:27,1\n"
+        "c2,A-2,2023-11-16T21:00:27+01:00,2\n"
+        "c1,A-2,2023-11-17,1\n"
+    )
+    path = _write(tmp_path / "orders.csv", text)
+    x = read_ratings_file(path, user_col="customer", item_col="sku", timestamp_col="event_time")
+    assert x.users.tolist() == ["c1", "c2", "c1"] and x.items.tolist() == ["A-1", "A-2", "A-2"]
+    assert x.ratings is None
+    assert x.timestamps.tolist() == [1700168427, 1700168427 - 3600, 1700179200]
+    # Roles not given are still detected from the header: "user" and "time" here.
+    y = read_ratings_file(_write(tmp_path / "b.csv", "user,sku,time\n1,7,1700000000.9\n"),
+                          item_col="sku")
+    assert y.users.tolist() == [1] and y.items.tolist() == [7]
+    assert y.timestamps.tolist() == [1700000000]  # decimals of unix seconds are floored
+    # A headerless file takes 0-based positions; the flags' digits count.
+    z = read_ratings_file(_write(tmp_path / "c.tsv", "9\tq\t1\n"), user_col="1", item_col=0)
+    assert z.users.tolist() == ["q"] and z.items.tolist() == [9]
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "message"),
+    [
+        ("customer,sku\nc1,A\n", {"user_col": "client", "item_col": "sku"},
+         r"no column 'client' for user_col \(--user-col\); the file has columns"),
+        ("customer,sku\nc1,A\n", {"user_col": "customer"},
+         r"line 1: cannot tell the item column among \['customer', 'sku'\]; name it with"
+         r" --item-col \(item_col= in Python\)"),
+        ("user,item,t\n1,2,2023-01-01\n3,4,1700000000\n", {"timestamp_col": "t"},
+         r"timestamps mix unix times \('1700000000'\) and other values \('2023-01-01'\)"),
+        ("user,item,t\n1,2,2023-01-01\n3,4,soon\n", {"timestamp_col": "t"},
+         r"line 3: timestamp \('t'\) 'soon' is neither a unix time nor an ISO-8601 date"),
+        ("1,2\n", {"user_col": "user"},
+         r"no header, so --user-col takes a 0-based position \(0..1\), not 'user'"),
+    ],
+)
+def test_ratings_file_named_columns_errors(
+    tmp_path: Path, text: str, kwargs: dict[str, str], message: str
+) -> None:
+    with pytest.raises(DataFormatError, match=message):
+        read_ratings_file(_write(tmp_path / "log.csv", text), **kwargs)
+
+
+def test_parquet_iso_times(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"customer": ["a", "b"], "sku": [1, 2],
+                             "at": ["2023-11-16 21:00:27", "2023-11-16"]}), path)
+    x = read_ratings_file(path, user_col="customer", item_col="sku", timestamp_col="at")
+    assert x.timestamps.tolist() == [1700168427, 1700092800]

@@ -42,9 +42,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--ratings-file",
         type=Path,
-        help="user,item,rating,timestamp log (MovieLens u.data/ratings.dat/ratings.csv/zip, or a"
-        " headerless Amazon ratings CSV); paper protocol",
+        help="an interaction log: CSV/TSV (plain or gzip) or Parquet with your columns (see"
+        " --user-col …; common names like user_id, item_id, rating, timestamp are found"
+        " alone), MovieLens u.data/ratings.dat/ratings.csv/zip, or a headerless Amazon ratings"
+        " CSV; paper protocol",
     )
+    _add_column_args(g)
     g.add_argument(
         "--protocol", choices=["paper", "fixed-split"], help="override the data set's protocol"
     )
@@ -53,6 +56,37 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="where data sets live (default: $DEEP_RETRIEVAL_DATA, else ~/.cache/deep-retrieval)",
     )
+
+
+def _add_column_args(g: argparse._ActionsContainer) -> None:
+    for role, flag, what in (
+        ("user", "--user-col", "the user id"),
+        ("item", "--item-col", "the item id"),
+        ("timestamp", "--time-col", "the time: unix seconds or ISO-8601 dates (optional)"),
+        ("rating", "--rating-col", "the rating (optional)"),
+    ):
+        g.add_argument(
+            flag,
+            dest=f"{role}_col",
+            metavar="COLUMN",
+            help=f"the log's column holding {what}: a header name, or a 0-based position in a"
+            " headerless file",
+        )
+
+
+_COLUMN_FLAGS = {"user_col": "--user-col", "item_col": "--item-col",
+                 "timestamp_col": "--time-col", "rating_col": "--rating-col"}
+
+
+def _columns(args: argparse.Namespace) -> dict[str, str | None]:
+    """The column flags as keyword arguments of ``read_ratings_file``."""
+    return {key: getattr(args, key, None) for key in _COLUMN_FLAGS}
+
+
+def _read_log(args: argparse.Namespace, path: Path):
+    from .data.readers import read_ratings_file
+
+    return read_ratings_file(path, **_columns(args))
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -84,10 +118,13 @@ def _load_data(args: argparse.Namespace):
         raise CLIError(
             "give exactly one of --dataset NAME, --train-file F --test-file G, or --ratings-file F"
         )
+    if args.ratings_file is not None:
+        return args.ratings_file.name, _read_log(args, args.ratings_file)
+    flags = [_COLUMN_FLAGS[key] for key, col in _columns(args).items() if col is not None]
+    if flags:
+        raise CLIError(f"{', '.join(flags)} name columns of --ratings-file; give that file")
     if args.dataset is not None:
         return args.dataset, load_dataset(args.dataset, _data_dir(args))
-    if args.ratings_file is not None:
-        return args.ratings_file.name, readers.read_ratings_file(args.ratings_file)
     if args.train_file is None or args.test_file is None:
         raise CLIError("--train-file and --test-file go together")
     train = readers.read_user_items_lines(args.train_file)
@@ -288,18 +325,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.write(json.dumps(entry), file=sys.stderr)
             bar.update(1)
 
+        # A split brings its item ids, and its training users become the bundle's known users
+        # (the service's `user_id` requests).
         model.fit(
-            split.train,
-            split.n_items,
+            split,
             on_event=None if quiet else on_event,
-            item_ids=split.item_ids,
             checkpoint_dir=checkpoints,
             resume=args.resume,
         )
     if ctx.rank > 0:
         return 0
-    # The training users become the bundle's known users (the service's `user_id` requests).
-    model.set_known_users(split.train_user_ids, split.train)
     model.save(
         args.out,
         training={
@@ -419,13 +454,12 @@ def _read_id_table(path: Path) -> list[list[str]]:
 
 
 def cmd_add_items(args: argparse.Namespace) -> int:
-    from .data.readers import read_ratings_file
     from .estimator import DeepRetrieval
 
     if not (args.interactions or args.features or args.neighbours):
         raise CLIError("give at least one of --interactions, --features, --neighbours")
     model = DeepRetrieval.load(args.model, device="cpu")
-    interactions = read_ratings_file(args.interactions) if args.interactions else None
+    interactions = _read_log(args, args.interactions) if args.interactions else None
     features: dict[str, list[float]] = {}
     for row in _read_id_table(args.features) if args.features else ():
         try:
@@ -875,6 +909,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="lines 'new_item,neighbour,neighbour,…' (e.g. co-occurrence lists) for cold items",
     )
+    _add_column_args(p.add_argument_group("columns of --interactions (default: detected)"))
     p.add_argument("--out", type=Path, help="write here instead of replacing MODEL (atomically)")
     p.set_defaults(func=cmd_add_items)
 

@@ -27,6 +27,7 @@ from .core.contract import as_sequences
 from .core.modules.softmax import SoftmaxModel
 from .data.types import Sequences
 from .index import bundle, catalogue, diagnostics, retrieval
+from .index.ids import rows_of, to_external
 from .index.retrieval import QueryStats
 from .index.state import DRState, build_state
 from .training.vectors import fit_index_state
@@ -275,16 +276,16 @@ class DRIndex:
         single = arr.ndim == 1
         q = _vectors(arr[None] if single else arr, "queries", self.dim)
         if not len(q):
-            return self._external(np.zeros((0, k), np.int64)), np.zeros((0, k), np.float32)
+            return to_external(self.state, np.zeros((0, k), np.int64)), np.zeros((0, k), np.float32)
         banned = None
         if exclude is not None:
             rows = [exclude] if single else list(exclude)
             if len(rows) != len(q):
                 raise ValueError(f"exclude has {len(rows)} rows for {len(q)} queries")
-            banned = Sequences.from_lists([self._rows_of(r).tolist() for r in rows])
+            banned = Sequences.from_lists([rows_of(self.state, r).tolist() for r in rows])
         internal, scores = retrieval.recommend(self.state, q, int(k), exclude=banned,
                                                beam_size=beam_size, stats=stats)
-        ids = self._external(internal)
+        ids = to_external(self.state, internal)
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def search_exact(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -295,31 +296,10 @@ class DRIndex:
         single = arr.ndim == 1
         q = _vectors(arr[None] if single else arr, "queries", self.dim)
         internal, scores = retrieval.exhaustive_top(self.state, q, int(k))
-        ids = self._external(internal)
+        ids = to_external(self.state, internal)
         return (ids[0], scores[0]) if single else (ids, scores)
 
-    def _external(self, internal: np.ndarray) -> np.ndarray:
-        names = self.ids
-        out = names[np.maximum(internal, 0)] if len(names) else np.zeros(internal.shape, np.int64)
-        out[internal < 0] = -1 if names.dtype.kind in "iu" else ""
-        return out
-
     # ------------------------------------------------------------------ catalogue
-    def _rows_of(self, ids: Sequence[Any] | np.ndarray) -> np.ndarray:
-        lookup = self.state.derived(
-            "index_id_lookup", lambda: {str(v): i for i, v in enumerate(self.ids.tolist())}
-        )
-        rows: list[int] = []
-        unknown: list[Any] = []
-        for x in np.asarray(ids).ravel().tolist():
-            i = lookup.get(str(x))
-            if i is None:
-                unknown.append(x)
-            else:
-                rows.append(i)
-        if unknown:
-            raise KeyError(f"{len(unknown)} unknown id(s), e.g. {unknown[:3]}")
-        return np.array(rows, dtype=np.int64)
 
     def add(self, item_vectors: Any, ids: Any = None, item_bias: Any = None) -> np.ndarray:
         """Add items without retraining: each is placed on ``J`` paths by the penalised choice
@@ -388,7 +368,7 @@ class DRIndex:
     def remove(self, ids: Sequence[Any] | np.ndarray) -> int:
         """Take items out of the index by external id (their rows stay, so nothing shifts);
         returns how many were newly removed. ``KeyError`` for an unknown id."""
-        return catalogue.remove_items(self.state, self._rows_of(ids))
+        return catalogue.remove_items(self.state, rows_of(self.state, ids))
 
     # ------------------------------------------------------------------ diagnostics, persistence
     def diagnostics(self, stats: QueryStats | None = None) -> dict[str, Any]:

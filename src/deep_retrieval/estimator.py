@@ -55,10 +55,17 @@ class DeepRetrieval:
     ``net_``, ``item_paths_``, ``codec_``, ``n_items_``, ``item_counts_``, ``history_`` (per-epoch
     log), ``beam_calibration_``, ``item_ids_``, ``cold_``, ``removed_``, …
 
+    Ids: ``fit``, ``recommend``, ``retrieve``, ``user_embeddings`` and ``add_items`` take and
+    return *internal* item ids, the rows ``0 .. V-1`` of ``item_ids_``; :meth:`recommend_by_id`
+    and :meth:`add_items_by_id` take and return the *external* ids. Every fitted model records
+    its external ids: a :class:`Split`'s, the ``item_ids`` given to ``fit``, or the identity
+    ``0 .. V-1``.
+
     Example::
 
-        model = DeepRetrieval(DRConfig()).fit(split.train, split.n_items)
-        ids, scores = model.recommend(split.test_history, n=10)
+        model = DeepRetrieval(DRConfig()).fit(split)          # or fit(rows, n_items)
+        ids, scores = model.recommend(split.test_history, n=10)    # internal ids
+        names, scores = model.recommend_by_id([["toy story", "heat"]], n=10)  # external ids
     """
 
     name = "dr"
@@ -95,8 +102,8 @@ class DeepRetrieval:
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
-        train: Sequences,
-        n_items: int,
+        train: Sequences | Split | Any,
+        n_items: int | None = None,
         *,
         reranker: SoftmaxModel | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -106,19 +113,30 @@ class DeepRetrieval:
     ) -> DeepRetrieval:
         """Train from scratch on ``train`` rows (internal item ids ``0 .. n_items-1``): a
         :class:`Sequences`, a list of id lists (oldest first) or a scipy sparse users × items
-        matrix.
+        matrix; or on a :class:`Split` (``make_split``), whose item ids, item count and training
+        users (kept as known users, for lookups by user id) come with it.
 
         Args:
+            n_items: ``V``; required unless ``train`` is a :class:`Split`.
             reranker: optional already trained :class:`SoftmaxModel` (e.g. the brute-force
                 baseline's) to start from; it stays frozen, so only the structure network trains.
             on_event: called with a dict after each phase (``{"event": "epoch", …}``); the CLI
                 prints these.
-            item_ids: ``(V,)`` external item ids (kept as ``item_ids_``, saved with the model).
+            item_ids: ``(V,)`` external item ids (kept as ``item_ids_``, saved with the model);
+                default the split's, else the identity ``0 .. V-1``.
             checkpoint_dir: write training checkpoints here (each epoch, and before each path
                 assignment); see :mod:`deep_retrieval.training.checkpoint`.
             resume: continue from the newest valid checkpoint in ``checkpoint_dir`` (if any);
                 the result equals an uninterrupted fit's.
         """
+        split = train if isinstance(train, Split) else None
+        if split is not None:
+            if n_items is not None and n_items != split.n_items:
+                raise ValueError(f"n_items = {n_items}, but the split has {split.n_items} items")
+            train, n_items = split.train, split.n_items
+            item_ids = split.item_ids if item_ids is None else item_ids
+        if n_items is None:
+            raise ValueError("fit needs n_items (the number of items) unless given a Split")
         train = check_train(train, n_items, "DeepRetrieval")
         seed_everything(self.config.seed)
         state = build_state(
@@ -134,6 +152,8 @@ class DeepRetrieval:
                   checkpoint_dir=checkpoint_dir, resume=resume)
         retrieval.calibrate(state, train)
         self.state_ = state
+        if split is not None:
+            self.set_known_users(split.train_user_ids, split.train)
         return self
 
     # ------------------------------------------------------------------ retrieval
@@ -193,6 +213,37 @@ class DeepRetrieval:
             return retrieval.exhaustive_top(self.state, histories, n, exclude=exclude)
         return retrieval.recommend(self.state, histories, n, exclude=exclude, beam_size=beam_size,
                                    rerank=rerank, stats=stats)
+
+    def recommend_by_id(
+        self,
+        histories: Sequence[Sequence[Any]],
+        n: int,
+        *,
+        exclude: Sequence[Sequence[Any]] | None = None,
+        beam_size: int | None = None,
+        skip_unknown: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`recommend` in external ids: ``U`` lists of the model's external item ids
+        (``item_ids_``, oldest first) in, external ids out.
+
+        Args:
+            exclude: per row, external ids never to return.
+            skip_unknown: drop ids the model does not know instead of raising ``KeyError``.
+
+        Returns:
+            ``(ids (U, n), scores (U, n) float32)``: ids of the model's kind, padded ``-1`` for
+            integer ids and ``""`` for string ids, scores ``-inf``.
+        """
+        def rows(lists: Sequence[Sequence[Any]]) -> Sequences:
+            if skip_unknown:
+                return Sequences.from_lists([self.item_index(list(r))[0] for r in lists])
+            return Sequences.from_lists([ids.rows_of(self.state, list(r)) for r in lists])
+
+        internal, scores = self.recommend(
+            rows(histories), n, exclude=None if exclude is None else rows(exclude),
+            beam_size=beam_size,
+        )
+        return ids.to_external(self.state, internal), scores
 
     def popular_items(
         self, n: int, exclude: np.ndarray | None = None

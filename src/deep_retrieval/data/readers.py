@@ -210,7 +210,8 @@ def _plain_source(path: str | Path) -> _Source:
 # --------------------------------------------------------------------------------------------
 
 # Kinds of a field: "int" → int64, "float" → float32, "id" → int64 if every value is a plain
-# integer else str, "str" → str, "any" → read as str and discarded (unmapped columns).
+# integer else str, "str" → str, "time" → int64 unix seconds from unix times or ISO-8601 dates,
+# "any" → read as str and discarded (unmapped columns).
 _Field = tuple[str, str]  # (kind, name used in messages)
 
 # Integer ids without leading zeros ("007" must not become 7 and collide with "7") and short
@@ -343,6 +344,10 @@ def _frame_arrays(df: pd.DataFrame, sep: str, fields: Sequence[_Field]) -> list[
             out.append(col.to_numpy(dtype=np.int64))
         elif kind == "any":
             out.append(None)  # unmapped column: only its presence matters
+        elif kind == "time":
+            if col.isna().any() or col.str.isspace().any():
+                raise _Malformed
+            out.append(_times_to_seconds(col))
         else:
             # Empty (NaN) or whitespace-only ids are malformed, as the diagnosis reports them.
             if col.isna().any() or col.str.isspace().any():
@@ -358,6 +363,48 @@ def _ids_to_array(col: pd.Series) -> np.ndarray:
     if col.str.fullmatch(_PLAIN_INT_ID_RE).all():
         return col.astype(np.int64).to_numpy()
     return col.to_numpy(dtype=object)
+
+
+def _times_to_seconds(col: pd.Series) -> np.ndarray:
+    """``(R,)`` int64 unix seconds from text: every value a unix time in seconds (integers, or
+    decimals, floored), or every value an ISO-8601 date or date-time (``2023-11-16``,
+    ``2023-11-16 21:00:27``, ``2023-11-16T21:00:27+01:00``; no offset means UTC).
+
+    Raises:
+        ValueError: a value that is neither, or a column mixing the two.
+    """
+    numbers = pd.to_numeric(col, errors="coerce")
+    if not numbers.isna().any():
+        values = numbers.to_numpy()
+        if values.dtype.kind in "iu":
+            return values.astype(np.int64, copy=False)
+        if not np.isfinite(values).all() or np.abs(values).max(initial=0) >= 2.0**62:
+            raise ValueError("timestamps out of range")
+        return np.floor(values).astype(np.int64)
+    if numbers.notna().any():
+        first = col[numbers.isna()].iloc[0]
+        raise ValueError(
+            f"timestamps mix unix times ({col[numbers.notna()].iloc[0]!r}) and other values"
+            f" ({first!r}); use one kind"
+        )
+    dates = _iso_dates(col)
+    if dates.isna().any():
+        raise ValueError(f"timestamp {col[dates.isna()].iloc[0]!r} is not an ISO-8601 date")
+    return ((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+
+
+def _iso_dates(col: pd.Series) -> pd.Series:
+    """ISO-8601 text → UTC datetimes; NaT where a value is not one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas warns about offsets it converts
+        return pd.to_datetime(col, format="ISO8601", utc=True, errors="coerce")
+
+
+def _time_problem(value: str) -> bool:
+    """Whether one text value is neither a unix time nor an ISO-8601 date."""
+    series = pd.Series([value.strip()], dtype=object)
+    not_number = pd.to_numeric(series, errors="coerce").isna().all()
+    return bool(not_number and _iso_dates(series).isna().all())
 
 
 def _parse_number(value: str) -> float:
@@ -404,8 +451,10 @@ def _line_problem(line: str, sep: str, fields: Sequence[_Field]) -> str | None:
             with np.errstate(over="ignore"):
                 if kind == "float" and not np.isfinite(np.float32(number)):
                     return f"{what} {value!r} is out of the float32 range"
-        if kind in ("id", "str") and not value.strip():
+        if kind in ("id", "str", "time") and not value.strip():
             return f"{what} {value!r} is empty"
+        if kind == "time" and _time_problem(value):
+            return f"{what} {value!r} is neither a unix time nor an ISO-8601 date"
     return None
 
 
@@ -555,6 +604,11 @@ def _diagnose_delimited(
                     bad |= col.isna().to_numpy(dtype=bool) | (col.str.strip() == "").to_numpy(
                         dtype=bool
                     )
+                elif kind == "time":
+                    text = col.fillna("").str.strip()
+                    bad |= (
+                        pd.to_numeric(text, errors="coerce").isna() & _iso_dates(text).isna()
+                    ).to_numpy(dtype=bool)
                 if sep == "::" and j:
                     bad |= df[f"_gap{j}"].notna().to_numpy(dtype=bool)
             hits = np.flatnonzero(bad)
@@ -908,12 +962,13 @@ def read_interactions_table(
             raise DataFormatError(
                 src.label,
                 None,
-                f"no column {col!r} for {role}_col{hint}; the file has columns {shown}",
+                f"no column {col!r} for {role}_col ({_FLAGS[role]}){hint}; the file has columns"
+                f" {shown}",
             )
     _check_distinct_roles(positions, lambda j: repr(columns[j]) if header else f"column {j}")
     fields: list[_Field] = [("any", str(c)) for c in columns]
     for role, j in positions.items():
-        kind = {"user": "id", "item": "id", "rating": "float", "timestamp": "int"}[role]
+        kind = {"user": "id", "item": "id", "rating": "float", "timestamp": "time"}[role]
         fields[j] = (kind, f"{role} ({columns[j]!r})" if header else f"{role} (column {j})")
     arrays = _read_delimited(src, sep, fields, header=header)
 
@@ -983,7 +1038,9 @@ def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interaction
             col = names[col]
         if col not in names:
             raise DataFormatError(
-                path, None, f"no column {col!r} for {role}_col; the file has columns {names}"
+                path,
+                None,
+                f"no column {col!r} for {role}_col ({_FLAGS[role]}); the file has columns {names}",
             )
         wanted[role] = str(col)
     _check_distinct_roles(wanted, repr)
@@ -1025,8 +1082,16 @@ def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interaction
             return pc.cast(arr.cast(pa.timestamp("s", t.tz)), pa.int64()).to_numpy()
         if pa.types.is_integer(t):
             return arr.to_numpy().astype(np.int64, copy=False)
+        if pa.types.is_floating(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+            try:
+                return _times_to_seconds(pd.Series(arr.to_numpy(zero_copy_only=False)))
+            except ValueError as exc:
+                raise DataFormatError(path, None, f"column {wanted[role]!r}: {exc}") from None
         raise DataFormatError(
-            path, None, f"timestamp column {wanted[role]!r} has type {t}, expected integers"
+            path,
+            None,
+            f"timestamp column {wanted[role]!r} has type {t}; expected integer unix times,"
+            " timestamps or ISO-8601 strings",
         )
 
     # user_col and item_col are required, so their arrays are there.
@@ -1037,6 +1102,10 @@ def _read_parquet(path: Path, roles: dict[str, str | int | None]) -> Interaction
 # --------------------------------------------------------------------------------------------
 # Any rating log, format detected
 # --------------------------------------------------------------------------------------------
+
+# The CLI flag that names each role's column, for messages.
+_FLAGS = {"user": "--user-col", "item": "--item-col", "rating": "--rating-col",
+          "timestamp": "--time-col"}
 
 # Header names recognised by read_ratings_file (compared case-insensitively).
 _ALIASES = {
@@ -1076,70 +1145,68 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_ratings_file(path: str | os.PathLike[str]) -> Interactions:
-    """Read a rating log whose format is detected from its content.
+def read_ratings_file(
+    path: str | os.PathLike[str],
+    *,
+    user_col: str | int | None = None,
+    item_col: str | int | None = None,
+    rating_col: str | int | None = None,
+    timestamp_col: str | int | None = None,
+) -> Interactions:
+    """Read a rating log whose format is detected from its content, or whose columns are named.
 
     Recognised, in this order: a MovieLens folder or GroupLens zip; Parquet, or a CSV/TSV with a
     header, whose columns are named like ``userId``/``user_id``/``user``, ``movieId``/``item_id``/
     ``item``/``asin``, and optionally ``rating`` and ``timestamp`` (MovieLens ``ratings.csv`` is one
     of these); MovieLens ``ratings.dat`` (``::``); headerless ``user,item[,rating[,timestamp]]``
     (comma or tab; the Amazon ratings-only CSV when the user ids are not integers, and
-    MovieLens ``u.data``); plain or gzip. For other layouts call :func:`read_interactions_table`
-    with the column names.
+    MovieLens ``u.data``); plain or gzip.
+
+    Columns given by name (files with a header, Parquet) or 0-based position (headerless files)
+    override the detection, role by role: ``user_col="customer", item_col="sku",
+    timestamp_col="event_time"`` reads a ``customer,sku,event_time`` CSV; roles not given are
+    still detected from the header names above. Timestamps of such tables may be unix seconds or
+    ISO-8601 dates (see :func:`read_interactions_table`).
 
     Returns:
         ``Interactions`` as the matching reader returns it.
     """
     path = Path(path)
     _require_file(path)
+    given = {"user": user_col, "item": item_col, "rating": rating_col, "timestamp": timestamp_col}
+    named = any(c is not None for c in given.values())
     if path.is_dir() or _is_zip(path):
+        if named:
+            raise DataFormatError(
+                path, None, "a MovieLens folder or zip has fixed columns; drop the column flags"
+            )
         return read_movielens(path)
     with open(path, "rb") as fh:
-        if fh.read(4) == b"PAR1":
-            pq = require("pyarrow.parquet", "reading Parquet files")
-            names = _parquet_call(path, lambda: pq.read_schema(path).names)
-            cols = _alias_columns(names)
-            if "user" not in cols or "item" not in cols:
-                raise DataFormatError(
-                    path,
-                    None,
-                    f"cannot tell the user and item columns among {names}; "
-                    "use read_interactions_table(path, user_col=…, item_col=…)",
-                )
-            return read_interactions_table(
-                path,
-                user_col=cols["user"],
-                item_col=cols["item"],
-                rating_col=cols.get("rating"),
-                timestamp_col=cols.get("timestamp"),
-            )
+        is_parquet = fh.read(4) == b"PAR1"
+    if is_parquet:
+        pq = require("pyarrow.parquet", "reading Parquet files")
+        names = _parquet_call(path, lambda: pq.read_schema(path).names)
+        return _read_named(path, names, given, sep=",", header=True, line=None)
     src = _Source(path)
     first = src.first_line()
     if not first:
         raise DataFormatError(path, None, "the file is empty")
-    if "::" in first:
+    if "::" in first and not named:
         return read_movielens(path)
     sep = "\t" if "\t" in first else ","
     fields = first.split(sep)
-    if [f.strip() for f in fields] == ["userId", "movieId", "rating", "timestamp"]:
+    header = not any(_is_number(f) for f in fields)
+    if header and not named and [f.strip() for f in fields] == [
+        "userId", "movieId", "rating", "timestamp"
+    ]:
         return read_movielens(path)  # typed int64 ids straight away: faster than the generic path
-    if not any(_is_number(f) for f in fields):
+    if header:
         # A header row: data rows have numbers (ids, ratings or timestamps), headers have none.
-        cols = _alias_columns(fields)
-        if "user" not in cols or "item" not in cols:
-            raise DataFormatError(
-                path,
-                1,
-                f"cannot tell the user and item columns in the header {fields}; "
-                "use read_interactions_table(path, user_col=…, item_col=…)",
-            )
-        return read_interactions_table(
-            path,
-            user_col=cols["user"],
-            item_col=cols["item"],
-            rating_col=cols.get("rating"),
-            timestamp_col=cols.get("timestamp"),
-            sep=sep,
+        return _read_named(path, fields, given, sep=sep, header=True, line=1)
+    if named:
+        positions = {role: _position(col, role, len(fields), path) for role, col in given.items()}
+        return _read_named(
+            path, list(range(len(fields))), positions, sep=sep, header=False, line=None
         )
     if len(fields) == 4 and fields[0].strip().isdigit() and fields[1].strip().isdigit():
         return read_movielens(path)  # u.data, or a ratings.csv saved without its header
@@ -1159,5 +1226,56 @@ def read_ratings_file(path: str | os.PathLike[str]) -> Interactions:
         path,
         1,
         f"cannot detect the format of a line with {len(fields)} fields separated by {sep!r}; "
-        "use read_interactions_table(path, user_col=…, item_col=…, header=False)",
+        "name the columns with --user-col / --item-col (0-based positions in a headerless file;"
+        " user_col= / item_col= in Python)",
+    )
+
+
+def _position(col: str | int | None, role: str, n_fields: int, path: Path) -> int | None:
+    """A headerless file's column given as a 0-based position (an int, or digits from a flag)."""
+    if col is None or isinstance(col, int):
+        return col
+    if not col.strip().isdigit():
+        raise DataFormatError(
+            path,
+            1,
+            f"the file has no header, so {_FLAGS[role]} takes a 0-based position"
+            f" (0..{n_fields - 1}), not {col!r}",
+        )
+    return int(col)
+
+
+def _read_named(
+    path: Path,
+    columns: Sequence[str | int],
+    given: Mapping[str, str | int | None],
+    *,
+    sep: str,
+    header: bool,
+    line: int | None,
+) -> Interactions:
+    """A table whose roles are the ``given`` columns, the rest detected from header names
+    (``line``: where the header is, for messages)."""
+    found: dict[str, str | int | None] = dict(_alias_columns([str(c) for c in columns]))
+    if not header:
+        found = {}
+    found.update({role: col for role, col in given.items() if col is not None})
+    missing = [role for role in ("user", "item") if role not in found]
+    if missing:
+        roles, them = (missing[0], "it") if len(missing) == 1 else ("user and item", "them")
+        raise DataFormatError(
+            path,
+            line,
+            f"cannot tell the {roles} column{'s' * (them == 'them')} among {list(columns)};"
+            f" name {them} with {' and '.join(_FLAGS[r] for r in missing)}"
+            f" ({', '.join(f'{r}_col=' for r in missing)} in Python)",
+        )
+    return read_interactions_table(
+        path,
+        user_col=found["user"],  # type: ignore[arg-type]
+        item_col=found["item"],  # type: ignore[arg-type]
+        rating_col=found.get("rating"),
+        timestamp_col=found.get("timestamp"),
+        sep=sep,
+        header=header,
     )

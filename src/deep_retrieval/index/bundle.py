@@ -208,9 +208,12 @@ def load_bundle(
         state = build_state(
             config, n_items, ordered=bool(manifest["ordered"]), encoder=manifest["encoder"],
             reranker_options=manifest.get("reranker", {}), item_paths=index,
-            item_counts=array("item_counts"), item_ids=optional_array("item_ids"),
+            item_counts=array("item_counts"),
         )
         state.net.load_state_dict(weights)
+        # A bundle of an older version may record no ids: keep that (None), never the identity
+        # build_state would fill in, so that nothing reads ids sent to it as rows.
+        state.item_ids = optional_array("item_ids")
         state.cold = (flags & FLAG_COLD) != 0
         state.removed = removed
         anchors = optional_array("anchor_queries")

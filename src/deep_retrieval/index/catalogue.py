@@ -217,15 +217,29 @@ def remove_items(state: DRState, items: np.ndarray) -> int:
     return newly
 
 
+def _identity(ids: np.ndarray) -> bool:
+    return ids.dtype.kind in "iu" and bool((ids == np.arange(len(ids))).all())
+
+
+def concat_ids(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """External ids extended: integers stay int64 when both are, otherwise both become strings."""
+    if old.dtype.kind in "iu" and new.dtype.kind in "iu":
+        return np.concatenate([old, new]).astype(np.int64)
+    return np.concatenate([old.astype(str), new.astype(str)])
+
+
 def _new_item_names(
     state: DRState, item_ids: list | np.ndarray | None, n_new: int | None
 ) -> tuple[np.ndarray | None, int]:
     """``(external ids of the new items or None, how many)``, refused when they clash."""
     stored = state.item_ids
     if item_ids is None:
-        if stored is not None:
+        if stored is not None and not _identity(stored):
             raise ValueError("this model stores external item ids: pass item_ids for the new items")
-        return None, int(n_new or 0)
+        n = int(n_new or 0)
+        # Identity ids (recorded when a model is fit without ids) continue as V .. V + n - 1.
+        names = None if stored is None else np.arange(len(stored), len(stored) + n)
+        return names, n
     if stored is None:
         raise ValueError("this model has no external item ids: pass n_new instead of item_ids")
     names = np.asarray(item_ids)
@@ -418,7 +432,7 @@ def add_items(
     state.cold = np.r_[state.cold, ~warm]
     state.removed = np.r_[state.removed, np.zeros(n, bool)]
     if names is not None and state.item_ids is not None:
-        state.item_ids = np.concatenate([state.item_ids.astype(str), names.astype(str)])
+        state.item_ids = concat_ids(state.item_ids, names)
     state.set_paths(np.vstack([index.path_ids, paths]))
     return np.arange(n_old, n_old + n, dtype=np.int64)
 

@@ -34,6 +34,28 @@ def item_index(state: DRState, external: list | np.ndarray) -> tuple[np.ndarray,
     return np.array(known, dtype=np.int64), unknown
 
 
+def rows_of(state: DRState, external: Any) -> np.ndarray:
+    """External item ids → ``(m,)`` int64 internal rows; ``KeyError`` naming unknown ones."""
+    known, unknown = item_index(state, np.asarray(external).ravel().tolist())
+    if unknown:
+        raise KeyError(f"{len(unknown)} unknown item id(s), e.g. {unknown[:3]}")
+    return known
+
+
+def to_external(state: DRState, internal: np.ndarray) -> np.ndarray:
+    """Internal ids of any shape (``-1`` = padding) → the external ids, same shape; padding
+    becomes ``-1`` for integer ids and ``""`` for string ids."""
+    names = state.item_ids
+    if names is None:
+        raise ValueError(
+            "this model records no external item ids (saved by an older version): load it and"
+            " save it again with item_ids=…"
+        )
+    out = names[np.maximum(internal, 0)] if len(names) else np.zeros(internal.shape, np.int64)
+    out[internal < 0] = -1 if names.dtype.kind in "iu" else ""
+    return out
+
+
 def user_history(state: DRState, user_id: Any) -> np.ndarray:
     """``(L,)`` internal item ids of a known user; ``KeyError`` for an unknown one."""
     histories, user_ids = state.user_histories, state.user_ids
@@ -75,12 +97,10 @@ def align_split(state: DRState, split: Split) -> Split:
     """
     ids = state.item_ids
     if ids is None:
-        if split.n_items != state.n_items:
-            raise ValueError(
-                f"the data has {split.n_items} items, the model {state.n_items}, and the model"
-                " carries no item ids to match them by"
-            )
-        return split
+        raise ValueError(
+            "the model records no item ids to match the data's by (saved by an older version):"
+            " load it and save it again with item_ids=…"
+        )
     lookup = {str(v): i for i, v in enumerate(ids.tolist())}
     mapped = np.array([lookup.get(str(v), -1) for v in split.item_ids.tolist()], dtype=np.int64)
     unknown = np.flatnonzero(mapped < 0)

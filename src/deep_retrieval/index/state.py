@@ -218,7 +218,8 @@ def build_state(
             ``train.embedding_dim`` columns, used as is.
         reranker_options: constructor options of the reranker (a loaded bundle's).
         item_counts: ``(V,)`` training occurrences (default zeros).
-        item_ids: ``(V,)`` external item ids.
+        item_ids: ``(V,)`` external item ids; default the identity ``0 .. V-1``, recorded as
+            such, so that every model knows its ids (nothing reads ids sent to it as rows).
     """
     if n_items < 1:
         raise ValueError(f"a model needs n_items ≥ 1, got {n_items}")
@@ -259,5 +260,5 @@ def build_state(
         ordered=bool(ordered),
         encoder_kind=encoder,
         device=device,
-        item_ids=None if item_ids is None else np.asarray(item_ids),
+        item_ids=np.arange(n_items, dtype=np.int64) if item_ids is None else np.asarray(item_ids),
     )

@@ -74,8 +74,14 @@ class _Live:
         self.generation = generation
         self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         ids = model.item_ids_
+        if ids is None:  # only bundles of older versions; reading ids as rows would be wrong
+            raise ValueError(
+                f"{path} records no item ids (saved by an older version): load it with"
+                " DeepRetrieval.load and save it again with item_ids=… (numpy.arange(n_items) if"
+                " the internal ids are the ids)"
+            )
         # External ids as JSON values (numpy scalars are not serialisable).
-        self.names: list[ItemId] = list(range(model.n_items_)) if ids is None else ids.tolist()
+        self.names: list[ItemId] = ids.tolist()
         # An index over given vectors also answers vector queries.
         self.index = DRIndex.from_state(model.state) if DRIndex.is_index(model.state) else None
 
