@@ -298,3 +298,48 @@ def test_quiet_and_log_level_are_accepted_before_and_after_the_verb(shared_data,
     with pytest.raises(SystemExit):
         main(["datasets", "--log-level", "loud"])
     assert "invalid choice: 'loud'" in capsys.readouterr().err
+
+
+def _shop_log(path, n_users=120, seed=0):
+    """A customer,sku,event_time export with ISO times, written newest first; a third of the
+    users have 3 events. Returns (path, each user's skus in time order)."""
+    rng = np.random.default_rng(seed)
+    lines, order = [], {}
+    for u in range(n_users):
+        skus = rng.choice(10, 3 if u % 3 == 0 else 15) + 10 * (u % 4)
+        order[f"c{u}"] = [f"SKU-{s:02d}" for s in skus]
+        lines += [f"c{u},SKU-{s:02d},2024-03-{1 + t:02d}T10:{u % 60:02d}:00Z,web"
+                  for t, s in enumerate(skus)]
+    path.write_text("customer,sku,event_time,channel\n" + "\n".join(reversed(lines)) + "\n")
+    return path, order
+
+
+def test_train_on_every_user_of_your_own_columns(tmp_path, capsys):
+    log, order = _shop_log(tmp_path / "orders.csv")
+    out = tmp_path / "shop"
+    code = main([
+        "train", "--ratings-file", str(log), "--user-col", "customer", "--item-col", "sku",
+        "--time-col", "event_time", "--all-users", "--out", str(out), "-q", "--set", *TINY_DR,
+    ])
+    assert code == 0, capsys.readouterr().err
+    from deep_retrieval import DeepRetrieval
+
+    model = DeepRetrieval.load(out, device="cpu")
+    assert len(model.user_ids_) == 120  # the short histories too: nobody held out or dropped
+    assert model.training_["protocol"] == "all-users"
+    for user in ("c0", "c1"):  # time order from the ISO times, not file order
+        assert model.item_ids_[model.user_history(user)].tolist() == order[user]
+    # Errors name the flag to use.
+    capsys.readouterr()
+    assert main(["train", "--ratings-file", str(log), "--all-users", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot tell the user and item columns" in err and "--user-col and --item-col" in err
+    assert main(["train", "--ratings-file", str(log), "--user-col", "client", "--item-col",
+                 "sku", "--out", str(out)]) == 2
+    assert "no column 'client' for user_col (--user-col)" in capsys.readouterr().err
+    assert main(["train", "--dataset", "movielens-latest-small", "--user-col", "u",
+                 "--out", str(out)]) == 2
+    assert "--user-col name columns of --ratings-file" in capsys.readouterr().err
+    assert main(["train", "--ratings-file", str(log), "--all-users", "--protocol", "paper",
+                 "--out", str(out)]) == 2
+    assert "drop --protocol" in capsys.readouterr().err

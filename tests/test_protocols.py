@@ -114,3 +114,40 @@ def test_fixed_split_rules():
     }
     with pytest.raises(ValueError, match="fixed-split"):
         make_split(FixedSplit(train, test), "paper", ProtocolConfig())
+
+
+def test_all_users_keeps_short_histories_and_holds_no_one_out(caplog):
+    log = _log()
+    short = Interactions(  # user 99 has 3 interactions, one rated below min_rating
+        np.concatenate([log.users, [99] * 3]),
+        np.concatenate([log.items, [100, 101, 102]]),
+        np.concatenate([log.ratings, [5.0, 5.0, 2.0]]).astype(np.float32),
+        np.concatenate([log.timestamps, [3, 1, 2]]),
+    )
+    with caplog.at_level("INFO", logger="deep_retrieval"):
+        s = make_split(short, "all-users", ProtocolConfig())
+    assert s.protocol == "all-users" and len(s.train) == 41 and 99 in s.train_user_ids
+    assert len(s.test_truth) == len(s.test_user_ids) == len(s.valid_user_ids) == 0
+    row = int(np.flatnonzero(s.train_user_ids == 99)[0])
+    assert s.item_ids[s.train.rows([row]).items].tolist() == [101, 100]  # time order, rated ≥ 4
+    assert "protocol.min_rating = 4.0 dropped 1 of" in caplog.text
+    assert s.n_interactions == len(log) + 2
+    # A filter drops short histories only when set, and says so.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="deep_retrieval"):
+        s = make_split(short, "all-users", ProtocolConfig(min_user_interactions=5))
+    assert 99 not in s.train_user_ids and len(s.train) == 40
+    assert "protocol.min_user_interactions = 5 dropped 2 of" in caplog.text
+
+
+def test_all_users_joins_a_fixed_split():
+    train = Interactions(np.array([1, 1, 2]), np.array([10, 11, 10]))
+    test = Interactions(np.array([1, 3]), np.array([12, 11]))
+    s = make_split(FixedSplit(train, test), "all-users", ProtocolConfig())
+    assert s.train_user_ids.tolist() == [1, 2, 3] and s.item_ids.tolist() == [10, 11, 12]
+    assert s.train.lengths.tolist() == [3, 1, 1]
+
+
+def test_paper_protocol_too_few_users_points_at_all_users():
+    with pytest.raises(ValueError, match="train --all-users"):
+        paper_split(_log(n_users=40), ProtocolConfig(n_valid_users=0, n_test_users=40))

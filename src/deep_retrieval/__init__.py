@@ -44,7 +44,7 @@ from .config import (
 from .core.assignment import PathScores, accumulate_path_scores, assign_paths, streaming_update
 from .core.beam import beam_search, enumerate_paths
 from .core.paths import ItemPathMap, PathCodec
-from .data.protocols import fixed_split, make_split, paper_split
+from .data.protocols import all_users_split, fixed_split, make_split, paper_split
 from .data.registry import DATASETS, load_dataset
 from .data.synthetic import make_clustered
 from .data.types import FixedSplit, Interactions, Sequences, Split
@@ -96,6 +96,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "accumulate_path_scores",
+    "all_users_split",
     "assign_paths",
     "beam_search",
     "enumerate_paths",

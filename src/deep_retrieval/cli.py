@@ -308,8 +308,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     quiet = args.quiet or ctx.rank > 0
     if ctx.rank > 0:
         log.setLevel(logging.WARNING)
+    if args.all_users and args.protocol:
+        raise CLIError("--all-users is a protocol of its own: drop --protocol")
     name, data = _load_data(args)
-    split = make_split(data, args.protocol, config.protocol)
+    split = make_split(data, "all-users" if args.all_users else args.protocol, config.protocol)
     log.info("split: %s", json.dumps(split.summary()))
     if ctx.active:
         log.info("data parallel over %d processes", ctx.world)
@@ -798,6 +800,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the newest checkpoint in OUT/checkpoints (same data and settings)",
     )
     p.add_argument("--no-checkpoints", action="store_true", help="write no training checkpoints")
+    p.add_argument(
+        "--all-users",
+        action="store_true",
+        help="train on every user, holding no one out (for production: the all-users protocol);"
+        " short histories are kept unless --set protocol.min_user_interactions=N says otherwise",
+    )
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)"
     )

@@ -171,7 +171,9 @@ class ProtocolConfig(_Validated):
     """Evaluation protocol settings (see README, "Protocols"): how a log becomes a train/test split.
 
     ``min_rating``: interactions with a lower rating are dropped (logs with ratings).
-    ``min_user_interactions``: users with fewer interactions left are dropped (paper protocol).
+    ``min_user_interactions``: users with fewer interactions left are dropped; ``None`` is the
+    protocol's own rule: 10 under ``paper`` (TDM/JTM's), none under ``all-users`` (every user
+    trains, however short their history).
     ``n_valid_users`` / ``n_test_users``: held-out users under the paper protocol; ``None`` picks
     ``min(1000, max(100, round(0.1 · eligible users)))`` each, so ML-20M gets the paper's 1,000
     and small sets proportionally fewer. Fixed splits take their test users from the test file.
@@ -192,7 +194,7 @@ class ProtocolConfig(_Validated):
     _section = "protocol"
 
     min_rating: float = 4.0
-    min_user_interactions: int = 10
+    min_user_interactions: int | None = None
     n_valid_users: int | None = None
     n_test_users: int | None = None
     history_len: int = 69
@@ -202,7 +204,7 @@ class ProtocolConfig(_Validated):
     def _problems(self) -> list[str]:
         p: list[str] = []
         _real(p, "min_rating", self.min_rating)
-        _int(p, "min_user_interactions", self.min_user_interactions, 1)
+        _int(p, "min_user_interactions", self.min_user_interactions, 1, optional=True)
         _int(p, "n_valid_users", self.n_valid_users, 0, optional=True)
         _int(p, "n_test_users", self.n_test_users, 1, optional=True)
         _int(p, "history_len", self.history_len, 1)

@@ -14,6 +14,10 @@
 7. already-seen items are *not* removed from rankings unless ``filter_seen`` is set, in which
    case the whole first half is excluded.
 
+``all-users`` (for production): every user trains and no one is held out; step 1 applies, and
+step 2 only when ``min_user_interactions`` is set; rows are time-ordered as in step 6. A fixed
+split's files are joined first.
+
 ``fixed-split`` (given train/test files, the LightGCN convention): every user's train items are
 both a training row and, for users with test items, the history; the test items are the ground
 truth; the user's train items are excluded from the ranking. Files without timestamps give
@@ -40,6 +44,46 @@ def _log_filter(rule: str, before: Interactions, after: Interactions) -> None:
     items = len(np.unique(before.items)) - len(np.unique(after.items))
     log.info("%s dropped %d of %d interactions, %d users and %d items", rule,
              len(before) - len(after), len(before), users, items)
+
+
+#: The paper protocol's ``min_user_interactions`` when the config leaves it ``None``.
+PAPER_MIN_USER_INTERACTIONS = 10
+
+
+def _filter(data: Interactions, config: ProtocolConfig, min_user_interactions: int | None
+            ) -> Interactions:
+    """Steps 1–2 of the paper protocol (step 2 skipped when ``min_user_interactions`` is None);
+    each filter logs what it dropped; ``ValueError`` when nothing is left."""
+    if data.ratings is not None:
+        rated = data.take(data.ratings >= config.min_rating)
+        _log_filter(f"protocol.min_rating = {config.min_rating}", data, rated)
+        data = rated
+    if min_user_interactions is not None:
+        _, user_codes = _encode(data.users)
+        counts = np.bincount(user_codes)
+        long_enough = data.take(counts[user_codes] >= min_user_interactions)
+        _log_filter(f"protocol.min_user_interactions = {min_user_interactions}", data,
+                    long_enough)
+        data = long_enough
+    if len(data) == 0:
+        floor = f"≥ {min_user_interactions} interactions" if min_user_interactions else "any"
+        raise ValueError(
+            f"no user has {floor} with rating ≥ {config.min_rating}; lower"
+            " protocol.min_user_interactions or protocol.min_rating"
+        )
+    return data
+
+
+def _time_ordered(data: Interactions) -> tuple[np.ndarray, np.ndarray, Sequences]:
+    """``(user ids (U,), item ids (V,), one time-ordered row per user)``; ties (and logs
+    without timestamps) keep file order."""
+    user_ids, user_codes = _encode(data.users)
+    item_ids, item_codes = _encode(data.items)
+    file_order = np.arange(len(data))
+    ts = data.timestamps if data.timestamps is not None else file_order
+    order = np.lexsort((file_order, ts, user_codes))
+    return user_ids, item_ids, _group(user_codes[order], item_codes[order], len(user_ids),
+                                      ordered=True)
 
 
 def default_holdout_size(n_users: int) -> int:
@@ -103,31 +147,10 @@ def paper_split(data: Interactions, config: ProtocolConfig = ProtocolConfig()) -
     Raises:
         ValueError: when too few users survive the filters to form the held-out sets.
     """
-    if data.ratings is not None:
-        rated = data.take(data.ratings >= config.min_rating)
-        _log_filter(f"protocol.min_rating = {config.min_rating}", data, rated)
-        data = rated
-    user_ids, user_codes = _encode(data.users)
-    counts = np.bincount(user_codes, minlength=len(user_ids))
-    long_enough = data.take(counts[user_codes] >= config.min_user_interactions)
-    _log_filter(f"protocol.min_user_interactions = {config.min_user_interactions}", data,
-                long_enough)
-    data = long_enough
-    if len(data) == 0:
-        raise ValueError(
-            f"no user has ≥ {config.min_user_interactions} interactions"
-            f" with rating ≥ {config.min_rating}; lower protocol.min_user_interactions or"
-            " protocol.min_rating"
-        )
-    user_ids, user_codes = _encode(data.users)
-    item_ids, item_codes = _encode(data.items)
+    floor = config.min_user_interactions
+    data = _filter(data, config, PAPER_MIN_USER_INTERACTIONS if floor is None else floor)
+    user_ids, item_ids, seqs = _time_ordered(data)
     n_users = len(user_ids)
-
-    # Time order inside each user; ties (and logs without timestamps) keep file order.
-    file_order = np.arange(len(data))
-    ts = data.timestamps if data.timestamps is not None else file_order
-    order = np.lexsort((file_order, ts, user_codes))
-    seqs = _group(user_codes[order], item_codes[order], n_users, ordered=True)
 
     n_valid = (
         config.n_valid_users if config.n_valid_users is not None else default_holdout_size(n_users)
@@ -138,7 +161,8 @@ def paper_split(data: Interactions, config: ProtocolConfig = ProtocolConfig()) -
     if n_valid < 0 or n_test < 1 or n_valid + n_test >= n_users:
         raise ValueError(
             f"{n_users} eligible users cannot give {n_valid} validation + {n_test} test users"
-            " and still leave training users; set protocol.n_valid_users / protocol.n_test_users"
+            " and still leave training users; set protocol.n_valid_users / protocol.n_test_users,"
+            " or train on every user with the all-users protocol (train --all-users)"
         )
     rng = np.random.default_rng(config.seed)
     perm = rng.permutation(n_users)
@@ -227,10 +251,48 @@ def fixed_split(data: FixedSplit, config: ProtocolConfig = ProtocolConfig()) -> 
     )
 
 
+def all_users_split(
+    data: Interactions | FixedSplit, config: ProtocolConfig = ProtocolConfig()
+) -> Split:
+    """Every user trains, no one is held out: the production protocol (module docstring).
+
+    Only ``min_rating`` filters by default; ``min_user_interactions`` drops short histories
+    when set. The held-out parts of the returned split are empty.
+    """
+    if isinstance(data, FixedSplit):
+        parts = [data.train, data.test] + ([data.valid] if data.valid is not None else [])
+
+        def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+            present = [a for a in arrays if a is not None]
+            return np.concatenate(present) if len(present) == len(arrays) else None
+
+        data = Interactions(
+            np.concatenate([p.users for p in parts]),
+            np.concatenate([p.items for p in parts]),
+            joined([p.ratings for p in parts]),
+            joined([p.timestamps for p in parts]),
+        )
+    data = _filter(data, config, config.min_user_interactions)
+    user_ids, item_ids, seqs = _time_ordered(data)
+    none = Sequences.from_lists([], ordered=True)
+    return Split(
+        protocol="all-users",
+        item_ids=item_ids,
+        train=seqs,
+        train_user_ids=user_ids,
+        test_user_ids=user_ids[:0],
+        test_history=none,
+        test_truth=none,
+        test_exclude=None,
+        n_interactions=len(data),
+    )
+
+
 def make_split(
     data: Interactions | FixedSplit, protocol: str | None, config: ProtocolConfig
 ) -> Split:
-    """Apply ``protocol`` (``"paper"`` | ``"fixed-split"`` | ``None`` = the data's natural one)."""
+    """Apply ``protocol`` (``"paper"`` | ``"fixed-split"`` | ``"all-users"`` | ``None`` = the
+    data's natural one: ``fixed-split`` for a :class:`FixedSplit`, else ``paper``)."""
     natural = "fixed-split" if isinstance(data, FixedSplit) else "paper"
     protocol = protocol or natural
     if protocol == "paper":
@@ -247,4 +309,8 @@ def make_split(
                 " this data set is a single log: use --protocol paper"
             )
         return fixed_split(data, config)
-    raise ValueError(f"unknown protocol {protocol!r}; choose 'paper' or 'fixed-split'")
+    if protocol == "all-users":
+        return all_users_split(data, config)
+    raise ValueError(
+        f"unknown protocol {protocol!r}; choose 'paper', 'fixed-split' or 'all-users'"
+    )
