@@ -8,6 +8,7 @@ library.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+def summary_line(state) -> str:
+    from .index.diagnostics import summary_line
+
+    return summary_line(state)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -321,10 +328,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Under torchrun every process reads them on --resume: OUT must be on a shared filesystem.
     checkpoints = None if args.no_checkpoints else args.out / "checkpoints"
     t = config.dr.train
+    # The library logs each epoch's figures at INFO; the bar counts them.
     with tqdm(total=t.reranker_epochs + t.epochs, desc="train", unit="epoch", disable=quiet) as bar:
 
         def on_event(entry: dict) -> None:
-            bar.write(json.dumps(entry), file=sys.stderr)
             bar.update(1)
 
         # A split brings its item ids, and its training users become the bundle's known users
@@ -346,11 +353,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "data": split.summary(),
         },
     )
-    d = model.diagnostics()
-    print(
-        f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of"
-        f" {d['n_paths']:,} paths, largest path {d['largest_path_size']}"
-    )
+    print(f"saved {args.out}: {summary_line(model.state)}")
     return 0
 
 
@@ -561,9 +564,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     d = index.diagnostics()
     cal = d["beam_for_n"].get(100) or d["beam_for_n"][max(d["beam_for_n"])]
     print(
-        f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of"
-        f" {d['n_paths']:,} paths, largest path {d['largest_path_size']}; k=100: beam"
-        f" {cal['beam']}, {100 * cal.get('fraction_scored', 0):.2f} % of the items scored"
+        f"saved {args.out}: {summary_line(index.state)}; k=100: beam {cal['beam']},"
+        f" {100 * cal.get('fraction_scored', 0):.2f} % of the items scored"
     )
     return 0
 
@@ -617,12 +619,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     vocab = stream_vocabulary(data, min_rating=min_rating)
     events = time_ordered_chunks(data, stream.chunk_size, item_ids=vocab, min_rating=min_rating)
 
-    def on_event(entry: dict) -> None:
-        if entry.get("event") == "assignment":
-            log.info(json.dumps(entry))
-
     model = DeepRetrieval(config.dr, device=args.device or config.device)
-    model = stream_train(model, events, len(vocab), stream, item_ids=vocab, on_event=on_event)
+    model = stream_train(model, events, len(vocab), stream, item_ids=vocab)  # logs each step
     model.save(
         args.out,
         training={
@@ -632,11 +630,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
             "min_rating": min_rating,
         },
     )
-    d = model.diagnostics()
-    print(
-        f"saved {args.out}: {d['n_items']:,} items on {d['occupied_paths']:,} of"
-        f" {d['n_paths']:,} paths, largest path {d['largest_path_size']}"
-    )
+    print(f"saved {args.out}: {summary_line(model.state)}")
     return 0
 
 
@@ -983,6 +977,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _progress_bars(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """Bars for the long steps inside the library (network-step batches, path scoring, path
+    assignment sweeps), on a terminal only, with log lines written above them."""
+    if args.quiet or args.command in ("serve", "load-test"):
+        return contextlib.nullcontext()
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .utils import show_progress
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(logging_redirect_tqdm())
+    # disable=None: no bars when stderr is not a terminal (CI logs, pipes).
+    stack.enter_context(show_progress(lambda **kw: tqdm(leave=False, disable=None, **kw)))
+    return stack
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -996,7 +1007,8 @@ def main(argv: list[str] | None = None) -> int:
     from .utils import MissingExtra
 
     try:
-        return args.func(args)
+        with _progress_bars(args):
+            return args.func(args)
     except (
         CLIError, ConfigError, DownloadError, MissingExtra, ValueError, OSError, FloatingPointError
     ) as exc:

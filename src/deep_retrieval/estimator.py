@@ -12,7 +12,9 @@ Shapes: ``U`` query users, ``V`` items, ``B`` beam, ``M`` recommendations, ``E``
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from .index.state import DRState, build_state
 from .training.batch import fit_state
 from .training.stream import as_chunks, stream_state
 from .utils import resolve_device, seed_everything
+
+log = logging.getLogger("deep_retrieval")
 
 __all__ = ["Candidates", "DeepRetrieval", "QueryStats", "stream_train"]
 
@@ -138,6 +142,14 @@ class DeepRetrieval:
         if n_items is None:
             raise ValueError("fit needs n_items (the number of items) unless given a Split")
         train = check_train(train, n_items, "DeepRetrieval")
+        s, t = self.config.structure, self.config.train
+        log.info(
+            "fitting DR on %d rows (%d interactions), %d items: %d layers × %d nodes, %d paths"
+            " per item; %d reranker + %d network epochs", len(train), len(train.items), n_items,
+            s.n_layers, s.n_nodes, s.paths_per_item,
+            0 if reranker is not None else t.reranker_epochs, t.epochs,
+        )
+        t0 = time.perf_counter()
         seed_everything(self.config.seed)
         state = build_state(
             self.config,
@@ -151,6 +163,8 @@ class DeepRetrieval:
         fit_state(state, train, frozen_reranker=reranker is not None, on_event=on_event,
                   checkpoint_dir=checkpoint_dir, resume=resume)
         retrieval.calibrate(state, train)
+        log.info("fitted in %.1f s: %s", time.perf_counter() - t0,
+                 diagnostics.summary_line(state))
         self.state_ = state
         if split is not None:
             self.set_known_users(split.train_user_ids, split.train)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import importlib
 import json
@@ -11,7 +12,7 @@ import platform
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,60 @@ class LazyModule:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(require(self._module, self._purpose), name)
+
+
+# ------------------------------------------------------------------------- progress of long steps
+# The factory of progress bars for the steps inside a show_progress block (None: no bars). A
+# context variable rather than an argument threaded through every layer: the steps that report
+# (network-step batches, path scoring, assignment sweeps) sit several calls below fit().
+_BARS: contextvars.ContextVar[Callable[..., Any] | None] = contextvars.ContextVar(
+    "deep_retrieval_bars", default=None
+)
+
+
+@contextlib.contextmanager
+def show_progress(bars: Callable[..., Any] | None = None) -> Iterator[None]:
+    """Within this block, the long steps of training (network-step batches, path scoring, path
+    assignment sweeps) show progress bars made by ``bars(total=N or None, desc=…, unit=…)``:
+    anything with tqdm's signature, ``update(n)`` and ``close()``; default
+    ``tqdm.auto.tqdm(leave=False)``. The library shows none outside such a block.
+
+    Example::
+
+        with deep_retrieval.show_progress():
+            model.fit(split)
+    """
+    if bars is None:
+        from tqdm.auto import tqdm
+
+        def bars(**kwargs: Any) -> Any:
+            return tqdm(leave=False, **kwargs)
+
+    token = _BARS.set(bars)
+    try:
+        yield
+    finally:
+        _BARS.reset(token)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def progress(total: int | None, desc: str, unit: str) -> Iterator[Any]:
+    """A progress bar for one step (``update(n)``), or one that shows nothing outside
+    :func:`show_progress`."""
+    bars = _BARS.get()
+    bar = _NoBar() if bars is None else bars(total=total, desc=desc, unit=unit)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
+from ..utils import progress
 from .paths import as_int_array, check_rng, random_distinct_path_ids
 
 try:  # numba is optional: the kernels below are written in its subset of Python.
@@ -1570,7 +1571,9 @@ def assign_paths(
     pending: list[tuple[float, Future[tuple[float, int]] | tuple[float, int]]] = []
     # The statistics of a sweep (passes over all V items) run on a second thread while the
     # next sweep runs: they only read that sweep's snapshot, so nothing changes but the time.
-    with ThreadPoolExecutor(1, thread_name_prefix="dr-assign-stats") as pool:
+    with ThreadPoolExecutor(1, thread_name_prefix="dr-assign-stats") as pool, progress(
+        len(plan.orders), "path assignment", "sweep"
+    ) as bar:
         for sweep, order in enumerate(plan.orders):
             _sweep_kernel(order.astype(np.int64), cand_local, scores.scores, counts,
                           fallback_local, assign, sizes, steps, float(penalty), plan.power,
@@ -1580,6 +1583,7 @@ def assign_paths(
             pending.append((size_term, pool.submit(sweep_stats, before, after)
                             if _n_threads() > 1 else sweep_stats(before, after)))
             before = after
+            bar.update(1)
         for size_term, job in pending:
             likelihood, changed = job.result() if isinstance(job, Future) else job
             stats["objective"].append(float(likelihood - penalty * size_term))

@@ -39,6 +39,15 @@ def diagnostics(state: DRState, stats: QueryStats | None = None) -> dict[str, An
     return out
 
 
+def summary_line(state: DRState) -> str:
+    """``"N items on P of K^D paths, largest path S"``: the index's shape in one line."""
+    d = diagnostics(state)
+    return (
+        f"{d['n_items']:,} items on {d['occupied_paths']:,} of {d['n_paths']:,} paths, largest"
+        f" path {d['largest_path_size']}"
+    )
+
+
 def _beam_for_n(state: DRState) -> dict[int, dict[str, float]]:
     """Per calibrated result count ``n``: the beam a request gets, its mean candidates on the
     calibration users, the share of the catalogue that is, and (recall-targeted calibration)

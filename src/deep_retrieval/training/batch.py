@@ -22,6 +22,7 @@ their random paths; an item's current J paths are always among its candidates, s
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -82,9 +83,10 @@ def network_epoch(
     probs = negative_sampling_probs(
         state, np.bincount(samples.train.items, minlength=state.n_items), joint or attention
     )
+    causal = not attention and t.causal and encoder.kind == "mean"  # batches by row, not sample
     structure_sum, softmax_sum, n = network_step(
         state, optimizer, batches, joint=joint, sampling_probs=probs, structure=structure,
-        attention=attention, fault=fault,
+        attention=attention, fault=fault, total=None if causal else samples.n_batches(batch_size),
     )
     if attention:
         return {"attention_loss": softmax_sum / max(n, 1)}
@@ -257,5 +259,6 @@ def fit_state(
             )
         state.history.append(entry)
         checkpoint(epoch, "epoch")
+        log.info("epoch %d of %d: %s", epoch + 1, last + n_attention, json.dumps(entry))
         if on_event is not None:
             on_event(entry)

@@ -33,7 +33,7 @@ from ..core.paths import kmeans_path_ids
 from ..data.samples import TrainingSamples, drop_history
 from ..index.retrieval import beam
 from ..index.state import DRState
-from ..utils import adam
+from ..utils import adam, progress
 from . import distributed
 
 
@@ -225,6 +225,7 @@ def network_step(
     structure: bool = True,
     attention: bool = False,
     fault: str | None = None,
+    total: int | None = None,
 ) -> tuple[float, float, int]:
     """One network step over ``batches`` of ``(user vectors, targets)``, the paths fixed;
     ``joint=False`` freezes the reranker and the shared encoder, ``structure=False`` the
@@ -236,7 +237,8 @@ def network_step(
     Under ``torch.distributed`` the processes step together: one that runs out of batches keeps
     joining the gradient all-reduce with zeros until every process is done. ``fault`` names the
     crash-test point hit after the first batch (see
-    :func:`~deep_retrieval.training.checkpoint.fault_point`).
+    :func:`~deep_retrieval.training.checkpoint.fault_point`). ``total``: the number of batches,
+    for the progress bar (:func:`~deep_retrieval.utils.show_progress`).
     """
     net = state.net
     if attention and (joint or structure or net.attention is None):
@@ -256,29 +258,32 @@ def network_step(
     structure_sum = softmax_sum = 0.0
     n_batches = 0
     it = iter(batches)
-    while True:
-        batch = next(it, None)
-        if batch is None and not (ctx.active and distributed.any_process(False)):
-            break
-        if ctx.active and batch is not None:
-            distributed.any_process(True)
-        optimizer.zero_grad(set_to_none=True)
-        if batch is not None:
-            structure_loss, softmax_loss = (
-                (0.0, attention_loss(state, *batch, sampling_probs))
-                if attention
-                else batch_loss(state, *batch, item_paths, joint, sampling_probs)
-            )
-            structure_sum += structure_loss
-            softmax_sum += softmax_loss
-            n_batches += 1
-        if ctx.active:
-            distributed.average_gradients(params, contributing=batch is not None)
-        optimizer.step()
-        if fault is not None and n_batches == 1:
-            from .checkpoint import fault_point
+    desc = "attention step" if attention else "network step" if structure else "reranker step"
+    with progress(total, desc, "batch") as bar:
+        while True:
+            batch = next(it, None)
+            if batch is None and not (ctx.active and distributed.any_process(False)):
+                break
+            if ctx.active and batch is not None:
+                distributed.any_process(True)
+            optimizer.zero_grad(set_to_none=True)
+            if batch is not None:
+                structure_loss, softmax_loss = (
+                    (0.0, attention_loss(state, *batch, sampling_probs))
+                    if attention
+                    else batch_loss(state, *batch, item_paths, joint, sampling_probs)
+                )
+                structure_sum += structure_loss
+                softmax_sum += softmax_loss
+                n_batches += 1
+                bar.update(1)
+            if ctx.active:
+                distributed.average_gradients(params, contributing=batch is not None)
+            optimizer.step()
+            if fault is not None and n_batches == 1:
+                from .checkpoint import fault_point
 
-            fault_point(fault)  # mid-epoch
+                fault_point(fault)  # mid-epoch
     net.requires_grad_(True)
     net.eval()
     state.changed()
@@ -336,15 +341,17 @@ def score_path_batches(
     spent = 0.0
     held = state.item_paths.path_ids  # (V, J)
     held_scores = np.zeros(held.shape, dtype=np.float64)  # exact s[v, π_j(v)]
-    for u, items, rows in batches:
-        path_ids, probs, held_probs = score_instances(state, u, items, rows)
-        np.add.at(held_scores, items, held_probs)
-        t0 = time.perf_counter()
-        if ctx.active:
-            outgoing.append((items, path_ids, probs))
-        else:
-            acc.add(items, path_ids, probs)
-        spent += time.perf_counter() - t0
+    with progress(None, "path scoring", "batch") as bar:
+        for u, items, rows in batches:
+            path_ids, probs, held_probs = score_instances(state, u, items, rows)
+            np.add.at(held_scores, items, held_probs)
+            t0 = time.perf_counter()
+            if ctx.active:
+                outgoing.append((items, path_ids, probs))
+            else:
+                acc.add(items, path_ids, probs)
+            spent += time.perf_counter() - t0
+            bar.update(1)
     t0 = time.perf_counter()
     if ctx.active:
         width = a.n_candidates

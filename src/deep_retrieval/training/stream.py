@@ -31,6 +31,7 @@ Shapes: ``N`` events in a chunk, ``L`` history length, ``V`` items, ``S`` beam p
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -420,7 +421,7 @@ def stream_state(
             since[k] = 0.0
         assigned_at = seen
         state.history.append(entry)
-        log.debug("streaming path assignment: %s", entry)
+        log.info("streaming path assignment: %s", json.dumps(entry))
         emit(entry)
 
     def calibrate() -> None:

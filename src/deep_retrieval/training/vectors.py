@@ -89,7 +89,7 @@ def fit_index_state(
         t0 = time.perf_counter()
         structure_sum, _, n_batches = network_step(
             state, optimizer, _pair_batches(q_t, pair_q, pair_v, t.batch_size, rng),
-            joint=False, sampling_probs=None,
+            joint=False, sampling_probs=None, total=-(-len(pair_q) // t.batch_size),
         )
         t1 = time.perf_counter()
         timings: dict[str, float] = {}
