@@ -54,7 +54,7 @@ from .evaluation.evaluate import evaluate
 from .evaluation.metrics import evaluate_recommendations
 from .experiments.benchmark import run_benchmark
 from .training.stream import time_ordered_chunks
-from .utils import __version__
+from .utils import __version__, show_progress
 
 __all__ = [
     "ALS",
@@ -109,6 +109,7 @@ __all__ = [
     "make_split",
     "paper_split",
     "run_benchmark",
+    "show_progress",
     "stream_train",
     "streaming_update",
     "time_ordered_chunks",
