@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -23,9 +24,10 @@ from deep_retrieval.data.protocols import paper_split
 from deep_retrieval.data.synthetic import make_clustered
 from deep_retrieval.data.types import Sequences
 from deep_retrieval.estimator import DeepRetrieval
+from deep_retrieval.serving import service
 from deep_retrieval.serving.client import RetrievalClient, ServiceError
 from deep_retrieval.serving.loadtest import run_load_test
-from deep_retrieval.serving.service import ServiceLimits
+from deep_retrieval.serving.service import ReloadRefused, ServiceLimits, ServiceState
 
 
 def _free_port() -> int:
@@ -53,13 +55,21 @@ def bundles(tmp_path_factory):
     return model, split, first, root / "second", model.item_ids_[removed].tolist()
 
 
+TOKEN = "test-admin-token-0123456789"
+
+
 @pytest.fixture(scope="module")
-def server(bundles):
+def server(bundles, tmp_path_factory):
     port = _free_port()
+    token_file = tmp_path_factory.mktemp("secrets") / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    # Bundles of other tests live in their own tmp_path: the root over all of them.
+    root = tmp_path_factory.getbasetemp()
     proc = subprocess.Popen(
         [sys.executable, "-m", "deep_retrieval", "-q", "serve", str(bundles[2]),
          "--port", str(port), "--max-n", "50", "--max-history", "100", "--max-batch", "8",
-         "--max-request-beam-size", "64"],
+         "--max-request-beam-size", "64", "--admin-token-file", str(token_file),
+         "--bundle-root", str(root), "--reload-timeout", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -84,15 +94,18 @@ def server(bundles):
 
 @pytest.fixture()
 def client(bundles, server):
-    with RetrievalClient(server[0]) as c:
+    with RetrievalClient(server[0], admin_token=TOKEN) as c:
         c.reload(str(bundles[2]))  # every test starts on the first bundle
         yield c
 
 
-def _raw(url: str, method: str, path: str, body: bytes | None) -> tuple[int, dict]:
+def _raw(
+    url: str, method: str, path: str, body: bytes | None, headers: dict | None = None
+) -> tuple[int, dict]:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+    conn.request(method, path, body=body,
+                 headers={"Content-Type": "application/json", **(headers or {})})
     resp = conn.getresponse()
     raw = resp.read()
     conn.close()
@@ -257,7 +270,7 @@ def test_reload_swaps_bundles_and_survives_a_bad_one(bundles, client, server):
     assert client.health()["model_generation"] == gen + 1
     assert not set(bundles[4]) & set(client.recommend([], n=50)["items"])
     with pytest.raises(ServiceError) as err:
-        client.reload("/no/such/bundle")
+        client.reload(str(bundles[3].parent / "no-such-bundle"))
     assert err.value.status == 422 and "still serving" in err.value.detail
     assert client.health()["model_generation"] == gen + 1
     server[1].send_signal(signal.SIGHUP)  # reload the current bundle
@@ -265,6 +278,90 @@ def test_reload_swaps_bundles_and_survives_a_bad_one(bundles, client, server):
     while client.health()["model_generation"] != gen + 2 and time.time() < deadline:
         time.sleep(0.1)
     assert client.health()["model_generation"] == gen + 2
+
+
+def test_reload_is_an_admin_endpoint(bundles, client, server):
+    url, gen = server[0], client.health()["model_generation"]
+    body = json.dumps({"path": str(bundles[3])}).encode()
+    code, doc = _raw(url, "POST", "/v1/reload", body)
+    assert code == 401 and "Authorization: Bearer" in doc["detail"]
+    code, doc = _raw(url, "POST", "/v1/reload", body, {"Authorization": "Bearer wrong"})
+    assert code == 403 and doc["detail"] == "wrong admin token"
+    # Unauthorised requests are refused before their body is looked at.
+    code, _ = _raw(url, "POST", "/v1/reload", b"{not json", {"Authorization": "Basic x"})
+    assert code == 401
+    assert client.health()["model_generation"] == gen  # nothing swapped
+    # Paths must resolve inside the bundle root, symlinks first.
+    for path in ("../../../../../etc", "/tmp", ""):
+        with pytest.raises(ServiceError) as err:
+            client.reload(path)
+        assert err.value.status == (422 if path == "" else 403), err.value.detail
+    link = bundles[3].parent / "escape"
+    if not link.exists():
+        link.symlink_to("/", target_is_directory=True)
+    with pytest.raises(ServiceError) as err:
+        client.reload(str(link / "srv"))
+    assert err.value.status == 403 and "outside the bundle root" in err.value.detail
+    assert client.health()["model_generation"] == gen
+
+
+def test_a_hanging_reload_is_abandoned_and_blocks_nothing(bundles, monkeypatch):
+    # A load that hangs (a stalled mount, say): another reload meanwhile gets 409 at once, the
+    # hanging one 504 after the timeout, and the lock is free again; nothing swapped meanwhile.
+    state = ServiceState(bundles[2], reload_timeout_s=1.0)
+    release = threading.Event()
+    real_load = service._load
+
+    def stalled(path, device, generation):
+        release.wait(60)
+        return real_load(path, device, generation)
+
+    monkeypatch.setattr(service, "_load", stalled)
+    outcome: dict = {}
+
+    def first() -> None:
+        try:
+            state.reload(bundles[3])
+        except ReloadRefused as exc:
+            outcome["status"], outcome["detail"] = exc.status, str(exc)
+
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    with pytest.raises(ReloadRefused) as err:
+        state.reload(bundles[3])
+    assert err.value.status == 409 and time.perf_counter() - t0 < 0.1
+    assert state.live.model.recommend([[0]], 5)[0].shape == (1, 5)  # the live model serves on
+    t.join(10)
+    assert outcome["status"] == 504 and "abandoned; still serving generation 1" in outcome["detail"]
+    release.set()
+    monkeypatch.setattr(service, "_load", real_load)
+    assert state.reload(bundles[3]).generation == 2 and state.live.path == bundles[3]
+
+
+def test_admin_endpoints_are_off_without_a_token(bundles):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DEEP_RETRIEVAL_ADMIN_TOKEN"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deep_retrieval", "-q", "serve", str(bundles[2]), "--port",
+         str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                RetrievalClient(url, timeout=2).health()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline
+                time.sleep(0.2)
+        code, doc = _raw(url, "POST", "/v1/reload", b"{}", {"Authorization": f"Bearer {TOKEN}"})
+        assert code == 403 and "admin endpoints are off" in doc["detail"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_no_failed_request_while_reloading_under_load(bundles, client, server):
@@ -275,7 +372,7 @@ def test_no_failed_request_while_reloading_under_load(bundles, client, server):
     ]
     result = run_load_test(
         server[0], histories, n=20, clients=4, duration_s=4, reload_every_s=0.4,
-        reload_paths=[str(bundles[3]), str(bundles[2])],
+        reload_paths=[str(bundles[3]), str(bundles[2])], admin_token=TOKEN,
     )
     assert result["errors"] == 0, result["error_examples"]
     assert result["reload_failures"] == [] and result["reloads"] >= 3

@@ -651,8 +651,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         limits=limits,
         log_level="warning" if args.quiet else "info",
+        admin_token=_admin_token(args),
+        bundle_root=args.bundle_root,
+        reload_timeout_s=args.reload_timeout,
     )
     return 0
+
+
+def _add_admin_token_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--admin-token-file", type=Path, metavar="FILE",
+                   help=f"a file holding the admin token: {help}")
+
+
+def _admin_token(args: argparse.Namespace) -> str | None:
+    """The token of ``--admin-token-file`` (its one line), else ``$DEEP_RETRIEVAL_ADMIN_TOKEN``,
+    else ``None``."""
+    if args.admin_token_file is None:
+        return os.environ.get("DEEP_RETRIEVAL_ADMIN_TOKEN") or None
+    try:
+        token = args.admin_token_file.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CLIError(f"cannot read --admin-token-file {args.admin_token_file}: {exc}") from None
+    if not token:
+        raise CLIError(f"--admin-token-file {args.admin_token_file} is empty")
+    return token
 
 
 def cmd_load_test(args: argparse.Namespace) -> int:
@@ -682,6 +704,7 @@ def cmd_load_test(args: argparse.Namespace) -> int:
         max_requests=args.max_requests,
         reload_every_s=args.reload_every,
         reload_paths=args.reload_paths.split(",") if args.reload_paths else None,
+        admin_token=_admin_token(args),
     )
     text = json.dumps(result, indent=2)
     if args.out:
@@ -942,6 +965,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest beam_size a request may ask for (default 1024; the beam of a request"
         " without one is calibrated, up to the model's retrieval.max_beam_size)",
     )
+    _add_admin_token_arg(p, "turns the admin endpoints (/v1/reload) on; requests send"
+                         " 'Authorization: Bearer TOKEN' (default: $DEEP_RETRIEVAL_ADMIN_TOKEN;"
+                         " without either, admin endpoints are off)")
+    p.add_argument(
+        "--bundle-root",
+        type=Path,
+        help="reload paths must resolve inside this directory (default: MODEL's parent)",
+    )
+    p.add_argument(
+        "--reload-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a reload may take before it is abandoned, the old bundle serving on"
+        " (default 120)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = add_verb(
@@ -963,6 +1001,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reload-every", type=float, help="POST /v1/reload every S seconds during the test"
     )
     p.add_argument("--reload-paths", help="comma-separated bundles to cycle through when reloading")
+    _add_admin_token_arg(p, "the service's admin token, sent with each reload (default:"
+                         " $DEEP_RETRIEVAL_ADMIN_TOKEN)")
     p.add_argument("--out", type=Path, help="also write the result JSON here")
     p.set_defaults(func=cmd_load_test)
 

@@ -376,10 +376,12 @@ def _times_to_seconds(col: pd.Series) -> np.ndarray:
     numbers = pd.to_numeric(col, errors="coerce")
     if not numbers.isna().any():
         values = numbers.to_numpy()
-        if values.dtype.kind in "iu":
+        if values.dtype.kind == "i":
             return values.astype(np.int64, copy=False)
-        if not np.isfinite(values).all() or np.abs(values).max(initial=0) >= 2.0**62:
-            raise ValueError("timestamps out of range")
+        if values.dtype.kind == "u" and values.max(initial=0) < 2**63:
+            return values.astype(np.int64)
+        if values.dtype.kind == "u" or _bad_times(col).any():
+            raise ValueError("timestamps beyond the int64 range")
         return np.floor(values).astype(np.int64)
     if numbers.notna().any():
         first = col[numbers.isna()].iloc[0]
@@ -400,11 +402,13 @@ def _iso_dates(col: pd.Series) -> pd.Series:
         return pd.to_datetime(col, format="ISO8601", utc=True, errors="coerce")
 
 
-def _time_problem(value: str) -> bool:
-    """Whether one text value is neither a unix time nor an ISO-8601 date."""
-    series = pd.Series([value.strip()], dtype=object)
-    not_number = pd.to_numeric(series, errors="coerce").isna().all()
-    return bool(not_number and _iso_dates(series).isna().all())
+def _bad_times(text: pd.Series) -> np.ndarray:
+    """``(R,)`` bool: values that are neither a unix time in int64 nor an ISO-8601 date."""
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) & _iso_dates(text).isna().to_numpy(dtype=bool)
+    for r in np.flatnonzero(np.isfinite(numbers) & (np.abs(numbers) >= 2.0**62)):
+        bad[r] = not _fits_int64(str(text.iloc[r]), numbers[r])  # exactly, near the limit
+    return bad
 
 
 def _parse_number(value: str) -> float:
@@ -453,7 +457,7 @@ def _line_problem(line: str, sep: str, fields: Sequence[_Field]) -> str | None:
                     return f"{what} {value!r} is out of the float32 range"
         if kind in ("id", "str", "time") and not value.strip():
             return f"{what} {value!r} is empty"
-        if kind == "time" and _time_problem(value):
+        if kind == "time" and _bad_times(pd.Series([value.strip()], dtype=object))[0]:
             return f"{what} {value!r} is neither a unix time nor an ISO-8601 date"
     return None
 
@@ -605,10 +609,7 @@ def _diagnose_delimited(
                         dtype=bool
                     )
                 elif kind == "time":
-                    text = col.fillna("").str.strip()
-                    bad |= (
-                        pd.to_numeric(text, errors="coerce").isna() & _iso_dates(text).isna()
-                    ).to_numpy(dtype=bool)
+                    bad |= _bad_times(col.fillna("").str.strip())
                 if sep == "::" and j:
                     bad |= df[f"_gap{j}"].notna().to_numpy(dtype=bool)
             hits = np.flatnonzero(bad)

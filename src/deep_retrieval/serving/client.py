@@ -33,17 +33,23 @@ class RetrievalClient:
     Thread-safe (calls are serialised); use one client per thread for parallel requests.
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", *, timeout: float = 10.0,
+        admin_token: str | None = None,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"url must look like http://HOST:PORT, got {url!r}")
         self._host, self._port, self._timeout = parts.hostname, parts.port or 80, timeout
+        self._admin = {} if admin_token is None else {"Authorization": f"Bearer {admin_token}"}
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *, admin: bool = False) -> Any:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        if admin:
+            headers.update(self._admin)
         with self._lock:
             for attempt in (0, 1):  # a kept-alive connection the server closed: reconnect once
                 if self._conn is None:
@@ -92,8 +98,10 @@ class RetrievalClient:
         return self._call("GET", "/v1/info")
 
     def reload(self, path: str | None = None) -> dict[str, Any]:
-        """Swap in the bundle at ``path`` (default: reload the current one)."""
-        return self._call("POST", "/v1/reload", {"path": path} if path is not None else {})
+        """Swap in the bundle at ``path`` (default: reload the current one); needs the client's
+        ``admin_token``."""
+        body = {"path": path} if path is not None else {}
+        return self._call("POST", "/v1/reload", body, admin=True)
 
     def close(self) -> None:
         if self._conn is not None:

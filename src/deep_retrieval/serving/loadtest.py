@@ -24,9 +24,13 @@ def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(cast(str, parts.hostname), parts.port or 80, timeout=timeout)
 
 
-def _post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+def _post(
+    conn: http.client.HTTPConnection, path: str, body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
     conn.request(
-        "POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        "POST", path, body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     resp = conn.getresponse()
     return resp.status, resp.read()
@@ -43,13 +47,15 @@ def run_load_test(
     reload_every_s: float | None = None,
     reload_paths: list[str] | None = None,
     timeout: float = 30.0,
+    admin_token: str | None = None,
 ) -> dict[str, Any]:
     """Drive ``url`` with concurrent clients; returns latency percentiles, throughput, errors.
 
     Args:
         histories: request histories (external item ids), used round-robin.
         reload_every_s: when set, ``POST /v1/reload`` at this interval during the test,
-            cycling through ``reload_paths`` (default: reload the current bundle).
+            cycling through ``reload_paths`` (default: reload the current bundle), with
+            ``admin_token``.
 
     Returns:
         ``{"requests", "errors", "error_examples", "seconds", "throughput_rps", "p50_ms",
@@ -102,6 +108,8 @@ def run_load_test(
                     generations.add(doc["model_generation"])
         conn.close()
 
+    admin = {} if admin_token is None else {"Authorization": f"Bearer {admin_token}"}
+
     def reloader() -> None:
         i = 0
         while not stop.wait(reload_every_s):
@@ -112,7 +120,7 @@ def run_load_test(
             conn = _connection(url, timeout)
             t0 = time.perf_counter()
             try:
-                status, raw = _post(conn, "/v1/reload", body)
+                status, raw = _post(conn, "/v1/reload", body, admin)
                 if status != 200:
                     reload_failures.append(f"HTTP {status}: {raw[:200]!r}")
             except (OSError, http.client.HTTPException) as exc:

@@ -9,15 +9,24 @@ Endpoints (OpenAPI schema at ``/openapi.json``, browsable at ``/docs``):
 * ``POST /v1/recommend/batch`` — ``{"requests": [...]}``, answered in one batched model call per
   distinct ``(n, beam_size)``.
 * ``GET /healthz``, ``GET /v1/info`` — liveness; bundle, sizes, config, limits.
-* ``POST /v1/reload`` — load a bundle (the same path, or ``{"path": …}``) and swap it in. Requests
-  already running finish on the model they started with; a bundle that fails to load leaves the
-  current one serving. ``SIGHUP`` does the same for the current path.
+* ``POST /v1/reload`` — admin: load a bundle (the same path, or ``{"path": …}`` inside the
+  bundle root) and swap it in. Requests already running finish on the model they started with; a
+  bundle that fails to load leaves the current one serving. ``SIGHUP`` does the same for the
+  current path.
+
+Admin endpoints are off unless an admin token is configured; then a request carries
+``Authorization: Bearer TOKEN`` (compared in constant time) or gets 401 (none) / 403 (wrong). One
+reload runs at a time: another one meanwhile gets 409 at once, and a load that takes longer than
+the reload timeout is abandoned (504) with the current bundle still serving, so recommend traffic
+never waits on a reload.
 
 Unknown history items are reported and ignored; a history with no known item is answered from
 popularity (``"fallback": "popularity"``). Bad requests get a 4xx that says what is wrong.
 """
 
+import hmac
 import logging
+import os
 import signal
 import threading
 import time
@@ -96,34 +105,126 @@ def _load(path: Path, device: str, generation: int) -> _Live:
     return _Live(path, model, generation)
 
 
+#: The environment variable an admin token may come from (else ``serve --admin-token-file``).
+ADMIN_TOKEN_ENV = "DEEP_RETRIEVAL_ADMIN_TOKEN"
+#: Endpoints that need the admin token.
+ADMIN_PATHS = frozenset({"/v1/reload"})
+
+
+class ReloadRefused(Exception):
+    """A reload not done, with the HTTP status that says why (403, 409, 422, 504)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
 class ServiceState:
-    """The live bundle and the reload lock, shared by every request of one app."""
+    """The live bundle, the admin settings and the reload lock, shared by every request of one
+    app.
+
+    Args:
+        admin_token: the bearer token admin endpoints require; ``None`` turns them off.
+        bundle_root: reload paths must resolve (symlinks resolved first) inside this directory;
+            relative paths are taken from it. Default: the served bundle's parent directory.
+        reload_timeout_s: a load that takes longer is abandoned (the current bundle serves on).
+    """
 
     def __init__(
-        self, path: str | Path, *, device: str = "cpu", limits: ServiceLimits | None = None
+        self,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        limits: ServiceLimits | None = None,
+        admin_token: str | None = None,
+        bundle_root: str | Path | None = None,
+        reload_timeout_s: float = 120.0,
     ) -> None:
+        if admin_token is not None and not admin_token.strip():
+            raise ValueError("the admin token is empty; put a long random string in it")
+        if not reload_timeout_s > 0:
+            raise ValueError(f"the reload timeout must be > 0 seconds, got {reload_timeout_s}")
         self.device = device
         self.limits = limits or ServiceLimits()
+        self.admin_token = None if admin_token is None else admin_token.strip()
         self.live = _load(Path(path), device, 1)
+        self.bundle_root = Path(bundle_root or Path(path).resolve().parent).resolve()
+        self.reload_timeout_s = float(reload_timeout_s)
         self.reloads = 0
         self._reload_lock = threading.Lock()
 
+    def bundle_path(self, path: str | Path | None) -> Path:
+        """The bundle a reload of ``path`` loads: the current one for ``None``; otherwise inside
+        the bundle root, or :class:`ReloadRefused`."""
+        if path is None:
+            return self.live.path
+        if not str(path).strip():
+            raise ReloadRefused(422, "path is empty; leave it out to reload the current bundle")
+        target = (self.bundle_root / path).resolve()  # an absolute path stays itself
+        if not target.is_relative_to(self.bundle_root):
+            raise ReloadRefused(
+                403, f"{path} is outside the bundle root {self.bundle_root} (serve --bundle-root)"
+            )
+        return target
+
+    def check_admin(self, authorization: str | None) -> None:
+        """Raise :class:`ReloadRefused` (403 off or wrong, 401 missing) unless ``authorization``
+        (the request's header) carries the admin token."""
+        if self.admin_token is None:
+            raise ReloadRefused(
+                403, "admin endpoints are off: start the service with --admin-token-file FILE"
+                f" (or ${ADMIN_TOKEN_ENV})"
+            )
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ReloadRefused(401, "admin endpoint: send Authorization: Bearer TOKEN")
+        if not hmac.compare_digest(given.strip().encode(), self.admin_token.encode()):
+            raise ReloadRefused(403, "wrong admin token")
+
     def reload(self, path: str | Path | None = None) -> _Live:
-        """Load ``path`` (default: the current bundle's) and swap it in; raises on a bad bundle
-        and keeps serving the old one."""
-        with self._reload_lock:  # one load at a time; requests never wait on it
-            target = Path(path) if path is not None else self.live.path
-            new = _load(target, self.device, self.live.generation + 1)
+        """Load ``path`` (default: the current bundle's) and swap it in. A bad bundle raises
+        ``ValueError`` / ``OSError`` and the old one keeps serving; :class:`ReloadRefused` when
+        ``path`` is outside the bundle root, another reload runs (409) or the load times out."""
+        target = self.bundle_path(path)
+        if not self._reload_lock.acquire(blocking=False):
+            raise ReloadRefused(409, "a reload is already running; try again when it is done")
+        try:
+            generation = self.live.generation + 1
+            box: dict[str, Any] = {}
+            done = threading.Event()
+
+            def load() -> None:
+                try:
+                    box["live"] = _load(target, self.device, generation)
+                except BaseException as exc:  # handed to the waiting request
+                    box["error"] = exc
+                finally:
+                    done.set()
+
+            # The load runs on its own thread so that one which hangs (a FIFO in the bundle, a
+            # stalled network mount) is abandoned after the timeout instead of holding the lock.
+            threading.Thread(target=load, name="dr-reload", daemon=True).start()
+            if not done.wait(self.reload_timeout_s):
+                raise ReloadRefused(
+                    504, f"loading {target} took longer than {self.reload_timeout_s:g} s and was"
+                    f" abandoned; still serving generation {self.live.generation}"
+                )
+            if "error" in box:
+                raise box["error"]
+            new: _Live = box["live"]
             self.live = new  # one reference assignment: atomic for the readers
             self.reloads += 1
             log.info("reloaded %s (generation %d)", target, new.generation)
             return new
+        finally:
+            self._reload_lock.release()
 
 
 def create_app(
     bundle: str | Path | ServiceState, *, device: str = "cpu", limits: ServiceLimits | None = None
 ):  # -> fastapi.FastAPI (imported lazily: the service's dependencies are an extra)
-    """The FastAPI application serving ``bundle`` (a model directory written by ``save``)."""
+    """The FastAPI application serving ``bundle`` (a model directory written by ``save``, or a
+    :class:`ServiceState` with admin settings)."""
     require("fastapi", "the HTTP service")
     from fastapi import Body, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
@@ -326,11 +427,31 @@ def create_app(
             "version": __version__,
         }
 
-    @app.post("/v1/reload", summary="Load a bundle and swap it in without dropping requests")
+    @app.middleware("http")
+    async def admin_only(request: Request, call_next: Any) -> Any:
+        # Before anything reads the body: an unauthorised caller learns nothing else.
+        if request.url.path in ADMIN_PATHS:
+            try:
+                state.check_admin(request.headers.get("authorization"))
+            except ReloadRefused as exc:
+                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+                return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+        return await call_next(request)
+
+    @app.post(
+        "/v1/reload",
+        summary="Load a bundle and swap it in without dropping requests (admin)",
+        responses={401: {"description": "no admin token sent"},
+                   403: {"description": "admin off, wrong token, or a path outside the root"},
+                   409: {"description": "another reload is running"},
+                   504: {"description": "the load took too long and was abandoned"}},
+    )
     def reload(req: ReloadRequest | None = Body(None)) -> dict[str, Any]:
         path = None if req is None else req.path
         try:
             live = state.reload(path)
+        except ReloadRefused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
         except (ValueError, OSError) as exc:
             raise HTTPException(
                 422, f"reload failed, still serving generation {state.live.generation}: {exc}"
@@ -348,18 +469,26 @@ def serve(
     device: str = "cpu",
     limits: ServiceLimits | None = None,
     log_level: str = "info",
+    admin_token: str | None = None,
+    bundle_root: str | Path | None = None,
+    reload_timeout_s: float = 120.0,
 ) -> None:
-    """Run the service with uvicorn until interrupted; ``SIGHUP`` reloads the bundle."""
+    """Run the service with uvicorn until interrupted; ``SIGHUP`` reloads the bundle.
+    ``admin_token`` defaults to ``$DEEP_RETRIEVAL_ADMIN_TOKEN`` (admin endpoints are off
+    without one); see :class:`ServiceState` for the rest."""
     uvicorn = require("uvicorn", "the HTTP service")
 
-    state = ServiceState(bundle, device=device, limits=limits)
+    if admin_token is None:
+        admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None
+    state = ServiceState(bundle, device=device, limits=limits, admin_token=admin_token,
+                         bundle_root=bundle_root, reload_timeout_s=reload_timeout_s)
     app = create_app(state)
 
     def on_hup(signum, frame) -> None:  # reload off the signal handler's thread
         def run() -> None:
             try:
                 state.reload()
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, ReloadRefused) as exc:
                 log.error("reload on SIGHUP failed, still serving the old bundle: %s", exc)
 
         threading.Thread(target=run, daemon=True).start()
