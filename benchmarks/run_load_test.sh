@@ -20,10 +20,13 @@ fi
 # A second bundle to swap with during the reload test (same model, another directory).
 rm -rf "$MODEL-b" && cp -r "$MODEL" "$MODEL-b"
 mkdir -p "$OUT"
+# The reload test needs the admin endpoint: a throwaway token.
+TOKEN_FILE=$(mktemp)
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TOKEN_FILE"
 
-$DR -q serve "$MODEL" --port "$PORT" &
+$DR -q serve "$MODEL" --port "$PORT" --admin-token-file "$TOKEN_FILE" &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
+trap 'kill $SERVER 2>/dev/null || true; rm -f "$TOKEN_FILE"' EXIT
 $PY - "$URL" <<'PY'
 import sys, time
 from deep_retrieval.serving.client import RetrievalClient
@@ -44,7 +47,8 @@ for clients in 1 4 16; do
 done
 # Reload under load: swap bundles every 5 s while 8 clients send requests.
 $DR -q load-test "$URL" --dataset gowalla --data-dir "$DATA" --clients 8 --duration $((DURATION * 2)) -n 100 \
-  --reload-every 5 --reload-paths "$MODEL-b,$MODEL" --out "$OUT/reload.json" > /dev/null
+  --reload-every 5 --reload-paths "$MODEL-b,$MODEL" --admin-token-file "$TOKEN_FILE" \
+  --out "$OUT/reload.json" > /dev/null
 
 $PY - "$OUT" "$MODEL" <<'PY'
 import json, sys
