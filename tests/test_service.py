@@ -69,7 +69,8 @@ def server(bundles, tmp_path_factory):
         [sys.executable, "-m", "deep_retrieval", "-q", "serve", str(bundles[2]),
          "--port", str(port), "--max-n", "50", "--max-history", "100", "--max-batch", "8",
          "--max-request-beam-size", "64", "--admin-token-file", str(token_file),
-         "--bundle-root", str(root), "--reload-timeout", "5"],
+         "--bundle-root", str(root), "--reload-timeout", "5", "--max-body-bytes", "100000",
+         "--body-timeout", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -278,6 +279,49 @@ def test_reload_swaps_bundles_and_survives_a_bad_one(bundles, client, server):
     while client.health()["model_generation"] != gen + 2 and time.time() < deadline:
         time.sleep(0.1)
     assert client.health()["model_generation"] == gen + 2
+
+
+def test_bodies_are_bounded_before_they_are_parsed(server):
+    url = server[0]
+    host, port = url.removeprefix("http://").split(":")
+    big = json.dumps({"history": ["x" * 1000] * 200}).encode()  # 200 KB: over the 100 KB limit
+    code, doc = _raw(url, "POST", "/v1/recommend", big)
+    assert code == 413 and "over 100,000 bytes" in doc["detail"]
+
+    def raw_socket(head: bytes, chunks: list[bytes], pause: float = 0.0) -> bytes:
+        with socket.create_connection((host, int(port)), timeout=20) as sock:
+            sock.sendall(head)
+            for chunk in chunks:
+                sock.sendall(chunk)
+                time.sleep(pause)
+            return sock.recv(65536)
+
+    # Streamed without a Content-Length: refused once the bytes pass the limit.
+    chunk = b"%x\r\n%s\r\n" % (60000, b" " * 60000)
+    reply = raw_socket(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                       b"\r\nTransfer-Encoding: chunked\r\n\r\n", [chunk, chunk])
+    assert reply.startswith(b"HTTP/1.1 413")
+    # A client that stalls mid-body gets 408 after --body-timeout (2 s), and the server serves on.
+    t0 = time.perf_counter()
+    reply = raw_socket(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                       b"\r\nContent-Length: 100\r\n\r\n", [b'{"history": '])
+    assert reply.startswith(b"HTTP/1.1 408") and 1.5 < time.perf_counter() - t0 < 10
+    assert RetrievalClient(url).health()["status"] == "ok"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"history": [true]}', b'{"history": ["a"], "n": "5"}', b'{"history": ["a"], "n": 5.0}',
+    b'{"history": ["\\ud800"]}', b'{"user_id": false}', b'{"vector": [true]}',
+    b'{"history": ["a"], "exclude": [false]}',
+])
+def test_types_are_strict_and_text_is_valid(server, body):
+    code, doc = _raw(server[0], "POST", "/v1/recommend", body)
+    assert code == 422, (body, doc)
+
+
+def test_unknown_ids_are_echoed_bounded(client):
+    got = client.recommend([f"nope-{i}" for i in range(50)], n=5)
+    assert got["unknown_items"] == [f"nope-{i}" for i in range(20)] and got["unknown_count"] == 50
 
 
 def test_reload_is_an_admin_endpoint(bundles, client, server):

@@ -643,6 +643,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_history=args.max_history,
         max_batch=args.max_batch,
         max_request_beam_size=args.max_request_beam_size,
+        max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout,
     )
     serve(
         args.model,
@@ -964,6 +966,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="largest beam_size a request may ask for (default 1024; the beam of a request"
         " without one is calibrated, up to the model's retrieval.max_beam_size)",
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20,
+        help="largest request body; larger ones get 413 unparsed (default 1 MiB)",
+    )
+    p.add_argument(
+        "--body-timeout", type=int, default=10,
+        help="seconds a client may pause while sending its body before a 408 (default 10)",
     )
     _add_admin_token_arg(p, "turns the admin endpoints (/v1/reload) on; requests send"
                          " 'Authorization: Bearer TOKEN' (default: $DEEP_RETRIEVAL_ADMIN_TOKEN;"

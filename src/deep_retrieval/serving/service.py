@@ -45,6 +45,9 @@ from ..utils import require
 log = logging.getLogger("deep_retrieval")
 
 ItemId = int | str
+#: Unknown ids echoed in a response: the first ones, with the count of all (a huge request does
+#: not come back whole).
+MAX_UNKNOWN_ECHO = 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class ServiceLimits:
         max_request_beam_size: the largest ``beam_size`` a request may ask for. Not the model's
             ``RetrievalConfig.max_beam_size``, which is the largest beam the serving calibration
             considers for a request that gives no ``beam_size``. (Was ``max_beam_size``.)
+        max_body_bytes: the largest request body; a larger one gets 413 before it is parsed
+            (by its ``Content-Length``, or as it streams in).
+        body_timeout_s: a client that sends no part of its body for this long gets 408 (a
+            stalled or very slow client does not hold a worker).
     """
 
     max_n: int = 1000
@@ -66,6 +73,8 @@ class ServiceLimits:
     max_exclude: int = 10_000
     max_batch: int = 256
     max_request_beam_size: int = 1024
+    max_body_bytes: int = 1 << 20
+    body_timeout_s: int = 10
 
     def __post_init__(self) -> None:
         bad = [f"{k} must be ≥ 1, got {v!r}" for k, v in asdict(self).items()
@@ -226,10 +235,20 @@ def create_app(
     """The FastAPI application serving ``bundle`` (a model directory written by ``save``, or a
     :class:`ServiceState` with admin settings)."""
     require("fastapi", "the HTTP service")
+    from typing import Annotated
+
     from fastapi import Body, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+
+    def utf8(text: str) -> str:
+        text.encode("utf-8")  # a lone surrogate ("\ud800") is no text: a 422, not a 500 later
+        return text
+
+    # Strict: true is no item 1 and "5" is no n = 5.
+    Text = Annotated[str, Field(strict=True), AfterValidator(utf8)]
+    Id = StrictInt | Text
 
     from ..utils import __version__
 
@@ -242,23 +261,23 @@ def create_app(
 
     class RecommendRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        history: list[ItemId] | None = Field(
+        history: list[Id] | None = Field(
             None,
             description="item ids the user interacted with, oldest first",
             max_length=lim.max_history,
         )
-        user_id: ItemId | None = Field(None, description="a user whose history the bundle holds")
-        vector: list[float] | None = Field(
+        user_id: Id | None = Field(None, description="a user whose history the bundle holds")
+        vector: list[StrictFloat | StrictInt] | None = Field(
             None, description="a query vector (index bundles): the top n by ⟨q, v⟩ + b_v"
         )
-        n: int = Field(100, ge=1, le=lim.max_n, description="how many items to return")
-        beam_size: int | None = Field(
+        n: StrictInt = Field(100, ge=1, le=lim.max_n, description="how many items to return")
+        beam_size: StrictInt | None = Field(
             None,
             ge=1,
             le=lim.max_request_beam_size,
             description="override the beam (default: calibrated to n)",
         )
-        exclude: list[ItemId] = Field(
+        exclude: list[Id] = Field(
             default_factory=list, description="item ids never to return", max_length=lim.max_exclude
         )
 
@@ -266,8 +285,10 @@ def create_app(
         items: list[ItemId]
         scores: list[float]
         unknown_items: list[ItemId] = Field(
-            description="history / exclude ids the model does not know (ignored)"
+            description=f"history / exclude ids the model does not know (ignored): the first"
+            f" {MAX_UNKNOWN_ECHO}"
         )
+        unknown_count: int = Field(description="how many history / exclude ids were unknown")
         fallback: str | None = Field(
             description='"popularity" when no history item was known, else null'
         )
@@ -285,7 +306,7 @@ def create_app(
 
     class ReloadRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        path: str | None = Field(
+        path: Text | None = Field(
             None, description="bundle directory to load (default: the current one)"
         )
 
@@ -295,6 +316,7 @@ def create_app(
         description="Candidate retrieval with a Deep Retrieval model bundle.",
     )
     app.state.service = state
+    app.add_middleware(_BodyLimit, max_bytes=lim.max_body_bytes, timeout_s=lim.body_timeout_s)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -348,7 +370,8 @@ def create_app(
         return Recommendation(
             items=[live.names[i] for i in ids[keep].tolist()],
             scores=[float(s) for s in scores[keep]],
-            unknown_items=unknown,
+            unknown_items=unknown[:MAX_UNKNOWN_ECHO],
+            unknown_count=len(unknown),
             fallback=fallback,
             beam_size=beam,
             model_generation=live.generation,
@@ -387,7 +410,8 @@ def create_app(
                 keep = np.isfinite(scores[r])
                 out[i] = Recommendation(
                     items=names[r][keep].tolist(), scores=[float(x) for x in scores[r][keep]],
-                    unknown_items=resolved[i][2], fallback=None, beam_size=used,
+                    unknown_items=resolved[i][2][:MAX_UNKNOWN_ECHO],
+                    unknown_count=len(resolved[i][2]), fallback=None, beam_size=used,
                     model_generation=live.generation,
                 )
         return out  # type: ignore[return-value]
@@ -459,6 +483,70 @@ def create_app(
         return {"status": "reloaded", "bundle": str(live.path), "model_generation": live.generation}
 
     return app
+
+
+class _BodyLimit:
+    """ASGI middleware: reads the request body itself before the app sees it, so that a body
+    over ``max_bytes`` gets 413 unparsed (at once from its ``Content-Length``, else as soon as
+    the streamed bytes pass the limit), and a body part that takes longer than ``timeout_s`` to
+    arrive gets 408; the app then reads the buffered body (memory bounded by the limit)."""
+
+    def __init__(self, app: Any, *, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        import asyncio
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and not length.isdigit():
+            await _send_json(send, 400, "Content-Length is not a number")
+            return
+        if length is not None and int(length) > self.max_bytes:
+            await _send_json(send, 413, self._too_large())
+            return
+        parts: list[bytes] = []
+        size, more = 0, True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                await _send_json(send, 408, f"no request body for {self.timeout_s:g} s")
+                return
+            if message["type"] == "http.disconnect":
+                return
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > self.max_bytes:
+                await _send_json(send, 413, self._too_large())
+                return
+            more = message.get("more_body", False)
+        body, replayed = b"".join(parts), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:  # after the body, the app only waits for a disconnect
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"request body over {self.max_bytes:,} bytes (serve --max-body-bytes)"
+
+
+async def _send_json(send: Any, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def serve(
