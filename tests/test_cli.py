@@ -343,3 +343,44 @@ def test_train_on_every_user_of_your_own_columns(tmp_path, capsys):
     assert main(["train", "--ratings-file", str(log), "--all-users", "--protocol", "paper",
                  "--out", str(out)]) == 2
     assert "drop --protocol" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["train", "--dataset", "movielens-latest-small", "--out", "x", "--config", "{list}"],
+     "must hold sections"),
+    (["serve", "m", "--port", "99999"], "argument --port: must be in 1..65535, got 99999"),
+    (["load-test", "not a url", "--histories", "{list}", "--duration", "1"],
+     "the service URL must look like http://HOST:PORT"),
+    (["recommend", "m", "--history", "1", "--beam-size", "0"], "--beam-size: must be ≥ 1, got 0"),
+    (["load-test", "http://127.0.0.1:1", "--duration", "0"], "--duration: must be a finite number"),
+    (["train", "--dataset", "movielens-latest-small", "--out", "x", "--nope"],
+     "unrecognized arguments: --nope"),
+    (["train", "--dataset", "x", "--out", "x", "--set", "dr.train.lr=0"], "lr must be > 0"),
+    (["train", "--dataset", "x", "--out", "x", "--set", "dr.retrieval.candidate_factor=-1"],
+     "candidate_factor must be > 0"),
+])
+def test_every_cli_error_is_one_line_and_status_2(tmp_path, capsys, argv, words):
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]\n")
+    argv = [str(listed) if a == "{list}" else a for a in argv]
+    try:
+        code = main(["-q", *argv])
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
+    from deep_retrieval import cli
+
+    def broken(args):
+        raise RuntimeError("something\nunexpected")
+
+    monkeypatch.setattr(cli, "cmd_inspect", broken)
+    assert main(["inspect", "m"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("deep-retrieval inspect: error: RuntimeError: something unexpected (rerun with"
+                   " --debug for the traceback)\n")
+    with pytest.raises(RuntimeError):
+        main(["inspect", "m", "--debug"])

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -27,6 +28,43 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 2, as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int(low: int, high: int | None = None):
+    """An argparse type: an integer in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"≥ {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (seconds, a scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+_COUNT = _int(1)  # counts, sizes and limits: ≥ 1
 
 
 def summary_line(state) -> str:
@@ -712,22 +750,26 @@ def cmd_load_test(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_text(args.out, text + "\n")
     print(text)
+    if result["requests"] == 0:
+        raise CLIError(f"no request reached {args.url}: {result['error_examples'][:1]}")
     return 1 if result["errors"] or result["reload_failures"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="deep-retrieval",
         description="Deep Retrieval: learnable path index for candidate retrieval, with baselines"
         " and benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # -q and --log-level before the verb or after it (a verb's copy does not reset the other).
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars or logs (warnings and errors only)")
     common.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
                         help="the library's log level (default info; -q means warning)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, the full traceback instead of one line")
     for action in common._actions:
         parser._add_action(action)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -752,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate", help="DR ablations (J, D, penalty, beam, reranking) against brute force"
     )
     _add_data_args(p)
-    p.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
+    p.add_argument("--k", type=_COUNT, default=10, help="cut-off (default 10)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
         "--grid",
@@ -795,13 +837,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shape", choices=sorted(SHAPES), help="a named shape: " + shapes)
     p.add_argument(
-        "--scale", type=float, default=1.0, help="multiply the shape's counts (default 1)"
+        "--scale", type=_positive, default=1.0, help="multiply the shape's counts (default 1)"
     )
-    p.add_argument("--n-users", type=int)
-    p.add_argument("--n-items", type=int)
-    p.add_argument("--n-interactions", type=int)
-    p.add_argument("--dim", type=int, default=32, help="planted embedding width (default 32)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-users", type=_COUNT)
+    p.add_argument("--n-items", type=_COUNT)
+    p.add_argument("--n-interactions", type=_COUNT)
+    p.add_argument("--dim", type=_COUNT, default=32, help="planted embedding width (default 32)")
+    p.add_argument("--seed", type=_int(0), default=0)
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.set_defaults(func=cmd_synth)
 
@@ -839,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="model directory to write at the end")
     p.add_argument(
         "--bundle-every",
-        type=int,
+        type=_COUNT,
         help="also write OUT-bundles/bundle-N every N interactions (the newest 3 kept; LATEST"
         " names the newest)",
     )
@@ -854,8 +896,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--history", required=True, help="comma-separated item ids the user interacted with"
     )
-    p.add_argument("-n", type=int, default=10, help="how many items (default 10)")
-    p.add_argument("--beam-size", type=int, help="override the beam size")
+    p.add_argument("-n", type=_COUNT, default=10, help="how many items (default 10)")
+    p.add_argument("--beam-size", type=_COUNT, help="override the beam size")
     p.add_argument(
         "--exhaustive", action="store_true",
         help="score every item with the reranker instead of searching the index",
@@ -893,8 +935,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_verb("search", help="search a DR index (from `index`) with query vectors")
     p.add_argument("index", type=Path, help="index directory written by `index`")
     p.add_argument("--queries", type=Path, required=True, help="(N, E) query vectors, .npy")
-    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("--beam-size", type=int, help="override the calibrated beam")
+    p.add_argument("-k", type=_COUNT, default=10, help="results per query (default 10)")
+    p.add_argument("--beam-size", type=_COUNT, help="override the calibrated beam")
     p.add_argument(
         "--out", type=Path, help="write ids and scores (N, k) to this .npz instead of printing"
     )
@@ -951,28 +993,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", type=Path, help="model directory written by `train`")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_int(1, 65535), default=8000, help="port (default 8000)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default cpu")
     p.add_argument(
-        "--max-n", type=int, default=1000, help="largest n a request may ask for (default 1000)"
+        "--max-n", type=_COUNT, default=1000, help="largest n a request may ask for (default 1000)"
     )
-    p.add_argument("--max-history", type=int, default=1000, help="longest history (default 1000)")
     p.add_argument(
-        "--max-batch", type=int, default=256, help="most requests in one batch call (default 256)"
+        "--max-history", type=_COUNT, default=1000, help="longest history (default 1000)"
+    )
+    p.add_argument(
+        "--max-batch", type=_COUNT, default=256,
+        help="most requests in one batch call (default 256)",
     )
     p.add_argument(
         "--max-request-beam-size",
-        type=int,
+        type=_COUNT,
         default=1024,
         help="largest beam_size a request may ask for (default 1024; the beam of a request"
         " without one is calibrated, up to the model's retrieval.max_beam_size)",
     )
     p.add_argument(
-        "--max-body-bytes", type=int, default=1 << 20,
+        "--max-body-bytes", type=_COUNT, default=1 << 20,
         help="largest request body; larger ones get 413 unparsed (default 1 MiB)",
     )
     p.add_argument(
-        "--body-timeout", type=int, default=10,
+        "--body-timeout", type=_COUNT, default=10,
         help="seconds a client may pause while sending its body before a 408 (default 10)",
     )
     _add_admin_token_arg(p, "turns the admin endpoints (/v1/reload) on; requests send"
@@ -985,7 +1030,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--reload-timeout",
-        type=float,
+        type=_positive,
         default=120.0,
         help="seconds a reload may take before it is abandoned, the old bundle serving on"
         " (default 120)",
@@ -1003,12 +1048,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="file of request histories, one per line (default: the data set's test users)",
     )
-    p.add_argument("--clients", type=int, default=8, help="concurrent connections (default 8)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
-    p.add_argument("--max-requests", type=int, help="stop after this many requests")
-    p.add_argument("-n", type=int, default=100, help="items per request (default 100)")
+    p.add_argument("--clients", type=_COUNT, default=8, help="concurrent connections (default 8)")
+    p.add_argument("--duration", type=_positive, default=30.0, help="seconds (default 30)")
+    p.add_argument("--max-requests", type=_COUNT, help="stop after this many requests")
+    p.add_argument("-n", type=_COUNT, default=100, help="items per request (default 100)")
     p.add_argument(
-        "--reload-every", type=float, help="POST /v1/reload every S seconds during the test"
+        "--reload-every", type=_positive, help="POST /v1/reload every S seconds during the test"
     )
     p.add_argument("--reload-paths", help="comma-separated bundles to cycle through when reloading")
     _add_admin_token_arg(p, "the service's admin token, sent with each reload (default:"
@@ -1048,6 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.quiet = getattr(args, "quiet", False)
+    args.debug = getattr(args, "debug", False)
     level = getattr(args, "log_level", None) or ("warning" if args.quiet else "info")
     # Our own log at INFO; other libraries' (faiss announces which build it loaded) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
@@ -1059,11 +1105,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _progress_bars(args):
             return args.func(args)
+    except KeyboardInterrupt:
+        print(f"deep-retrieval {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (
         CLIError, ConfigError, DownloadError, MissingExtra, ValueError, OSError, FloatingPointError
     ) as exc:
-        print(f"deep-retrieval {args.command}: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"deep-retrieval {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug or an unforeseen case: still one line, the trace on demand
+        if args.debug:
+            raise
+        print(f"deep-retrieval {args.command}: error: {type(exc).__name__}: {_one_line(exc)}"
+              " (rerun with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

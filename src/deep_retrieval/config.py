@@ -303,7 +303,7 @@ class EncoderTrainingConfig(_Validated):
         _int(p, "query_history_len", self.query_history_len, 1)
         _int(p, "epochs", self.epochs, 1)
         _int(p, "batch_size", self.batch_size, 1)
-        _real(p, "lr", self.lr, low=0)
+        _real(p, "lr", self.lr, low=0, low_open=True)  # lr 0 would train nothing
         _real(p, "weight_decay", self.weight_decay, low=0)
         _int(p, "n_negatives", self.n_negatives, 1)
         _choice(p, "negative_sampling", self.negative_sampling, NEGATIVE_SAMPLERS)
@@ -776,6 +776,11 @@ def load_config(
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
             kind = path.suffix or "TOML"
             raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {path} must hold sections ({{\"dr\": {{…}}, …}}), not a"
+                f" {type(loaded).__name__}"
+            )
         _check_mapping(cls, loaded)  # keys and types, before merging
         for key in handed_down:
             found, value = _lookup(loaded, key)

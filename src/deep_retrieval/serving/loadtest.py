@@ -66,6 +66,9 @@ def run_load_test(
         raise ValueError("run_load_test needs at least one history")
     if clients < 1 or duration_s <= 0:
         raise ValueError("clients must be ≥ 1 and duration_s > 0")
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"the service URL must look like http://HOST:PORT, got {url!r}")
     stop = threading.Event()
     lock = threading.Lock()
     latencies: list[float] = []
