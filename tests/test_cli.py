@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,6 +131,21 @@ def test_train_recommend_evaluate_inspect(tmp_path, capsys):
                  "--k", "10", "--json", str(report)]) == 0
     metrics = json.loads(report.read_text())["metrics"]
     assert 0 < metrics["recall@10"] <= 1
+    # Another split (another seed draws other test users, who trained the model): refused
+    # unless --force, saying what differs.
+    capsys.readouterr()
+    other = ["-q", "evaluate", str(model_dir), "--dataset", "movielens-latest-small", "--k", "10",
+             "--set", "protocol.seed=1"]
+    assert main(other) == 2
+    assert "not the split the model was trained with: the split's item ids, training rows or" \
+        " held-out users differ" in capsys.readouterr().err
+    assert main([*other, "--force"]) == 0
+    import deep_retrieval
+
+    log = Path(deep_retrieval.__file__).parent / "datasets/movielens-latest-small/ratings.csv.gz"
+    assert main(["-q", "evaluate", str(model_dir), "--ratings-file", str(log), "--k", "10"]) == 2
+    assert "the data set is 'ratings.csv.gz', the model's 'movielens-latest-small'" \
+        in capsys.readouterr().err
     assert main(["inspect", str(model_dir)]) == 0
     assert "largest_path_size" in capsys.readouterr().out
     assert (model_dir / "path_sizes.png").stat().st_size > 1000

@@ -389,6 +389,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "protocol": split.protocol,
             "protocol_config": to_dict(config.protocol),
             "data": split.summary(),
+            "split_fingerprint": split.fingerprint(),
         },
     )
     print(f"saved {args.out}: {summary_line(model.state)}")
@@ -445,6 +446,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = load_config(BenchmarkConfig, args.config, _overrides(args), base=base)
     name, data = _load_data(args)
     split = make_split(data, args.protocol, config.protocol)
+    _check_same_split(training, name, split, force=args.force)
     split = model.align_split(split)
     ks = _parse_list(args.k, int)
     counted = CountedRecommender(model)
@@ -458,6 +460,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, text + "\n")
     print(text)
     return 0
+
+
+def _check_same_split(training: dict, name: str, split, *, force: bool) -> None:
+    """Refuse (unless ``force``) to evaluate on a split other than the model's training split:
+    its test users may have been training users, or the data another version."""
+    differs = []
+    if training.get("dataset") not in (None, name):
+        differs.append(f"the data set is {name!r}, the model's {training['dataset']!r}")
+    if training.get("protocol") not in (None, split.protocol):
+        differs.append(f"the protocol is {split.protocol!r}, the model's {training['protocol']!r}")
+    recorded = training.get("split_fingerprint")
+    if recorded is None:
+        log.warning("the model records no split fingerprint (saved by an older version, or not"
+                    " by train): cannot check that this is its training split")
+    elif not differs and recorded != split.fingerprint():
+        differs.append("the split's item ids, training rows or held-out users differ (another"
+                       " version of the file, a filter or protocol.seed)")
+    if not differs:
+        return
+    if not force:
+        raise CLIError(f"not the split the model was trained with: {'; '.join(differs)}; pass"
+                       " --force to evaluate on it anyway")
+    log.warning("evaluating on another split (--force): %s", "; ".join(differs))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -948,6 +973,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--k", default="20", help="comma-separated cut-offs (default 20)")
     p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    p.add_argument(
+        "--force", action="store_true",
+        help="evaluate even on a split other than the model's training split (its test users"
+        " may have trained the model)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     _add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
