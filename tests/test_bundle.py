@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from deep_retrieval.index.catalogue import (
     context_path_scores_reference,
     occurrence_contexts,
 )
+from deep_retrieval.utils import file_record
 
 N_NEW = 16
 
@@ -116,6 +118,81 @@ def test_load_refuses_damaged_bundles(model, tmp_path, damage, message):
         DeepRetrieval.load(out, device="cpu")
 
 
+def _manifest(out, change):
+    manifest = json.loads((out / "manifest.json").read_text())
+    change(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _rewrite(out, name, arr):
+    """Replace an array and its manifest record: the checksums agree, the contents do not."""
+    np.save(out / f"{name}.npy", arr, allow_pickle=False)
+    _manifest(out, lambda m: m["files"].update({f"{name}.npy": file_record(out / f"{name}.npy")}))
+
+
+def _set(key, value):
+    return lambda out: _manifest(out, lambda m: m.update({key: value}))
+
+
+def _drop_sha(out):
+    _manifest(out, lambda m: m["files"]["item_counts.npy"].pop("sha256"))
+
+
+def _symlink(out):
+    outside = out.parent / "elsewhere.npy"
+    (out / "item_counts.npy").rename(outside)
+    (out / "item_counts.npy").symlink_to(outside)
+
+
+def _unlisted(out):
+    _manifest(out, lambda m: m["files"].pop("item_flags.npy"))
+
+
+def _object_array(out):
+    # np.save writes objects only by pickling: the file a loader must never unpickle.
+    np.save(out / "item_ids.npy", np.array(["a"] * 3, object), allow_pickle=True)
+    _manifest(out, lambda m: m["files"].update({"item_ids.npy": file_record(out / "item_ids.npy")}))
+
+
+def _users_out_of_range(out):
+    items = np.load(out / "user_items.npy")
+    items[3] = 10_000
+    _rewrite(out, "user_items", items)
+
+
+CRAFTED = {
+    "huge n_items": (_set("n_items", 30_000_000), r"item_paths.npy has shape \(\d+, 2\),"
+                     r" expected \(30000000, 2\) \(n_items = 30,000,000"),
+    "files a list": (_set("files", []), "files must map each file name to its bytes and sha256"),
+    "no sha256": (_drop_sha, "files must map each file name to its bytes and sha256"),
+    "no config": (lambda out: _manifest(out, lambda m: m.pop("config")),
+                  "config must be an object"),
+    "config a list": (_set("config", [1, 2]), "config must be an object"),
+    "float n_items": (_set("n_items", 1e12), "n_items must be an integer ≥ 1, got 1000000000000.0"),
+    "1-D calibration": (lambda out: _rewrite(out, "beam_calibration", np.arange(4.0)),
+                        r"beam_calibration.npy has shape \(4,\), expected 2 dimensions"),
+    "short counts": (lambda out: _rewrite(out, "item_counts", np.zeros(5, np.int64)),
+                     r"item_counts.npy has shape \(5,\), expected"),
+    "short ids": (lambda out: _rewrite(out, "item_ids", np.arange(7)),
+                  r"item_ids.npy has shape \(7,\)"),
+    "users out of range": (_users_out_of_range, r"user_items holds item ids outside \[0, "),
+    "a symlink": (_symlink, "item_counts.npy is a symbolic link"),
+    "an unlisted file": (_unlisted, "item_flags.npy is not in the manifest's file list"),
+    "an object array": (_object_array, "holds Python objects"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_crafted_bundle_is_refused_before_anything_is_allocated(model, tmp_path, case):
+    change, message = CRAFTED[case]
+    out = model.save(tmp_path / "b")
+    change(out)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        DeepRetrieval.load(out, device="cpu")
+    assert time.perf_counter() - t0 < 5  # e.g. no (30M, E) tables built first
+
+
 def test_a_flipped_byte_loads_only_with_verify_off(model, tmp_path):
     out = model.save(tmp_path / "b")
     target = out / "item_counts.npy"
@@ -140,7 +217,7 @@ def test_a_failed_save_leaves_the_old_bundle_whole(model, tmp_path, monkeypatch)
     assert not DeepRetrieval.load(out, device="cpu").removed_.any()
 
 
-def test_format_version_1_bundles_still_load(model, planted, tmp_path):
+def test_format_version_1_bundles_load_unverified_to_be_saved_again(model, planted, tmp_path):
     """Version 1 had no checksums, inverted index, flags or users."""
     queries = planted[3]
     out = model.save(tmp_path / "b")
@@ -151,8 +228,13 @@ def test_format_version_1_bundles_still_load(model, planted, tmp_path):
     for name in ("occupied_paths", "path_indptr", "path_items", "item_flags", "user_ids",
                  "user_indptr", "user_items"):
         (out / f"{name}.npy").unlink()
-    loaded = DeepRetrieval.load(out, device="cpu")
+    with pytest.raises(ValueError, match="records no checksums .* load it once with"
+                       r" DeepRetrieval.load\(path, verify=False\) and save it again"):
+        DeepRetrieval.load(out, device="cpu")
+    loaded = DeepRetrieval.load(out, device="cpu", verify=False)
     np.testing.assert_array_equal(loaded.recommend(queries, 10)[0], model.recommend(queries, 10)[0])
+    loaded.save(out)  # now of this version, with checksums
+    assert DeepRetrieval.load(out, device="cpu").n_items_ == model.n_items_
 
 
 # ------------------------------------------------------------------------------------- catalogue

@@ -220,6 +220,8 @@ def check_files(path: Path, files: dict[str, Any] | None, *, verify: bool) -> No
         file = path / name
         if Path(name).name != name:
             raise ValueError(f"{path}/manifest.json lists an invalid file name {name!r}")
+        if file.is_symlink():  # it could be read from anywhere outside the directory
+            raise ValueError(f"{file} is a symbolic link; a saved directory holds its own files")
         if not file.is_file():
             raise ValueError(
                 f"{path} is incomplete: {name} is missing; re-save or retrain the model"

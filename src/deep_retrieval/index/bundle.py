@@ -112,9 +112,20 @@ def save_bundle(
     return path
 
 
+# Every array a bundle may hold, with its number of dimensions.
+_ARRAYS = {
+    "item_paths": 2, "occupied_paths": 1, "path_indptr": 1, "path_items": 1, "item_flags": 1,
+    "item_counts": 1, "beam_calibration": 2, "beam_recall": 2, "item_ids": 1,
+    "anchor_queries": 2, "anchor_thresholds": 1, "user_ids": 1, "user_indptr": 1, "user_items": 1,
+}
+_KNOWN_FILES = frozenset({"weights.safetensors", *(f"{name}.npy" for name in _ARRAYS)})
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The bundle's manifest, refused unless it is a readable version of this format."""
     manifest_file = path / "manifest.json"
+    if manifest_file.is_symlink():
+        raise ValueError(f"{manifest_file} is a symbolic link; a bundle holds its own files")
     if not manifest_file.is_file():
         raise FileNotFoundError(f"{path} is not a saved Deep Retrieval model (no manifest.json)")
     try:
@@ -133,6 +144,126 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _npy_header(file: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a ``.npy`` file declares, read from its header alone, and checked
+    against the file's size (a header may claim anything)."""
+    fmt = np.lib.format
+    try:
+        with open(file, "rb") as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{file} is not a readable .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise ValueError(f"{file} holds Python objects; a bundle holds plain arrays")
+    size = file.stat().st_size
+    if size < offset + int(np.prod(shape, dtype=np.float64)) * dtype.itemsize:
+        raise ValueError(f"{file} declares shape {shape}, more than its {size} bytes hold")
+    return shape, dtype
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any], *, verify: bool) -> dict[str, tuple]:
+    """Everything about the manifest and the directory that can be checked before loading:
+    field types, the file list against the directory (no symbolic links, no unlisted files the
+    loader would read), sizes and checksums, and each array's declared shape.
+
+    Returns ``{array name: shape}`` of the arrays present.
+    """
+    where = path / "manifest.json"
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"{where}: {problem}; re-save or retrain the model")
+
+    files = manifest.get("files")
+    version = manifest.get("format_version")
+    if files is None:
+        if verify:
+            raise ValueError(
+                f"{path} records no checksums (format version {version}): load it once with"
+                " DeepRetrieval.load(path, verify=False) and save it again with this version"
+            )
+    elif not isinstance(files, dict) or not all(
+        isinstance(record, dict)
+        and type(record.get("bytes")) is int and record["bytes"] >= 0
+        and isinstance(record.get("sha256"), str) and len(record["sha256"]) == 64
+        for record in files.values()
+    ):
+        raise bad("files must map each file name to its bytes and sha256")
+    if not isinstance(manifest.get("config"), dict):
+        raise bad("config must be an object of settings")
+    n_items = manifest.get("n_items")
+    if type(n_items) is not int or n_items < 1:
+        raise bad(f"n_items must be an integer ≥ 1, got {n_items!r}")
+    for key, kind in (("ordered", bool), ("encoder", str), ("reranker", dict), ("history", list)):
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise bad(f"{key} must be a {kind.__name__}")
+    if manifest.get("training") is not None and not isinstance(manifest["training"], dict):
+        raise bad("training must be an object")
+    if files is not None:
+        for entry in path.iterdir():
+            if entry.name in _KNOWN_FILES and entry.name not in files:
+                raise ValueError(
+                    f"{entry} is not in the manifest's file list, so nothing vouches for it;"
+                    " remove it, or re-save the model"
+                )
+        check_files(path, files, verify=verify)
+    shapes = {}
+    for name in _ARRAYS:
+        file = path / f"{name}.npy"
+        if file.is_symlink():
+            raise ValueError(f"{file} is a symbolic link; a bundle holds its own files")
+        if file.exists():
+            shape, _ = _npy_header(file)
+            if len(shape) != _ARRAYS[name]:
+                raise ValueError(f"{file} has shape {shape}, expected {_ARRAYS[name]} dimensions")
+            shapes[name] = shape
+    for required in ("item_paths", "beam_calibration", "item_counts"):
+        if required not in shapes:
+            raise ValueError(f"{path} is incomplete: {required}.npy is missing")
+    return shapes
+
+
+def _check_shapes(path: Path, shapes: dict[str, tuple], n_items: int, config: DRConfig) -> None:
+    """Every array's declared shape agrees with ``n_items`` and the config, and the arrays with
+    each other; so nothing sized by a wrong ``n_items`` is ever allocated."""
+    j, dim = config.structure.paths_per_item, config.train.embedding_dim
+    expected: dict[str, tuple[int | None, ...]] = {
+        "item_paths": (n_items, j), "item_flags": (n_items,), "item_counts": (n_items,),
+        "item_ids": (n_items,), "beam_calibration": (2, None), "anchor_queries": (None, dim),
+    }
+    if "beam_recall" in shapes:
+        expected["beam_recall"] = (None, shapes["beam_calibration"][1] + 1)
+    if "user_ids" in shapes:
+        expected["user_indptr"] = (shapes["user_ids"][0] + 1,)
+    if "anchor_queries" in shapes:
+        expected["anchor_thresholds"] = (shapes["anchor_queries"][0],)
+    if "occupied_paths" in shapes:
+        expected["path_indptr"] = (shapes["occupied_paths"][0] + 1,)
+    for name, want in expected.items():
+        got = shapes.get(name)
+        if got is not None and any(w is not None and g != w for g, w in zip(got, want,
+                                                                            strict=True)):
+            shown = tuple("*" if w is None else w for w in want)
+            raise ValueError(
+                f"{path / (name + '.npy')} has shape {got}, expected {shown} (n_items ="
+                f" {n_items:,}, paths_per_item = {j}); re-save or retrain the model"
+            )
+    if shapes["beam_calibration"][1] < 1:
+        raise ValueError(f"{path / 'beam_calibration.npy'} holds no beams")
+    pairs = [("user_ids", "user_indptr"), ("user_ids", "user_items"),
+             ("occupied_paths", "path_indptr"), ("occupied_paths", "path_items"),
+             ("anchor_queries", "anchor_thresholds")]
+    for a, b in pairs:
+        if (a in shapes) != (b in shapes):
+            raise ValueError(f"{path} holds {a if a in shapes else b}.npy without its partner")
+
+
 def load_bundle(
     path: str | os.PathLike, *, device: torch.device | str = "cpu", verify: bool = True
 ) -> DRState:
@@ -141,21 +272,26 @@ def load_bundle(
     Refuses, with a message that names the file and what is wrong: a directory without a
     manifest, another format, an unknown format version, a missing or truncated file (size
     against the manifest) and, with ``verify`` (default), a file whose SHA-256 differs
-    (about 1 s per GB). Bundles of format version 1 (no checksums, no index) still load.
+    (about 1 s per GB); a malformed manifest, a symbolic link, a file the loader would read that
+    the manifest does not list, an array whose declared shape disagrees with ``n_items`` or its
+    partners (checked from the headers, before anything is allocated), known users' histories
+    out of range. Bundles of format version 1 (no checksums, no index) load only with
+    ``verify=False``, to be saved again.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     manifest = read_manifest(path)
-    check_files(path, manifest.get("files"), verify=verify)
+    shapes = _check_manifest(path, manifest, verify=verify)
     try:
         config = from_mapping(DRConfig, manifest["config"])
     except ConfigError as exc:
         raise ValueError(
             f"{path / 'manifest.json'}: stored config does not fit this version: {exc}"
         ) from exc
-    n_items = int(manifest["n_items"])
+    n_items = manifest["n_items"]
+    _check_shapes(path, shapes, n_items, config)  # before anything of n_items is allocated
     s = config.structure
     codec = PathCodec(s.n_layers, s.n_nodes)
 
@@ -163,8 +299,9 @@ def load_bundle(
         return np.load(path / f"{name}.npy", allow_pickle=False)
 
     def optional_array(name: str) -> np.ndarray | None:
-        """The array, or None where the bundle has no such file."""
-        return array(name) if (path / f"{name}.npy").exists() else None
+        """The array, or None where the bundle has no such file (never an unlisted one:
+        :func:`_check_manifest` refused those)."""
+        return array(name) if name in shapes else None
 
     try:
         weights = load_file(path / "weights.safetensors")
@@ -229,8 +366,15 @@ def load_bundle(
             state.anchors = (anchors, thresholds)
         user_ids = optional_array("user_ids")
         if user_ids is not None:
-            known = Sequences(array("user_indptr"), array("user_items"), state.ordered)
-            state.set_known_users(user_ids, known)
+            indptr, items = array("user_indptr"), array("user_items")
+            if indptr[0] != 0 or (np.diff(indptr) < 0).any() or indptr[-1] != len(items):
+                raise ValueError("user_indptr does not delimit user_items")
+            if len(items) and (items.min() < 0 or items.max() >= n_items):
+                raise ValueError(f"user_items holds item ids outside [0, {n_items})")
+            state.set_known_users(user_ids, Sequences(indptr, items, state.ordered))
+        beams, means = calib
+        if (beams < 1).any() or (np.diff(beams) <= 0).any() or not np.isfinite(means).all():
+            raise ValueError("beam_calibration's beams are not increasing integers ≥ 1")
     except (SafetensorError, RuntimeError, ValueError, OSError, EOFError) as exc:
         raise ValueError(
             f"{path} is incomplete or corrupt ({exc}); re-save or retrain the model"
