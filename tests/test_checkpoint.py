@@ -59,7 +59,7 @@ def reference(tmp_path_factory):
     return _result(out)
 
 
-@pytest.mark.parametrize("crash", ["network-1", "assignment-1", "checkpoint-write-ckpt-0001-epoch"])
+@pytest.mark.parametrize("crash", ["network-1", "assignment-1", "checkpoint-write-0001-epoch"])
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, reference, crash):
     out = tmp_path / "model"
     killed = _train(out, crash=crash)
@@ -67,9 +67,9 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, reference
     assert not (out / "manifest.json").exists()
     # The newest complete checkpoint survived the kill whole (checksums verified).
     survivor = latest_checkpoint(out / "checkpoints")
-    expected = {"network-1": "ckpt-0000-epoch", "assignment-1": "ckpt-0001-network",
-                "checkpoint-write-ckpt-0001-epoch": "ckpt-0001-network"}[crash]
-    assert survivor is not None and survivor.name == expected
+    expected = {"network-1": "-0000-epoch", "assignment-1": "-0001-network",
+                "checkpoint-write-0001-epoch": "-0001-network"}[crash]
+    assert survivor is not None and survivor.name.endswith(expected)
     resumed = _train(out, resume=True)
     assert resumed.returncode == 0, resumed.stderr
     weights, paths, history = _result(out)
@@ -80,7 +80,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, reference
         np.testing.assert_array_equal(weights[k], ref_weights[k], err_msg=k)
     assert history == ref_history
     # kept through the final save
-    assert (out / "checkpoints" / "LATEST").read_text().strip() == "ckpt-0002-epoch"
+    assert (out / "checkpoints" / "LATEST").read_text().strip().endswith("-0002-epoch")
 
 
 def test_resume_refuses_checkpoints_of_other_settings(tmp_path):
@@ -102,11 +102,12 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     folder = tmp_path / "ckpt"
     model = DeepRetrieval(cfg, device="cpu").fit(split.train, split.n_items, checkpoint_dir=folder)
     kept = sorted(p.name for p in folder.iterdir() if p.name.startswith("ckpt-"))
-    assert kept == ["ckpt-0001-epoch", "ckpt-0001-network"]  # the newest two
-    newest = folder / "ckpt-0001-epoch" / "item_paths.npy"
+    run = kept[0].split("-")[1]
+    assert kept == [f"ckpt-{run}-0001-epoch", f"ckpt-{run}-0001-network"]  # the newest two
+    newest = folder / f"ckpt-{run}-0001-epoch" / "item_paths.npy"
     raw = newest.read_bytes()
     newest.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
-    assert latest_checkpoint(folder).name == "ckpt-0001-network"
+    assert latest_checkpoint(folder).name == f"ckpt-{run}-0001-network"
     # Saving a model over a directory keeps what else the directory holds (checkpoints, plots).
     out = model.save(tmp_path / "m")
     (out / "path_sizes.png").write_bytes(b"png")
@@ -139,7 +140,7 @@ def test_resume_from_a_reranker_epoch_ends_where_the_uninterrupted_fit_ends(tmp_
     reference = DeepRetrieval(cfg, device="cpu").fit(
         split.train, split.n_items, checkpoint_dir=folder, on_event=keep_first
     )
-    assert latest_checkpoint(early).name == "ckpt-0000-epoch"
+    assert latest_checkpoint(early).name.endswith("-0000-epoch")
     resumed = DeepRetrieval(cfg, device="cpu").fit(
         split.train, split.n_items, checkpoint_dir=early, resume=True
     )
@@ -151,3 +152,60 @@ def test_resume_from_a_reranker_epoch_ends_where_the_uninterrupted_fit_ends(tmp_
         return [{k: v for k, v in e.items() if not k.endswith("_seconds")} for e in history]
 
     assert timeless(resumed.history_) == timeless(reference.history_)  # restored, then continued
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_fits_of_other_settings_never_prune_each_others_checkpoints(tmp_path):
+    # Fit A runs to its end; fit B (other settings, same folder) stops after its first epoch.
+    # B's one checkpoint must survive A's later-numbered ones, and B resumes to B's own result.
+    data = make_clustered(n_users=200, n_items=80, n_clusters=4, interactions_per_user=12, seed=0)
+    split = paper_split(
+        data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=20, min_rating=0)
+    )
+    base = [*TINY_DR, "train.epochs=3", "train.joint_epochs=1"]
+    a_cfg, b_cfg = (load_config(DRConfig, overrides=[*base, f"seed={s}"]) for s in (0, 1))
+    folder = tmp_path / "ckpt"
+    DeepRetrieval(a_cfg, device="cpu").fit(split.train, split.n_items, checkpoint_dir=folder)
+
+    def stop_after_first(entry):
+        if entry["epoch"] == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        DeepRetrieval(b_cfg, device="cpu").fit(split.train, split.n_items, checkpoint_dir=folder,
+                                               on_event=stop_after_first)
+    runs = {p.name.split("-")[1] for p in folder.iterdir() if p.name.startswith("ckpt-")}
+    assert len(runs) == 2  # both fits' checkpoints are there
+    resumed = DeepRetrieval(b_cfg, device="cpu").fit(split.train, split.n_items,
+                                                     checkpoint_dir=folder, resume=True)
+    reference = DeepRetrieval(b_cfg, device="cpu").fit(split.train, split.n_items)
+    np.testing.assert_array_equal(resumed.item_paths_.path_ids, reference.item_paths_.path_ids)
+
+
+def test_a_kill_between_the_renames_of_a_swap_loses_nothing(tmp_path):
+    data = make_clustered(n_users=200, n_items=80, n_clusters=4, interactions_per_user=12, seed=0)
+    split = paper_split(
+        data.interactions, ProtocolConfig(n_valid_users=0, n_test_users=20, min_rating=0)
+    )
+    model = DeepRetrieval(load_config(DRConfig, overrides=[*TINY_DR, "train.epochs=1",
+                                                          "train.joint_epochs=1"]), device="cpu")
+    model.fit(split.train, split.n_items)
+    out = model.save(tmp_path / "model")
+    before = np.load(out / "item_paths.npy")
+    # A second save, killed at the one moment the directory is absent.
+    script = (
+        "import sys; from deep_retrieval import DeepRetrieval;"
+        " m = DeepRetrieval.load(sys.argv[1], device='cpu');"
+        " m.remove_items([0]); m.save(sys.argv[1])"
+    )
+    env = {**os.environ, "DEEP_RETRIEVAL_CRASH_AT": "swap-between-renames"}
+    killed = subprocess.run([sys.executable, "-c", script, str(out)], env=env, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert not out.exists() and (tmp_path / ".model.old").is_dir()
+    # The next load (or write) restores the last complete bundle, and nothing deletes it.
+    loaded = DeepRetrieval.load(out, device="cpu")
+    np.testing.assert_array_equal(loaded.item_paths_.path_ids, before)
+    assert not loaded.removed_.any() and not (tmp_path / ".model.old").exists()

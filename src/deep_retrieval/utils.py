@@ -7,6 +7,7 @@ import contextvars
 import hashlib
 import importlib
 import json
+import logging
 import os
 import platform
 import random
@@ -199,7 +200,39 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def fault_point(name: str) -> None:
+    """Kill this process with SIGKILL when ``$DEEP_RETRIEVAL_CRASH_AT`` equals ``name``.
+
+    Fault injection for the crash tests (``tests/test_checkpoint.py``): a real SIGKILL at a named
+    point of training, of a checkpoint write or of a directory swap, nothing else. Unset, it
+    costs one lookup.
+    """
+    if os.environ.get("DEEP_RETRIEVAL_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ---------------------------------------------------------------------- directories written whole
+def _swap_old(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def recover_directory(path: str | os.PathLike) -> None:
+    """Undo a swap cut short: a process stopped between the two renames of
+    :func:`write_directory` leaves ``path`` absent and its last complete version in
+    ``.NAME.old``; move that back (nothing else ever deletes it)."""
+    path = Path(path)
+    old = _swap_old(path)
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+        logging.getLogger("deep_retrieval").warning(
+            "%s was being replaced when a process stopped: restored its last complete version",
+            path,
+        )
+
+
+
 def file_record(file: Path) -> dict[str, Any]:
     return {"bytes": file.stat().st_size, "sha256": _sha256(file)}
 
@@ -265,12 +298,15 @@ def write_directory(
     directory beside it and returns the manifest (JSON), which gets the size and SHA-256 of every
     file under ``"files"``; everything is flushed to disk, then renamed over ``path``.
 
-    A crash leaves the old directory or the new one, never a mix. Entries of an existing ``path``
+    A crash leaves the old directory or the new one, never a mix; one between the two renames
+    leaves the old one in ``.NAME.old``, which :func:`recover_directory` (run by every write and
+    every bundle load) moves back. Entries of an existing ``path``
     that ``fill`` did not write (e.g. a ``checkpoints/`` folder, a plot) are carried over as hard
     links before the swap, so they survive it without a copy.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(path)  # so that the .old removed below is never the only complete copy
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
@@ -290,9 +326,10 @@ def write_directory(
                     shutil.copytree(entry, tmp / entry.name, copy_function=os.link)
                 else:
                     os.link(entry, tmp / entry.name)
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = _swap_old(path)
+            shutil.rmtree(old, ignore_errors=True)  # stale: path exists
             os.replace(path, old)
+            fault_point("swap-between-renames")  # the one moment path is absent
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:

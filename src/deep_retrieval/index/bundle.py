@@ -28,7 +28,7 @@ from ..config import ConfigError, DRConfig, from_mapping, to_dict
 from ..core.modules.softmax import SoftmaxModel
 from ..core.paths import ItemPathMap, PathCodec
 from ..data.types import Sequences
-from ..utils import check_files, versions, write_directory
+from ..utils import check_files, recover_directory, versions, write_directory
 from .state import FLAG_COLD, FLAG_REMOVED, DRState, build_state
 
 FORMAT = "deep-retrieval-model"
@@ -123,6 +123,7 @@ _KNOWN_FILES = frozenset({"weights.safetensors", *(f"{name}.npy" for name in _AR
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """The bundle's manifest, refused unless it is a readable version of this format."""
+    recover_directory(path)
     manifest_file = path / "manifest.json"
     if manifest_file.is_symlink():
         raise ValueError(f"{manifest_file} is a symbolic link; a bundle holds its own files")

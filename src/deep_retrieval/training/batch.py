@@ -183,7 +183,12 @@ def fit_state(
     if resume:
         if checkpoint_dir is None:
             raise ValueError("resume needs a checkpoint directory")
-        found = latest_checkpoint(checkpoint_dir)
+        found = latest_checkpoint(checkpoint_dir, fingerprint)
+        if found is None and latest_checkpoint(checkpoint_dir) is not None:
+            raise ValueError(
+                f"the checkpoints in {checkpoint_dir} come from another config or data set;"
+                " resume with the same settings, or write to a fresh --out"
+            )
         if found is not None:
             doc = load_checkpoint(found, state=state, optimizer=optimizer, sampler_rng=samples.rng,
                                   fingerprint=fingerprint, rank=ctx.rank)

@@ -1,18 +1,20 @@
 """Training checkpoints: everything needed to continue a fit exactly where it stopped.
 
-A checkpoint is a directory ``ckpt-<epoch>-<phase>`` under the checkpoint folder, written
-atomically (:func:`~deep_retrieval.utils.write_directory`): ``state.safetensors`` (network
-weights, optimiser tensors, torch RNG), ``item_paths.npy`` and ``state.json`` (format version,
-position, per-epoch log, optimiser settings, numpy / Python / sampler RNG states, a fingerprint of
-the config and data), with the size and SHA-256 of each file. ``LATEST`` names the newest; the
-newest ``keep`` are kept. Phases: ``network`` (after the epoch's network step, before its path
-assignment) and ``epoch`` (the epoch done). A process killed at any point loses at most the work
-since the newest complete checkpoint; a checkpoint that fails its checksums is skipped for the one
-before it.
+A checkpoint is a directory ``ckpt-<run>-<epoch>-<phase>`` under the checkpoint folder (``run``:
+a hash of the fit's config and data), written atomically
+(:func:`~deep_retrieval.utils.write_directory`): ``state.safetensors`` (network weights,
+optimiser tensors, torch RNG), ``item_paths.npy`` and ``state.json`` (format version, position,
+per-epoch log, optimiser settings, numpy / Python / sampler RNG states, a fingerprint of the
+config and data), with the size and SHA-256 of each file. ``LATEST`` names the newest; the newest
+``keep`` of a fit are kept, and a fit never prunes or resumes another fit's. Phases: ``network``
+(after the epoch's network step, before its path assignment) and ``epoch`` (the epoch done). A
+process killed at any point loses at most the work since the newest complete checkpoint; a
+checkpoint that fails its checksums is skipped for the one before it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..utils import atomic_write_text, check_files, write_directory
+from ..utils import atomic_write_text, check_files, fault_point, write_directory
 
 if TYPE_CHECKING:
     from ..index.state import DRState
@@ -35,24 +37,33 @@ log = logging.getLogger("deep_retrieval")
 FORMAT = "deep-retrieval-checkpoint"
 FORMAT_VERSION = 2  # 2: random states per process
 PHASES = ("network", "epoch")
-_NAME = re.compile(r"^ckpt-(\d{4})-(network|epoch)$")
+# ckpt-<run>-<epoch>-<phase>: the run is a hash of the fit's fingerprint (config and data), so
+# that fits of other settings sharing a folder never prune or resume each other's checkpoints.
+# (Names without a run are of an older version.)
+_NAME = re.compile(r"^ckpt-(?:([0-9a-f]{12})-)?(\d{4})-(network|epoch)$")
+
+__all__ = ["fault_point", "latest_checkpoint", "load_checkpoint", "run_id", "save_checkpoint"]
 
 
-def fault_point(name: str) -> None:
-    """Kill this process with SIGKILL when ``$DEEP_RETRIEVAL_CRASH_AT`` equals ``name``.
-
-    Fault injection for the crash tests (``tests/test_checkpoint.py``): a real SIGKILL at a named
-    point of training or of a checkpoint write, nothing else. Unset, it costs one lookup.
-    """
-    if os.environ.get("DEEP_RETRIEVAL_CRASH_AT") == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
+def run_id(fingerprint: dict[str, Any]) -> str:
+    """The 12 hex digits naming a fit's checkpoints: a hash of its fingerprint."""
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _order(name: str) -> tuple[int, int]:
     m = _NAME.match(name)
-    return (int(m.group(1)), PHASES.index(m.group(2))) if m else (-1, -1)
+    return (int(m.group(2)), PHASES.index(m.group(3))) if m else (-1, -1)
+
+
+def _checkpoints(folder: Path, run: str | None) -> list[Path]:
+    """The checkpoints in ``folder`` of fit ``run`` (all of them for ``None``), oldest first."""
+    found = []
+    for p in folder.iterdir():
+        m = _NAME.match(p.name)
+        if m and (run is None or m.group(1) == run):
+            found.append(p)
+    return sorted(found, key=lambda p: _order(p.name))
 
 
 def save_checkpoint(
@@ -74,7 +85,8 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    name = f"ckpt-{epoch:04d}-{phase}"
+    run = run_id(fingerprint)
+    name = f"ckpt-{run}-{epoch:04d}-{phase}"
 
     def fill(tmp: Path) -> dict[str, Any]:
         tensors = {
@@ -94,7 +106,8 @@ def save_checkpoint(
             if states.get("cuda") is not None:
                 tensors[f"rng.cuda.{rank}"] = states["cuda"]
         save_file(tensors, tmp / "state.safetensors")
-        fault_point(f"checkpoint-write-{name}")  # half written: only the temporary directory exists
+        # Half written: only the temporary directory exists.
+        fault_point(f"checkpoint-write-{epoch:04d}-{phase}")
         np.save(tmp / "item_paths.npy", state.item_paths.path_ids, allow_pickle=False)
         return {
             "format": FORMAT,
@@ -112,8 +125,7 @@ def save_checkpoint(
 
     out = write_directory(folder / name, fill, manifest="state.json")
     atomic_write_text(folder / "LATEST", name + "\n")
-    found = (p for p in folder.iterdir() if _NAME.match(p.name))
-    for old in sorted(found, key=lambda p: _order(p.name))[:-keep]:
+    for old in _checkpoints(folder, run)[:-keep]:  # this fit's own, never another's
         shutil.rmtree(old, ignore_errors=True)
     return out
 
@@ -131,13 +143,16 @@ def capture_rng(sampler_rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The newest checkpoint in ``folder`` that passes its checks (``None`` when there is none)."""
+def latest_checkpoint(
+    folder: str | os.PathLike, fingerprint: dict[str, Any] | None = None
+) -> Path | None:
+    """The newest checkpoint in ``folder`` that passes its checks, of the fit with
+    ``fingerprint`` (any fit's for ``None``); ``None`` when there is none."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    found = (p for p in folder.iterdir() if _NAME.match(p.name))
-    for path in sorted(found, key=lambda p: _order(p.name), reverse=True):
+    run = None if fingerprint is None else run_id(fingerprint)
+    for path in reversed(_checkpoints(folder, run)):
         try:
             doc = json.loads((path / "state.json").read_text())
             if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:

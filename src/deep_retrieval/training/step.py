@@ -33,7 +33,7 @@ from ..core.paths import kmeans_path_ids
 from ..data.samples import TrainingSamples, drop_history
 from ..index.retrieval import beam
 from ..index.state import DRState
-from ..utils import adam, progress
+from ..utils import adam, fault_point, progress
 from . import distributed
 
 
@@ -237,7 +237,7 @@ def network_step(
     Under ``torch.distributed`` the processes step together: one that runs out of batches keeps
     joining the gradient all-reduce with zeros until every process is done. ``fault`` names the
     crash-test point hit after the first batch (see
-    :func:`~deep_retrieval.training.checkpoint.fault_point`). ``total``: the number of batches,
+    :func:`~deep_retrieval.utils.fault_point`). ``total``: the number of batches,
     for the progress bar (:func:`~deep_retrieval.utils.show_progress`).
     """
     net = state.net
@@ -281,8 +281,6 @@ def network_step(
                 distributed.average_gradients(params, contributing=batch is not None)
             optimizer.step()
             if fault is not None and n_batches == 1:
-                from .checkpoint import fault_point
-
                 fault_point(fault)  # mid-epoch
     net.requires_grad_(True)
     net.eval()
