@@ -371,7 +371,7 @@ def test_train_on_every_user_of_your_own_columns(tmp_path, capsys):
     (["load-test", "http://127.0.0.1:1", "--duration", "0"], "--duration: must be a finite number"),
     (["train", "--dataset", "movielens-latest-small", "--out", "x", "--nope"],
      "unrecognized arguments: --nope"),
-    (["train", "--dataset", "x", "--out", "x", "--set", "dr.train.lr=0"], "lr must be > 0"),
+    (["train", "--dataset", "x", "--out", "x", "--set", "dr.train.lr=-1"], "lr must be ≥ 0"),
     (["train", "--dataset", "x", "--out", "x", "--set", "dr.retrieval.candidate_factor=-1"],
      "candidate_factor must be > 0"),
 ])

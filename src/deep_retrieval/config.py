@@ -303,7 +303,7 @@ class EncoderTrainingConfig(_Validated):
         _int(p, "query_history_len", self.query_history_len, 1)
         _int(p, "epochs", self.epochs, 1)
         _int(p, "batch_size", self.batch_size, 1)
-        _real(p, "lr", self.lr, low=0, low_open=True)  # lr 0 would train nothing
+        _real(p, "lr", self.lr, low=0)  # 0 is allowed: a fixed network (the tests use one)
         _real(p, "weight_decay", self.weight_decay, low=0)
         _int(p, "n_negatives", self.n_negatives, 1)
         _choice(p, "negative_sampling", self.negative_sampling, NEGATIVE_SAMPLERS)
