@@ -400,3 +400,25 @@ def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
                    " --debug for the traceback)\n")
     with pytest.raises(RuntimeError):
         main(["inspect", "m", "--debug"])
+
+
+def test_item_attributes_and_filters_from_the_command_line(tmp_path, capsys):
+    log, _ = _shop_log(tmp_path / "orders.csv")
+    rows = ["sku,group,colour"] + [f"SKU-{i:02d},{i // 10},{'red' if i % 2 else 'blue'}"
+                                   for i in range(40)] + ["SKU-99,9,green"]  # one unknown sku
+    (tmp_path / "attributes.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "shop"
+    assert main(["train", "--ratings-file", str(log), "--user-col", "customer", "--item-col",
+                 "sku", "--all-users", "--item-attributes", str(tmp_path / "attributes.csv"),
+                 "--out", str(out), "-q", "--set", *TINY_DR]) == 0
+    capsys.readouterr()
+    assert main(["recommend", str(out), "--history", "SKU-01,SKU-02", "-n", "5",
+                 "--where", "group=3", "--where", "colour=red"]) == 0
+    items = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(items) == 5 and all(30 <= int(x[4:]) < 40 and int(x[4:]) % 2 for x in items)
+    assert main(["recommend", str(out), "--history", "SKU-01", "-n", "3",
+                 "--allow", "SKU-05,SKU-33"]) == 0
+    items = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert sorted(items) == ["SKU-05", "SKU-33"]
+    assert main(["recommend", str(out), "--history", "SKU-01", "--where", "size=L"]) == 2
+    assert "unknown item attribute 'size'" in capsys.readouterr().err

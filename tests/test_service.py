@@ -46,6 +46,7 @@ def bundles(tmp_path_factory):
     model = DeepRetrieval(load_config(DRConfig, overrides=TINY), device="cpu")
     model.fit(split.train, split.n_items, item_ids=np.array([f"i{x}" for x in split.item_ids]))
     model.set_known_users(np.array([f"u{x}" for x in split.train_user_ids]), split.train)
+    model.set_item_attributes({"cluster": data.item_cluster[split.item_ids.astype(int)]})
     root = tmp_path_factory.mktemp("bundles")
     first = model.save(root / "first")
     second = copy.deepcopy(model)
@@ -322,6 +323,50 @@ def test_types_are_strict_and_text_is_valid(server, body):
 def test_unknown_ids_are_echoed_bounded(client):
     got = client.recommend([f"nope-{i}" for i in range(50)], n=5)
     assert got["unknown_items"] == [f"nope-{i}" for i in range(20)] and got["unknown_count"] == 50
+
+
+def test_filters_allow_where_and_exclude_seen(bundles, client):
+    model, split = bundles[:2]
+    names = model.item_ids_
+    cluster = model.state.item_attributes["cluster"]
+    history = split.test_history.rows(np.array([0])).items
+    ids = [names[i] for i in history]
+    got = client.recommend(ids, n=10, where={"cluster": [int(cluster[history[0]])]})
+    assert got["complete"] and got["source"] == "model" and len(got["items"]) == 10
+    assert {int(cluster[model.item_index([x])[0][0]]) for x in got["items"]} == {
+        int(cluster[history[0]])}
+    allow = [names[i] for i in np.flatnonzero(cluster == (cluster[history[0]] + 3) % 8)[:7]]
+    got = client.recommend(ids, n=10, allow=allow)
+    assert sorted(got["items"]) == sorted(allow) and got["complete"]  # all 7, beyond the beam
+    # A known user's own history comes back unless exclude_seen.
+    user = f"u{split.train_user_ids[0]}"
+    seen = set(names[model.user_history(user)].tolist())
+    assert not seen & set(client.recommend(user_id=user, n=30, exclude_seen=True)["items"])
+    # Filters are checked per request.
+    with pytest.raises(ServiceError) as err:
+        client.recommend(ids, n=5, where={"size": ["L"]})
+    assert err.value.status == 422 and "unknown item attribute 'size'" in err.value.detail
+    with pytest.raises(ServiceError) as err:
+        client.recommend(ids, n=5, where={"cluster": ["three"]})
+    assert err.value.status == 422 and "holds integers" in err.value.detail
+
+
+def test_batches_fail_per_request_and_popularity_says_so(bundles, client):
+    model, split = bundles[:2]
+    names = model.item_ids_
+    history = [names[i] for i in split.test_history.rows(np.array([1])).items]
+    results = client.recommend_batch([
+        {"history": history, "n": 5}, {"user_id": "nobody", "n": 5},
+        {"history": ["no-such-item"], "n": 5}, {"history": history, "n": 5, "where": {"x": [1]}},
+    ])
+    assert results[0]["source"] == "model" and len(results[0]["items"]) == 5
+    assert results[1] == {"error": {"status": 404, "detail": results[1]["error"]["detail"]}}
+    assert "unknown user_id 'nobody'" in results[1]["error"]["detail"]
+    popular = results[2]
+    assert popular["source"] == "popularity" and popular["fallback"] == "popularity"
+    counts = model.item_counts_[model.item_index(popular["items"])[0]]
+    assert popular["scores"] == counts.astype(float).tolist()  # training counts, said so
+    assert results[3]["error"]["status"] == 422
 
 
 def test_reload_is_an_admin_endpoint(bundles, client, server):

@@ -355,6 +355,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.setLevel(logging.WARNING)
     if args.all_users and args.protocol:
         raise CLIError("--all-users is a protocol of its own: drop --protocol")
+    # Read before training, so that a bad file costs no training run.
+    attributes = _read_attributes(args.item_attributes) if args.item_attributes else None
     name, data = _load_data(args)
     split = make_split(data, "all-users" if args.all_users else args.protocol, config.protocol)
     log.info("split: %s", json.dumps(split.summary()))
@@ -382,6 +384,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if ctx.rank > 0:
         return 0
+    _set_attributes(model, attributes)
     model.save(
         args.out,
         training={
@@ -419,8 +422,25 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         )
     if not len(known):
         raise CLIError("none of the --history items is known to the model")
+    where = {}
+    for clause in args.where or []:
+        name, sep, values = clause.partition("=")
+        if not sep or not name.strip():
+            raise CLIError(f"--where takes NAME=V1,V2…, got {clause!r}")
+        column = model.state.item_attributes.get(name.strip())
+        kind = int if column is not None and column.dtype.kind == "i" else str
+        where[name.strip()] = _parse_list(values, kind)
+    allow = None
+    if args.allow:
+        allow_ids = [x.strip() for x in args.allow.split(",") if x.strip()]
+        allow = [[int(x) for x in allow_ids]] if args.internal_ids else [
+            model.item_index(allow_ids)[0]]
+    filtered = allow is not None or bool(where)
+    if filtered and args.exhaustive:
+        raise CLIError("--allow / --where filter the index search: drop --exhaustive")
     ids, scores = model.recommend(
-        Sequences.from_lists([known]), args.n, beam_size=args.beam_size, exhaustive=args.exhaustive
+        Sequences.from_lists([known]), args.n, beam_size=args.beam_size, exhaustive=args.exhaustive,
+        allow=allow, where=where or None,
     )
     names = model.item_ids_ if (model.item_ids_ is not None and not args.internal_ids) else None
     print("rank\titem\tscore")
@@ -510,6 +530,46 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_attributes(path: Path) -> dict[str, dict[str, int | str]]:
+    """``item,attr1,attr2…`` CSV (a header row, then one row per item) → attribute →
+    {item id: value}; a column whose values are all integers holds integers."""
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CLIError(f"cannot read --item-attributes {path}: {exc}") from None
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise CLIError(f"--item-attributes {path}: expected a header 'item,NAME,…' and rows")
+    header, body = rows[0], rows[1:]
+    out: dict[str, dict[str, int | str]] = {}
+    for j, name in enumerate(header[1:], start=1):
+        values = [row[j].strip() if j < len(row) else "" for row in body]
+        numeric = all(v.lstrip("-").isdigit() for v in values)
+        out[name.strip()] = {row[0].strip(): int(v) if numeric else v
+                             for row, v in zip(body, values, strict=True)}
+    return out
+
+
+def _set_attributes(model, table: dict[str, dict[str, int | str]] | None) -> None:
+    """Give ``model`` the attributes read from ``--item-attributes`` (ids it lacks are skipped,
+    and said)."""
+    if table is None:
+        return
+    ids = sorted({k for values in table.values() for k in values})
+    unknown = set(model.item_index(ids)[1])
+    if unknown:
+        log.warning("--item-attributes: %d id(s) the model lacks, skipped (e.g. %s)",
+                    len(unknown), sorted(unknown)[:3])
+        table = {name: {k: v for k, v in values.items() if k not in unknown}
+                 for name, values in table.items()}
+    try:
+        model.set_item_attributes(table)
+    except ValueError as exc:
+        raise CLIError(f"--item-attributes: {exc}") from None
+
+
 def _read_id_table(path: Path) -> list[list[str]]:
     """Rows of a small CSV/TSV/whitespace file as lists of strings (blank lines and # comments
     skipped)."""
@@ -526,6 +586,7 @@ def cmd_add_items(args: argparse.Namespace) -> int:
 
     if not (args.interactions or args.features or args.neighbours):
         raise CLIError("give at least one of --interactions, --features, --neighbours")
+    attributes = _read_attributes(args.item_attributes) if args.item_attributes else None
     model = DeepRetrieval.load(args.model, device="cpu")
     interactions = _read_log(args, args.interactions) if args.interactions else None
     features: dict[str, list[float]] = {}
@@ -549,6 +610,7 @@ def cmd_add_items(args: argparse.Namespace) -> int:
         raise CLIError(f"add-items: {exc}") from None
     if ignored:
         print(f"ignored {len(ignored)} unknown neighbour id(s)", file=sys.stderr)
+    _set_attributes(model, attributes)
     n = len(new)
     out = model.save(args.out or args.model)
     cold = int(model.cold_[new].sum())
@@ -723,6 +785,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_attributes_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--item-attributes", type=Path, metavar="FILE",
+        help="CSV 'item,NAME,…' (a header, then one row per item): attributes the service's and"
+        " recommend's where filter can select on, saved with the model",
+    )
+
+
 def _add_admin_token_arg(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--admin-token-file", type=Path, metavar="FILE",
                    help=f"a file holding the admin token: {help}")
@@ -892,6 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on every user, holding no one out (for production: the all-users protocol);"
         " short histories are kept unless --set protocol.min_user_interactions=N says otherwise",
     )
+    _add_attributes_arg(p)
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="default: the config's device (auto)"
     )
@@ -929,6 +1000,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--internal-ids", action="store_true", help="--history holds internal item indices"
+    )
+    p.add_argument("--allow", help="comma-separated item ids: recommend only among these")
+    p.add_argument(
+        "--where", action="append", metavar="NAME=V1,V2",
+        help="only items whose attribute NAME is one of the values (repeat for more attributes)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_recommend)
@@ -1009,6 +1085,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="lines 'new_item,neighbour,neighbour,…' (e.g. co-occurrence lists) for cold items",
     )
     _add_column_args(p.add_argument_group("columns of --interactions (default: detected)"))
+    _add_attributes_arg(p)
     p.add_argument("--out", type=Path, help="write here instead of replacing MODEL (atomically)")
     p.set_defaults(func=cmd_add_items)
 

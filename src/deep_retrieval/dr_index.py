@@ -361,6 +361,7 @@ class DRIndex:
         state.item_counts = np.r_[state.item_counts, np.zeros(n, np.int64)]
         state.cold = np.r_[state.cold, np.ones(n, bool)]
         state.removed = np.r_[state.removed, np.zeros(n, bool)]
+        state.grow_attributes(n)
         state.item_ids = np.concatenate([self.ids, new_ids])
         state.set_paths(np.vstack([state.item_paths.path_ids, paths]))
         return np.arange(state.n_items - n, state.n_items)

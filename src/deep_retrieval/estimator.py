@@ -27,6 +27,7 @@ from .core.contract import as_sequences, check_query, check_train, empty_results
 from .core.modules.softmax import SoftmaxModel
 from .data.types import Interactions, Sequences, Split
 from .index import bundle, catalogue, diagnostics, ids, retrieval
+from .index.filters import ItemFilter, passing, recommend_filtered
 from .index.retrieval import Candidates, QueryStats
 from .index.state import DRState, build_state
 from .training.batch import fit_state
@@ -198,6 +199,9 @@ class DeepRetrieval:
         rerank: bool | None = None,
         stats: QueryStats | None = None,
         exhaustive: bool = False,
+        allow: Any = None,
+        where: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]] | None]
+        | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n`` items per query: beam search → candidates → rerank (or path order).
 
@@ -214,6 +218,13 @@ class DeepRetrieval:
             exhaustive: skip the index and score every servable item with the reranker (with
                 ``reranker="attention"``: the attention-exhaustive method; ``O(V · L)`` per
                 user, for evaluation); ``beam_size``, ``rerank`` and ``stats`` are not used.
+            allow: per row, the only items it may get (internal ids; rows as for
+                ``histories``, a row may be ``None``: unfiltered), or ``None``.
+            where: item attributes each result must have (``{"category": ["shoes"]}``; set
+                with :meth:`set_item_attributes`), one mapping for every row or one per row.
+                With ``allow`` or ``where`` the beam widens for rows with fewer than ``n``
+                passing candidates (:func:`~deep_retrieval.index.filters.recommend_filtered`,
+                which also says which rows stayed short).
 
         Returns:
             ``(item_ids (U, n) int64, scores (U, n) float32)``, padded ``-1`` / ``-inf``.
@@ -225,8 +236,69 @@ class DeepRetrieval:
             return empty_results(0, n)
         if exhaustive:
             return retrieval.exhaustive_top(self.state, histories, n, exclude=exclude)
+        if allow is not None or where is not None:
+            ids, scores, _ = self.recommend_filtered(histories, n, allow=allow, where=where,
+                                                     exclude=exclude, beam_size=beam_size)
+            return ids, scores
         return retrieval.recommend(self.state, histories, n, exclude=exclude, beam_size=beam_size,
                                    rerank=rerank, stats=stats)
+
+    def recommend_filtered(
+        self,
+        histories: Any,
+        n: int,
+        *,
+        allow: Any = None,
+        where: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]] | None]
+        | None = None,
+        exclude: Any = None,
+        beam_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`recommend` with ``allow`` / ``where`` filters; also returns ``complete (U,)``
+        bool: false for a row that got fewer than ``n`` items though more pass its filter."""
+        histories, exclude = check_query(
+            histories, n, exclude, self.state.n_items, "DeepRetrieval"
+        )
+        rows = len(histories)
+        allowed: list[np.ndarray | None]
+        if allow is None:
+            allowed = [None] * rows
+        elif isinstance(allow, list) and any(a is None for a in allow):  # some rows unfiltered
+            allowed = [None if a is None else np.asarray(a, np.int64) for a in allow]
+        else:
+            seq = as_sequences(allow, "allow", "DeepRetrieval")
+            allowed = [seq.rows(np.array([r])).items for r in range(len(seq))]
+        wheres = (
+            [where] * rows if where is None or isinstance(where, Mapping) else list(where)
+        )
+        if len(allowed) != rows or len(wheres) != rows:
+            raise ValueError(f"allow and where need one entry per query ({rows}); got"
+                             f" {len(allowed)} and {len(wheres)}")
+        filters = [
+            None if a is None and w is None else ItemFilter(allow=a, where=w)
+            for a, w in zip(allowed, wheres, strict=True)
+        ]
+        return recommend_filtered(self.state, histories, n, filters, exclude=exclude,
+                                  beam_size=beam_size)
+
+    def set_item_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Item attributes for the ``where`` filter: name → ``(V,)`` values by internal id
+        (integers or text), or name → ``{external id: value}`` (items left out keep their value,
+        or get ``-1`` / ``""`` for a new attribute). Saved with the bundle."""
+        for name, values in attributes.items():
+            if isinstance(values, Mapping):
+                known, unknown = self.item_index(list(values))
+                if unknown:
+                    raise KeyError(f"{len(unknown)} unknown item id(s), e.g. {unknown[:3]}")
+                given = np.asarray(list(values.values()))
+                numeric = given.dtype.kind in "iub"
+                old = self.state.item_attributes.get(name)
+                column = (np.full(self.state.n_items, -1 if numeric else "",
+                                  dtype=np.int64 if numeric else object)
+                          if old is None else old.astype(np.int64 if numeric else object))
+                column[known] = given
+                values = column
+            self.state.set_item_attribute(name, values)
 
     def recommend_by_id(
         self,
@@ -236,12 +308,16 @@ class DeepRetrieval:
         exclude: Sequence[Sequence[Any]] | None = None,
         beam_size: int | None = None,
         skip_unknown: bool = False,
+        allow: Sequence[Sequence[Any]] | None = None,
+        where: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]] | None]
+        | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`recommend` in external ids: ``U`` lists of the model's external item ids
         (``item_ids_``, oldest first) in, external ids out.
 
         Args:
-            exclude: per row, external ids never to return.
+            exclude: per row, external ids never to return. allow: per row, the only
+                external ids it may get. where: as for :meth:`recommend`.
             skip_unknown: drop ids the model does not know instead of raising ``KeyError``.
 
         Returns:
@@ -255,15 +331,21 @@ class DeepRetrieval:
 
         internal, scores = self.recommend(
             rows(histories), n, exclude=None if exclude is None else rows(exclude),
-            beam_size=beam_size,
+            beam_size=beam_size, allow=None if allow is None else rows(allow), where=where,
         )
         return ids.to_external(self.state, internal), scores
 
     def popular_items(
-        self, n: int, exclude: np.ndarray | None = None
+        self, n: int, exclude: np.ndarray | None = None, *, allow: Any = None,
+        where: Mapping[str, Sequence[Any]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``n`` most frequent active items (the empty-history fallback): ``(ids, counts)``."""
-        return ids.popular_items(self.state, n, exclude)
+        """The ``n`` most frequent active items (the empty-history fallback) that ``allow``
+        (internal ids) and ``where`` pass: ``(ids, training counts)``."""
+        mask = None
+        if allow is not None or where is not None:
+            mask = passing(self.state, ItemFilter(
+                allow=None if allow is None else np.asarray(allow, np.int64), where=where))
+        return ids.popular_items(self.state, n, exclude, mask)
 
     # ------------------------------------------------------------------ ids and users
     def item_index(self, external: list | np.ndarray) -> tuple[np.ndarray, list]:

@@ -29,7 +29,7 @@ from ..core.modules.softmax import SoftmaxModel
 from ..core.paths import ItemPathMap, PathCodec
 from ..data.types import Sequences
 from ..utils import check_files, recover_directory, versions, write_directory
-from .state import FLAG_COLD, FLAG_REMOVED, DRState, build_state
+from .state import ATTRIBUTE_NAME, FLAG_COLD, FLAG_REMOVED, DRState, build_state
 
 FORMAT = "deep-retrieval-model"
 FORMAT_VERSION = 2
@@ -87,6 +87,8 @@ def save_bundle(
             arrays["item_ids"] = ids.astype(str) if ids.dtype == object else ids
         if state.anchors is not None:
             arrays["anchor_queries"], arrays["anchor_thresholds"] = state.anchors
+        for name, column in state.item_attributes.items():
+            arrays[ATTRIBUTE_FILE.format(name)] = column
         if state.user_histories is not None and state.user_ids is not None:
             arrays["user_ids"] = state.user_ids
             arrays["user_indptr"] = state.user_histories.indptr
@@ -103,6 +105,7 @@ def save_bundle(
             "reranker": reranker_options(state.net.reranker),
             "history": state.history,
             "training": training if training is not None else state.training,
+            "item_attributes": sorted(state.item_attributes),
             "versions": versions(),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -119,6 +122,8 @@ _ARRAYS = {
     "anchor_queries": 2, "anchor_thresholds": 1, "user_ids": 1, "user_indptr": 1, "user_items": 1,
 }
 _KNOWN_FILES = frozenset({"weights.safetensors", *(f"{name}.npy" for name in _ARRAYS)})
+#: An item attribute's array (the name is checked by ``ATTRIBUTE_NAME`` before it is used).
+ATTRIBUTE_FILE = "item_attribute_{}"
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -206,9 +211,15 @@ def _check_manifest(path: Path, manifest: dict[str, Any], *, verify: bool) -> di
             raise bad(f"{key} must be a {kind.__name__}")
     if manifest.get("training") is not None and not isinstance(manifest["training"], dict):
         raise bad("training must be an object")
+    attributes = manifest.get("item_attributes", [])
+    if not isinstance(attributes, list) or not all(
+        isinstance(a, str) and ATTRIBUTE_NAME.fullmatch(a) for a in attributes
+    ):
+        raise bad("item_attributes must be a list of attribute names")
     if files is not None:
         for entry in path.iterdir():
-            if entry.name in _KNOWN_FILES and entry.name not in files:
+            read = entry.name in _KNOWN_FILES or entry.name.startswith("item_attribute_")
+            if read and entry.name not in files:
                 raise ValueError(
                     f"{entry} is not in the manifest's file list, so nothing vouches for it;"
                     " remove it, or re-save the model"
@@ -224,6 +235,14 @@ def _check_manifest(path: Path, manifest: dict[str, Any], *, verify: bool) -> di
             if len(shape) != _ARRAYS[name]:
                 raise ValueError(f"{file} has shape {shape}, expected {_ARRAYS[name]} dimensions")
             shapes[name] = shape
+    for name in attributes:
+        file = path / f"{ATTRIBUTE_FILE.format(name)}.npy"
+        if file.is_symlink() or not file.is_file():
+            raise ValueError(f"{file} is missing (or a link); re-save the model")
+        shape, dtype = _npy_header(file)
+        if shape != (manifest["n_items"],) or dtype.kind not in "iU":
+            raise ValueError(f"{file} has shape {shape} and dtype {dtype}, expected"
+                             f" ({manifest['n_items']},) integers or text")
     for required in ("item_paths", "beam_calibration", "item_counts"):
         if required not in shapes:
             raise ValueError(f"{path} is incomplete: {required}.npy is missing")
@@ -365,6 +384,8 @@ def load_bundle(
                     f" {thresholds.shape}, expected (A, {dim}) and (A,)"
                 )
             state.anchors = (anchors, thresholds)
+        for name in manifest.get("item_attributes", []):
+            state.set_item_attribute(name, array(ATTRIBUTE_FILE.format(name)))
         user_ids = optional_array("user_ids")
         if user_ids is not None:
             indptr, items = array("user_indptr"), array("user_items")

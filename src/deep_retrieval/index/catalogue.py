@@ -431,6 +431,7 @@ def add_items(
     state.item_counts = np.r_[state.item_counts, occurrences]
     state.cold = np.r_[state.cold, ~warm]
     state.removed = np.r_[state.removed, np.zeros(n, bool)]
+    state.grow_attributes(n)
     if names is not None and state.item_ids is not None:
         state.item_ids = concat_ids(state.item_ids, names)
     state.set_paths(np.vstack([index.path_ids, paths]))

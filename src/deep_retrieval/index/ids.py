@@ -71,16 +71,19 @@ def user_history(state: DRState, user_id: Any) -> np.ndarray:
 
 
 def popular_items(
-    state: DRState, n: int, exclude: np.ndarray | None = None
+    state: DRState, n: int, exclude: np.ndarray | None = None, passing: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` most frequent training items not removed or in ``exclude``: the fallback for an
-    empty history. Returns ``(ids (n,), counts as float32 scores (n,))``, padded."""
+    """The ``n`` most frequent training items not removed or in ``exclude`` (and, with a
+    ``(V,)`` bool ``passing`` mask, that a filter passes): the fallback for an empty history.
+    Returns ``(ids (n,), training counts as float32 scores (n,))``, padded."""
 
     def build() -> np.ndarray:
         active = np.flatnonzero(~state.removed)
         return active[np.lexsort((active, -state.item_counts[active]))]
 
     order = state.derived("popular", build)
+    if passing is not None:
+        order = order[passing[order]]
     ranked = order if exclude is None or len(exclude) == 0 else order[~np.isin(order, exclude)]
     ids = np.full(n, -1, dtype=np.int64)
     scores = np.full(n, -np.inf, dtype=np.float32)

@@ -14,6 +14,7 @@ network or the catalogue calls :meth:`DRState.changed`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,6 +33,8 @@ from ..core.paths import ItemPathMap, PathCodec
 from ..data.types import Sequences
 
 # item_flags.npy bits
+#: What an item attribute may be called (it names a file of the bundle).
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 FLAG_COLD = 1
 FLAG_REMOVED = 2
 
@@ -122,6 +125,9 @@ class DRState:
             ``(queries (A, E) float32, thresholds (A,) float32)``, a sample of its training
             query vectors and each one's ``distill_k``-th best exact score, the contexts that
             place new items.
+        item_attributes: name → ``(V,)`` int64 or str values (a category, a brand), for the
+            query-time filters (:mod:`~deep_retrieval.index.filters`); items added later get
+            ``-1`` / ``""`` until set.
     """
 
     config: DRConfig
@@ -143,6 +149,7 @@ class DRState:
     training: dict[str, Any] | None = None
     path_scores: PathScores | None = None
     anchors: tuple[np.ndarray, np.ndarray] | None = None
+    item_attributes: dict[str, np.ndarray] = field(default_factory=dict)
     _derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -184,6 +191,26 @@ class DRState:
         """Newest items of a query history the encoder sees (ordered rows: the training window)."""
         t = self.config.train
         return t.history_len if self.ordered else max(t.history_len, t.query_history_len)
+
+    def set_item_attribute(self, name: str, values: Any) -> None:
+        """Set attribute ``name`` of every item: ``values`` ``(V,)``, integers or text."""
+        if not isinstance(name, str) or not ATTRIBUTE_NAME.fullmatch(name):
+            raise ValueError(
+                f"attribute names are letters, digits and _ (not first a digit), got {name!r}"
+            )
+        arr = np.asarray(values)
+        if arr.shape != (self.n_items,):
+            raise ValueError(f"attribute {name!r} needs one value per item ({self.n_items}),"
+                             f" got shape {arr.shape}")
+        self.item_attributes[name] = (
+            arr.astype(np.int64) if arr.dtype.kind in "iub" else arr.astype(str)
+        )
+
+    def grow_attributes(self, n: int) -> None:
+        """``n`` items were appended: their attributes are missing (``-1`` / ``""``)."""
+        for name, column in self.item_attributes.items():
+            fill = np.full(n, -1 if column.dtype.kind == "i" else "", dtype=column.dtype)
+            self.item_attributes[name] = np.concatenate([column, fill])
 
     def set_known_users(self, user_ids: np.ndarray, histories: Sequences) -> None:
         """Keep ``histories`` (internal item ids) of users ``user_ids`` (saved with the bundle)."""

@@ -80,12 +80,21 @@ class RetrievalClient:
         n: int = 100,
         beam_size: int | None = None,
         exclude: list | None = None,
+        allow: list | None = None,
+        where: dict[str, list] | None = None,
+        exclude_seen: bool = False,
     ) -> dict[str, Any]:
-        """``{"items", "scores", "unknown_items", "fallback", "beam_size", "model_generation"}``;
-        ``vector``: a query vector, for an index bundle (:class:`~deep_retrieval.DRIndex`)."""
-        return self._call(
-            "POST", "/v1/recommend", _request(history, user_id, n, beam_size, exclude, vector)
-        )
+        """``{"items", "scores", "unknown_items", "unknown_count", "source", "complete",
+        "fallback", "beam_size", "model_generation"}``; ``vector``: a query vector, for an index
+        bundle (:class:`~deep_retrieval.DRIndex`); ``allow`` / ``where`` / ``exclude_seen``:
+        the query-time filters (see the README, "Serving")."""
+        body = _request(history, user_id, n, beam_size, exclude, vector)
+        for key, value in (("allow", allow), ("where", where)):
+            if value is not None:
+                body[key] = value
+        if exclude_seen:
+            body["exclude_seen"] = True
+        return self._call("POST", "/v1/recommend", body)
 
     def recommend_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each request is a dict with the keys of :meth:`recommend`; one result per request."""

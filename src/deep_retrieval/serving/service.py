@@ -278,7 +278,19 @@ def create_app(
             description="override the beam (default: calibrated to n)",
         )
         exclude: list[Id] = Field(
-            default_factory=list, description="item ids never to return", max_length=lim.max_exclude
+            default_factory=list, description="item ids never to return (the deny-list)",
+            max_length=lim.max_exclude,
+        )
+        allow: list[Id] | None = Field(
+            None, description="the only item ids to return (the allow-list)",
+            max_length=lim.max_exclude,
+        )
+        where: dict[Text, list[Id]] | None = Field(
+            None, description='item attributes the results must have: {"category": ["shoes"]}',
+            max_length=8,
+        )
+        exclude_seen: bool = Field(
+            False, description="never return the items of the history (or the user's own)"
         )
 
     class Recommendation(BaseModel):
@@ -292,6 +304,13 @@ def create_app(
         fallback: str | None = Field(
             description='"popularity" when no history item was known, else null'
         )
+        source: str = Field(
+            description='"model": scores are the model\'s logits; "popularity": no history item'
+            " was known, and scores are the items' training counts (not comparable to logits)"
+        )
+        complete: bool = Field(
+            description="false when fewer than n items came back though more pass the filters"
+        )
         beam_size: int | None = Field(
             description="the beam used (null for the popularity fallback)"
         )
@@ -301,8 +320,18 @@ def create_app(
         model_config = ConfigDict(extra="forbid")
         requests: list[RecommendRequest] = Field(min_length=1, max_length=lim.max_batch)
 
+    class Problem(BaseModel):
+        status: int = Field(description="the HTTP status this request alone would get")
+        detail: str
+
+    class BatchResult(BaseModel):
+        error: Problem | None = Field(None, description="why this request got no result")
+
     class BatchResponse(BaseModel):
-        results: list[Recommendation]
+        results: list[Recommendation | BatchResult] = Field(
+            description="one per request, in order: a recommendation, or {error: {status,"
+            " detail}} for a request that failed alone (an unknown user, a bad filter)"
+        )
 
     class ReloadRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -329,102 +358,150 @@ def create_app(
         text = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
         return JSONResponse(status_code=422, content={"detail": text, "problems": problems})
 
-    def resolve(live: _Live, req: RecommendRequest) -> tuple[np.ndarray, np.ndarray, list[ItemId]]:
-        model = live.model
-        if sum(x is not None for x in (req.history, req.user_id, req.vector)) > 1:
-            raise HTTPException(422, "give one of history, user_id or vector")
-        if req.vector is not None:
-            if live.index is None:
+    class Resolved:
+        """One request in internal ids: history, exclude, allow (or None), the unknown ids."""
+
+        def __init__(self, live: _Live, req: RecommendRequest) -> None:
+            model = live.model
+            if sum(x is not None for x in (req.history, req.user_id, req.vector)) > 1:
+                raise HTTPException(422, "give one of history, user_id or vector")
+            self.unknown: list[ItemId] = []
+            self.history: np.ndarray = np.zeros(0, np.int64)
+            if req.vector is not None:
+                if live.index is None:
+                    raise HTTPException(
+                        422, "this bundle is a history model: send history or user_id, not vector"
+                    )
+                if len(req.vector) != live.index.dim:
+                    raise HTTPException(
+                        422,
+                        f"vector has {len(req.vector)} numbers; this index takes {live.index.dim}",
+                    )
+                if not np.isfinite(req.vector).all():
+                    raise HTTPException(422, "vector holds NaN or infinite values")
+                if req.allow is not None or req.where is not None:
+                    raise HTTPException(422, "allow and where filter history and user_id requests;"
+                                             " a vector request takes exclude")
+            elif req.user_id is not None:
+                try:
+                    self.history = model.user_history(req.user_id)
+                except KeyError:
+                    raise HTTPException(
+                        404, f"unknown user_id {req.user_id!r}; send its history instead"
+                    ) from None
+            elif req.history is not None:
+                self.history, self.unknown = model.item_index(req.history)
+            else:
                 raise HTTPException(
-                    422, "this bundle is a history model: send history or user_id, not vector"
+                    422, "give history (a list of item ids, may be empty), user_id or vector"
                 )
-            if len(req.vector) != live.index.dim:
-                raise HTTPException(
-                    422, f"vector has {len(req.vector)} numbers; this index takes {live.index.dim}"
-                )
-            if not np.isfinite(req.vector).all():
-                raise HTTPException(422, "vector holds NaN or infinite values")
-            history: np.ndarray = np.zeros(0, np.int64)
-            unknown: list[ItemId] = []
-        elif req.user_id is not None:
-            try:
-                history = model.user_history(req.user_id)
-            except KeyError:
-                raise HTTPException(
-                    404, f"unknown user_id {req.user_id!r}; send its history instead"
-                ) from None
-            unknown = []
-        elif req.history is not None:
-            history, unknown = model.item_index(req.history)
-        else:
-            raise HTTPException(
-                422, "give history (a list of item ids, may be empty), user_id or vector"
-            )
-        exclude, unknown_ex = model.item_index(req.exclude)
-        return history, exclude, unknown + unknown_ex
+            exclude, unknown_ex = model.item_index(req.exclude)
+            self.unknown += unknown_ex
+            if req.exclude_seen:
+                exclude = np.concatenate([exclude, self.history])
+            self.exclude = exclude
+            self.allow: np.ndarray | None = None
+            if req.allow is not None:
+                self.allow, unknown_allow = model.item_index(req.allow)
+                self.unknown += unknown_allow
+            columns = model.state.item_attributes
+            for name, values in (req.where or {}).items():
+                if name not in columns:
+                    known = ", ".join(sorted(columns)) or "none"
+                    raise HTTPException(422, f"unknown item attribute {name!r}; this model has:"
+                                             f" {known}")
+                if columns[name].dtype.kind == "i" and not all(
+                    isinstance(v, int) for v in values
+                ):
+                    raise HTTPException(422, f"attribute {name!r} holds integers")
+            self.filtered = self.allow is not None or req.where is not None
 
     def result(
-        live: _Live, ids, scores, unknown: list, fallback: str | None, beam: int | None
+        live: _Live, ids, scores, r: Resolved, source: str, beam: int | None, complete: bool
     ) -> Recommendation:
         keep = ids >= 0
         return Recommendation(
             items=[live.names[i] for i in ids[keep].tolist()],
             scores=[float(s) for s in scores[keep]],
-            unknown_items=unknown[:MAX_UNKNOWN_ECHO],
-            unknown_count=len(unknown),
-            fallback=fallback,
+            unknown_items=r.unknown[:MAX_UNKNOWN_ECHO],
+            unknown_count=len(r.unknown),
+            fallback="popularity" if source == "popularity" else None,
+            source=source,
+            complete=complete,
             beam_size=beam,
             model_generation=live.generation,
         )
 
-    def answer(live: _Live, reqs: list[RecommendRequest]) -> list[Recommendation]:
+    def answer(
+        live: _Live, reqs: list[RecommendRequest], *, alone: bool
+    ) -> list[Recommendation | BatchResult]:
+        """The answers, one per request; a request that fails on its own raises when ``alone``,
+        else gets an error entry."""
         model = live.model
-        resolved = [resolve(live, r) for r in reqs]
-        out: list[Recommendation | None] = [None] * len(reqs)
-        groups: dict[tuple[int, int | None], list[int]] = {}
-        vectors: dict[tuple[int, int | None], list[int]] = {}
-        for i, (req, (history, exclude, unknown)) in enumerate(zip(reqs, resolved, strict=True)):
+        out: list[Recommendation | BatchResult | None] = [None] * len(reqs)
+        resolved: dict[int, Resolved] = {}
+        for i, req in enumerate(reqs):
+            try:
+                resolved[i] = Resolved(live, req)
+            except HTTPException as exc:
+                if alone:
+                    raise
+                out[i] = BatchResult(error=Problem(status=exc.status_code, detail=str(exc.detail)))
+        groups: dict[tuple[str, int, int | None], list[int]] = {}
+        for i, res in resolved.items():
+            req = reqs[i]
             if req.vector is not None:
-                vectors.setdefault((req.n, req.beam_size), []).append(i)
-            elif len(history) == 0:
-                ids, scores = model.popular_items(req.n, exclude)
-                out[i] = result(live, ids, scores, unknown, "popularity", None)
+                kind = "vector"
+            elif len(res.history) == 0:
+                ids, scores = model.popular_items(req.n, res.exclude, allow=res.allow,
+                                                  where=req.where)
+                out[i] = result(live, ids, scores, res, "popularity", None, True)
+                continue
             else:
-                groups.setdefault((req.n, req.beam_size), []).append(i)
-        for (n, beam), rows in groups.items():
-            histories = Sequences.from_lists([resolved[i][0] for i in rows])
-            excl = Sequences.from_lists([resolved[i][1] for i in rows])
+                kind = "filtered" if res.filtered else "history"
+            groups.setdefault((kind, req.n, req.beam_size), []).append(i)
+        for (kind, n, beam), rows in groups.items():
             used = beam or model.beam_size_for(n)
-            ids, scores = model.recommend(histories, n, exclude=excl, beam_size=used)
-            for r, i in enumerate(rows):
-                out[i] = result(live, ids[r], scores[r], resolved[i][2], None, used)
-        for (n, beam), rows in vectors.items():
-            assert live.index is not None
-            used = beam or model.beam_size_for(n)
-            names, scores = live.index.search(
-                np.array([reqs[i].vector for i in rows], dtype=np.float64), n,
-                exclude=[[live.names[x] for x in resolved[i][1].tolist()] for i in rows],
-                beam_size=used,
-            )
-            for r, i in enumerate(rows):
-                keep = np.isfinite(scores[r])
-                out[i] = Recommendation(
-                    items=names[r][keep].tolist(), scores=[float(x) for x in scores[r][keep]],
-                    unknown_items=resolved[i][2][:MAX_UNKNOWN_ECHO],
-                    unknown_count=len(resolved[i][2]), fallback=None, beam_size=used,
-                    model_generation=live.generation,
+            excl = Sequences.from_lists([resolved[i].exclude for i in rows])
+            if kind == "vector":
+                assert live.index is not None
+                names, scores = live.index.search(
+                    np.array([reqs[i].vector for i in rows], dtype=np.float64), n,
+                    exclude=[[live.names[x] for x in resolved[i].exclude.tolist()] for i in rows],
+                    beam_size=used,
                 )
+                for r, i in enumerate(rows):
+                    keep = np.isfinite(scores[r])
+                    out[i] = Recommendation(
+                        items=names[r][keep].tolist(), scores=scores[r][keep].tolist(),
+                        unknown_items=resolved[i].unknown[:MAX_UNKNOWN_ECHO],
+                        unknown_count=len(resolved[i].unknown), fallback=None, source="model",
+                        complete=True, beam_size=used, model_generation=live.generation,
+                    )
+                continue
+            histories = Sequences.from_lists([resolved[i].history for i in rows])
+            if kind == "filtered":
+                ids, scores, complete = model.recommend_filtered(
+                    histories, n, exclude=excl, beam_size=used,
+                    allow=[resolved[i].allow for i in rows], where=[reqs[i].where for i in rows],
+                )
+            else:
+                ids, scores = model.recommend(histories, n, exclude=excl, beam_size=used)
+                complete = np.ones(len(rows), bool)
+            for r, i in enumerate(rows):
+                out[i] = result(live, ids[r], scores[r], resolved[i], "model", used,
+                                bool(complete[r]))
         return out  # type: ignore[return-value]
 
     @app.post("/v1/recommend", response_model=Recommendation, summary="Top-n items for one user")
-    def recommend(req: RecommendRequest) -> Recommendation:
-        return answer(state.live, [req])[0]
+    def recommend(req: RecommendRequest) -> Recommendation | BatchResult:
+        return answer(state.live, [req], alone=True)[0]
 
     @app.post(
         "/v1/recommend/batch", response_model=BatchResponse, summary="Top-n items for several users"
     )
     def recommend_batch(req: BatchRequest) -> BatchResponse:
-        return BatchResponse(results=answer(state.live, req.requests))
+        return BatchResponse(results=answer(state.live, req.requests, alone=False))
 
     @app.get("/healthz", summary="Liveness")
     def healthz() -> dict[str, Any]:
