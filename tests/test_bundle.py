@@ -193,6 +193,14 @@ def test_a_crafted_bundle_is_refused_before_anything_is_allocated(model, tmp_pat
     assert time.perf_counter() - t0 < 5  # e.g. no (30M, E) tables built first
 
 
+def test_every_saved_file_has_the_umask_permissions(model, tmp_path):
+    out = model.save(tmp_path / "b")
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
+    assert set(modes.values()) == {0o666 & ~mask}, modes  # weights.safetensors too
+
+
 def test_a_flipped_byte_loads_only_with_verify_off(model, tmp_path):
     out = model.save(tmp_path / "b")
     target = out / "item_counts.npy"

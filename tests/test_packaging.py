@@ -27,7 +27,8 @@ def test_core_needs_only_the_six_dependencies():
 
 def test_every_optional_module_has_the_extra_that_installs_it():
     extras = PYPROJECT["project"]["optional-dependencies"]
-    distribution = {"faiss": "faiss-cpu", "pyarrow": "pyarrow"}
+    distribution = {"faiss": "faiss-cpu", "pyarrow": "pyarrow",
+                    "prometheus_client": "prometheus-client"}
     for module, extra in EXTRAS.items():
         assert distribution.get(module, module) in {_name(r) for r in extras[extra]}, module
     # `all` (and so `dev`, which make test installs) covers every extra but scann.

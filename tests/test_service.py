@@ -429,13 +429,15 @@ def test_a_hanging_reload_is_abandoned_and_blocks_nothing(bundles, monkeypatch):
     assert state.reload(bundles[3]).generation == 2 and state.live.path == bundles[3]
 
 
-def test_admin_endpoints_are_off_without_a_token(bundles):
+def test_admin_off_without_a_token_and_the_access_log(bundles, tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "DEEP_RETRIEVAL_ADMIN_TOKEN"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deep_retrieval", "-q", "serve", str(bundles[2]), "--port",
-         str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )
+    log_file = tmp_path / "server.log"
+    with open(log_file, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deep_retrieval", "-q", "serve", str(bundles[2]), "--port",
+             str(port), "--access-log"], stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
@@ -448,9 +450,34 @@ def test_admin_endpoints_are_off_without_a_token(bundles):
                 time.sleep(0.2)
         code, doc = _raw(url, "POST", "/v1/reload", b"{}", {"Authorization": f"Bearer {TOKEN}"})
         assert code == 403 and "admin endpoints are off" in doc["detail"]
+        assert _raw(url, "POST", "/v1/recommend", b'{"history": [], "n": 3}')[0] == 200
     finally:
         proc.terminate()
         proc.wait(10)
+    lines = [json.loads(x) for x in log_file.read_text().splitlines() if x.startswith("{")]
+    calls = [(x["method"], x["path"], x["status"]) for x in lines]
+    assert ("POST", "/v1/reload", 403) in calls and ("POST", "/v1/recommend", 200) in calls
+    assert all(set(x) == {"ts", "method", "path", "status", "ms", "client"} for x in lines)
+
+
+def test_metrics_count_requests_errors_reloads_and_candidates(bundles, client, server):
+    url = server[0]
+    model, split = bundles[:2]
+    history = [model.item_ids_[i] for i in split.test_history.rows(np.array([2])).items]
+    client.recommend(history, n=5)
+    _raw(url, "POST", "/v1/recommend", b'{"n": "5"}')  # a 422
+    client.reload(str(bundles[2]))
+    code, doc = _raw(url, "GET", "/metrics", None)
+    text = doc["raw"]
+    assert code == 200
+    assert 'dr_requests_total{code="200",endpoint="/v1/recommend"}' in text
+    assert 'dr_request_errors_total{code="422",endpoint="/v1/recommend"}' in text
+    assert 'dr_request_seconds_bucket{endpoint="/v1/recommend",le="0.5"}' in text
+    assert "dr_candidates_per_query_count" in text and "dr_model_generation" in text
+    assert 'dr_reloads{outcome="ok"}' in text
+    # Swagger UI needs a CDN: off; the schema itself is served.
+    assert _raw(url, "GET", "/docs", None)[0] == 404
+    assert _raw(url, "GET", "/openapi.json", None)[0] == 200
 
 
 def test_no_failed_request_while_reloading_under_load(bundles, client, server):

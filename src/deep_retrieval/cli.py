@@ -781,6 +781,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin_token=_admin_token(args),
         bundle_root=args.bundle_root,
         reload_timeout_s=args.reload_timeout,
+        access_log=args.access_log,
     )
     return 0
 
@@ -1118,6 +1119,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="largest beam_size a request may ask for (default 1024; the beam of a request"
         " without one is calibrated, up to the model's retrieval.max_beam_size)",
+    )
+    p.add_argument(
+        "--access-log", action="store_true",
+        help="one JSON line per request on stderr: ts, method, path, status, ms, client",
     )
     p.add_argument(
         "--max-body-bytes", type=_COUNT, default=1 << 20,

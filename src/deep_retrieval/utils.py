@@ -35,6 +35,7 @@ EXTRAS = {
     "pyarrow": "parquet",
     "fastapi": "serve",
     "uvicorn": "serve",
+    "prometheus_client": "serve",
     "scann": "scann",
 }
 
@@ -311,6 +312,9 @@ def write_directory(
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
         doc = fill(tmp)
+        for f in tmp.iterdir():  # writers differ (safetensors makes 0600): the umask decides
+            if f.is_file():
+                f.chmod(0o666 & ~_umask())
         doc["files"] = {f.name: file_record(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         (tmp / manifest).write_text(json.dumps(doc, indent=2) + "\n")
         fsync_tree(tmp)

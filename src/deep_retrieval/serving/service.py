@@ -25,6 +25,7 @@ popularity (``"fallback": "popularity"``). Bad requests get a 4xx that says what
 """
 
 import hmac
+import json
 import logging
 import os
 import signal
@@ -40,6 +41,7 @@ from ..config import ConfigError
 from ..data.types import Sequences
 from ..dr_index import DRIndex
 from ..estimator import DeepRetrieval
+from ..index.retrieval import QueryStats
 from ..utils import require
 
 log = logging.getLogger("deep_retrieval")
@@ -160,6 +162,7 @@ class ServiceState:
         self.bundle_root = Path(bundle_root or Path(path).resolve().parent).resolve()
         self.reload_timeout_s = float(reload_timeout_s)
         self.reloads = 0
+        self.reload_results: dict[str, int] = {"ok": 0, "failed": 0, "refused": 0}
         self._reload_lock = threading.Lock()
 
     def bundle_path(self, path: str | Path | None) -> Path:
@@ -194,6 +197,16 @@ class ServiceState:
         """Load ``path`` (default: the current bundle's) and swap it in. A bad bundle raises
         ``ValueError`` / ``OSError`` and the old one keeps serving; :class:`ReloadRefused` when
         ``path`` is outside the bundle root, another reload runs (409) or the load times out."""
+        try:
+            return self._reload(path)
+        except ReloadRefused:
+            self.reload_results["refused"] += 1
+            raise
+        except (ValueError, OSError):
+            self.reload_results["failed"] += 1
+            raise
+
+    def _reload(self, path: str | Path | None) -> _Live:
         target = self.bundle_path(path)
         if not self._reload_lock.acquire(blocking=False):
             raise ReloadRefused(409, "a reload is already running; try again when it is done")
@@ -223,6 +236,7 @@ class ServiceState:
             new: _Live = box["live"]
             self.live = new  # one reference assignment: atomic for the readers
             self.reloads += 1
+            self.reload_results["ok"] += 1
             log.info("reloaded %s (generation %d)", target, new.generation)
             return new
         finally:
@@ -230,10 +244,12 @@ class ServiceState:
 
 
 def create_app(
-    bundle: str | Path | ServiceState, *, device: str = "cpu", limits: ServiceLimits | None = None
+    bundle: str | Path | ServiceState, *, device: str = "cpu", limits: ServiceLimits | None = None,
+    access_log: bool = False,
 ):  # -> fastapi.FastAPI (imported lazily: the service's dependencies are an extra)
     """The FastAPI application serving ``bundle`` (a model directory written by ``save``, or a
-    :class:`ServiceState` with admin settings)."""
+    :class:`ServiceState` with admin settings). ``access_log``: one JSON line per request on the
+    ``deep_retrieval.access`` logger."""
     require("fastapi", "the HTTP service")
     from typing import Annotated
 
@@ -343,9 +359,23 @@ def create_app(
         title="deep-retrieval",
         version=__version__,
         description="Candidate retrieval with a Deep Retrieval model bundle.",
+        # Swagger UI and ReDoc load their scripts from a CDN (blank offline): off; the schema
+        # is at /openapi.json for any OpenAPI viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = state
     app.add_middleware(_BodyLimit, max_bytes=lim.max_body_bytes, timeout_s=lim.body_timeout_s)
+    metrics = _Metrics(state)
+    routes = {"/v1/recommend", "/v1/recommend/batch", "/healthz", "/v1/info", "/v1/reload",
+              "/metrics", "/openapi.json"}
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    def prometheus() -> Any:
+        from fastapi.responses import Response
+
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -486,7 +516,10 @@ def create_app(
                     allow=[resolved[i].allow for i in rows], where=[reqs[i].where for i in rows],
                 )
             else:
-                ids, scores = model.recommend(histories, n, exclude=excl, beam_size=used)
+                stats = QueryStats()
+                ids, scores = model.recommend(histories, n, exclude=excl, beam_size=used,
+                                              stats=stats)
+                metrics.candidates(stats)
                 complete = np.ones(len(rows), bool)
             for r, i in enumerate(rows):
                 out[i] = result(live, ids[r], scores[r], resolved[i], "model", used,
@@ -539,6 +572,26 @@ def create_app(
                 return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
         return await call_next(request)
 
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Any:
+        # Outermost: counts every answer, the refusals of the middlewares inside it included.
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            seconds = time.perf_counter() - t0
+            path = request.url.path
+            metrics.request(path if path in routes else "other", status, seconds)
+            if access_log:
+                ACCESS_LOG.info(json.dumps({
+                    "ts": round(time.time(), 3), "method": request.method, "path": path,
+                    "status": status, "ms": round(seconds * 1e3, 3),
+                    "client": request.client.host if request.client else None,
+                }))
+
     @app.post(
         "/v1/reload",
         summary="Load a bundle and swap it in without dropping requests (admin)",
@@ -560,6 +613,59 @@ def create_app(
         return {"status": "reloaded", "bundle": str(live.path), "model_generation": live.generation}
 
     return app
+
+
+#: One JSON line per request (``serve --access-log``): ts, method, path, status, ms, client.
+ACCESS_LOG = logging.getLogger("deep_retrieval.access")
+
+
+class _Metrics:
+    """The service's Prometheus metrics, in a registry of its own (several apps in one process
+    do not share counters): requests and errors by endpoint and status, latency, candidates per
+    query, the model generation and the reloads by outcome."""
+
+    def __init__(self, state: ServiceState) -> None:
+        prom = require("prometheus_client", "the service's /metrics")
+        self._prom = prom
+        self.registry = prom.CollectorRegistry()
+        self.requests = prom.Counter(
+            "dr_requests", "HTTP requests by endpoint and status code", ["endpoint", "code"],
+            registry=self.registry,
+        )
+        self.errors = prom.Counter(
+            "dr_request_errors", "HTTP answers ≥ 400 by endpoint and status code",
+            ["endpoint", "code"], registry=self.registry,
+        )
+        self.latency = prom.Histogram(
+            "dr_request_seconds", "request latency in seconds, by endpoint", ["endpoint"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
+        self.candidate_count = prom.Histogram(
+            "dr_candidates_per_query", "items DR scored per history query (mean of a call)",
+            buckets=(10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000), registry=self.registry,
+        )
+        generation = prom.Gauge("dr_model_generation", "the generation of the bundle served",
+                                registry=self.registry)
+        generation.set_function(lambda: state.live.generation)
+        reloads = prom.Gauge("dr_reloads", "reloads by outcome (ok, failed, refused)",
+                             ["outcome"], registry=self.registry)
+        for outcome in ("ok", "failed", "refused"):
+            reloads.labels(outcome).set_function(
+                lambda outcome=outcome: state.reload_results[outcome])
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        if status >= 400:
+            self.errors.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def candidates(self, stats: QueryStats) -> None:
+        if stats.queries:
+            self.candidate_count.observe(stats.candidates / stats.queries)
+
+    def render(self) -> tuple[bytes, str]:
+        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
 
 
 class _BodyLimit:
@@ -616,8 +722,6 @@ class _BodyLimit:
 
 
 async def _send_json(send: Any, status: int, detail: str) -> None:
-    import json
-
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -637,6 +741,7 @@ def serve(
     admin_token: str | None = None,
     bundle_root: str | Path | None = None,
     reload_timeout_s: float = 120.0,
+    access_log: bool = False,
 ) -> None:
     """Run the service with uvicorn until interrupted; ``SIGHUP`` reloads the bundle.
     ``admin_token`` defaults to ``$DEEP_RETRIEVAL_ADMIN_TOKEN`` (admin endpoints are off
@@ -647,7 +752,9 @@ def serve(
         admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None
     state = ServiceState(bundle, device=device, limits=limits, admin_token=admin_token,
                          bundle_root=bundle_root, reload_timeout_s=reload_timeout_s)
-    app = create_app(state)
+    if access_log:
+        ACCESS_LOG.setLevel(logging.INFO)  # whatever the library's own level
+    app = create_app(state, access_log=access_log)
 
     def on_hup(signum, frame) -> None:  # reload off the signal handler's thread
         def run() -> None:
