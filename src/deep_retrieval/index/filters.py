@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..data.types import Sequences
+from . import retrieval
 from .state import DRState
 
 #: A passing set this small is scored exactly when widening the beam did not find n items.
@@ -81,8 +82,6 @@ def recommend_filtered(
         ``(ids (U, n), scores (U, n), complete (U,) bool)``: padded ``-1`` / ``-inf``;
         ``complete`` is false where fewer than ``n`` came back though more passing items exist.
     """
-    from . import retrieval
-
     n_rows = len(queries)
 
     def subset(rows: np.ndarray) -> Any:

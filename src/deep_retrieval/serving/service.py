@@ -526,12 +526,24 @@ def create_app(
                                 bool(complete[r]))
         return out  # type: ignore[return-value]
 
-    @app.post("/v1/recommend", response_model=Recommendation, summary="Top-n items for one user")
+    # Every status a recommend call can answer, in the schema (a client generated from it must
+    # know them); the bodies of the refusals are {"detail": "…"}.
+    refusals: dict[int | str, dict[str, Any]] = {
+        400: {"description": "a Content-Length that is not a number"},
+        404: {"description": "an unknown user_id"},
+        408: {"description": "the body stalled for longer than the body timeout"},
+        413: {"description": "a body over the size limit"},
+    }
+
+    @app.post("/v1/recommend", response_model=Recommendation, summary="Top-n items for one user",
+              responses=refusals)
     def recommend(req: RecommendRequest) -> Recommendation | BatchResult:
         return answer(state.live, [req], alone=True)[0]
 
     @app.post(
-        "/v1/recommend/batch", response_model=BatchResponse, summary="Top-n items for several users"
+        "/v1/recommend/batch", response_model=BatchResponse,
+        summary="Top-n items for several users",
+        responses={k: v for k, v in refusals.items() if k != 404},
     )
     def recommend_batch(req: BatchRequest) -> BatchResponse:
         return BatchResponse(results=answer(state.live, req.requests, alone=False))
