@@ -369,6 +369,28 @@ def test_batches_fail_per_request_and_popularity_says_so(bundles, client):
     assert results[3]["error"]["status"] == 422
 
 
+def test_concurrent_requests_share_model_calls_and_get_their_own_answers(bundles, server):
+    # Micro-batching answers concurrent requests together: each must still get exactly what
+    # the library gives its history alone (with its own n and filters).
+    model, split = bundles[:2]
+    names = model.item_ids_
+    rows = [split.test_history.rows(np.array([u])).items for u in range(24)]
+    results: dict[int, dict] = {}
+
+    def ask(u: int) -> None:
+        with RetrievalClient(server[0], timeout=30) as c:
+            results[u] = c.recommend([names[i] for i in rows[u]], n=5 + u % 3)
+
+    threads = [threading.Thread(target=ask, args=(u,)) for u in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for u in range(24):
+        ids, _ = model.recommend(Sequences.from_lists([rows[u]]), 5 + u % 3)
+        assert results[u]["items"] == names[ids[0]].tolist(), u
+
+
 def test_reload_is_an_admin_endpoint(bundles, client, server):
     url, gen = server[0], client.health()["model_generation"]
     body = json.dumps({"path": str(bundles[3])}).encode()

@@ -64,6 +64,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _nonnegative(text: str) -> float:
+    """An argparse type: a finite number ≥ 0 (a window that may be off)."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive(text)
+
+
 _COUNT = _int(1)  # counts, sizes and limits: ≥ 1
 
 
@@ -782,6 +789,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bundle_root=args.bundle_root,
         reload_timeout_s=args.reload_timeout,
         access_log=args.access_log,
+        batch_window_s=args.batch_window_ms / 1e3,
     )
     return 0
 
@@ -1119,6 +1127,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="largest beam_size a request may ask for (default 1024; the beam of a request"
         " without one is calibrated, up to the model's retrieval.max_beam_size)",
+    )
+    p.add_argument(
+        "--batch-window-ms", type=_nonnegative, default=1.0,
+        help="how long a request waits for concurrent ones to share its model call (default 1;"
+        " 0: only those already queued, the lowest latency for a lone client)",
     )
     p.add_argument(
         "--access-log", action="store_true",

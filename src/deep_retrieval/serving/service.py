@@ -245,11 +245,14 @@ class ServiceState:
 
 def create_app(
     bundle: str | Path | ServiceState, *, device: str = "cpu", limits: ServiceLimits | None = None,
-    access_log: bool = False,
+    access_log: bool = False, batch_window_s: float = 0.001,
 ):  # -> fastapi.FastAPI (imported lazily: the service's dependencies are an extra)
     """The FastAPI application serving ``bundle`` (a model directory written by ``save``, or a
     :class:`ServiceState` with admin settings). ``access_log``: one JSON line per request on the
-    ``deep_retrieval.access`` logger."""
+    ``deep_retrieval.access`` logger. ``batch_window_s``: how long a ``/v1/recommend`` request
+    waits for others to share its model call (0: only those already queued)."""
+    if not batch_window_s >= 0:
+        raise ValueError(f"the batch window must be ≥ 0 seconds, got {batch_window_s}")
     require("fastapi", "the HTTP service")
     from typing import Annotated
 
@@ -365,10 +368,11 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = state
-    app.add_middleware(_BodyLimit, max_bytes=lim.max_body_bytes, timeout_s=lim.body_timeout_s)
     metrics = _Metrics(state)
-    routes = {"/v1/recommend", "/v1/recommend/batch", "/healthz", "/v1/info", "/v1/reload",
-              "/metrics", "/openapi.json"}
+    # Pure ASGI middlewares (no per-request task group): the outer one counts every answer and
+    # refuses unauthorised admin calls before the inner one reads the body.
+    app.add_middleware(_BodyLimit, max_bytes=lim.max_body_bytes, timeout_s=lim.body_timeout_s)
+    app.add_middleware(_Gate, state=state, metrics=metrics, access_log=access_log)
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     def prometheus() -> Any:
@@ -450,7 +454,7 @@ def create_app(
         live: _Live, ids, scores, r: Resolved, source: str, beam: int | None, complete: bool
     ) -> Recommendation:
         keep = ids >= 0
-        return Recommendation(
+        return Recommendation.model_construct(  # built from checked values: no validation pass
             items=[live.names[i] for i in ids[keep].tolist()],
             scores=[float(s) for s in scores[keep]],
             unknown_items=r.unknown[:MAX_UNKNOWN_ECHO],
@@ -502,7 +506,7 @@ def create_app(
                 )
                 for r, i in enumerate(rows):
                     keep = np.isfinite(scores[r])
-                    out[i] = Recommendation(
+                    out[i] = Recommendation.model_construct(
                         items=names[r][keep].tolist(), scores=scores[r][keep].tolist(),
                         unknown_items=resolved[i].unknown[:MAX_UNKNOWN_ECHO],
                         unknown_count=len(resolved[i].unknown), fallback=None, source="model",
@@ -535,18 +539,64 @@ def create_app(
         413: {"description": "a body over the size limit"},
     }
 
+    import asyncio
+
+    from fastapi.responses import Response
+
+    # Micro-batching: concurrent /v1/recommend requests are answered together, one batched
+    # model call per (n, beam_size), on the event loop (no thread-pool hop). A request waits up
+    # to batch_window_s for others (0: only those already queued in this loop turn). Waiting
+    # only after a batch of several did worse under 8 clients when measured, so it was dropped.
+    pending: list[tuple[RecommendRequest, asyncio.Future]] = []
+    scheduled = [False]
+
+    def flush() -> None:
+        scheduled[0] = False
+        batch = pending[:]
+        pending.clear()
+        if not batch:
+            return
+        try:
+            results = answer(state.live, [req for req, _ in batch], alone=False)
+        except Exception as exc:  # handed to every waiting request (each gets its 500)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), res in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(res)
+
+    def as_json(model: Any) -> Response:
+        return Response(model.model_dump_json(), media_type="application/json")
+
     @app.post("/v1/recommend", response_model=Recommendation, summary="Top-n items for one user",
               responses=refusals)
-    def recommend(req: RecommendRequest) -> Recommendation | BatchResult:
-        return answer(state.live, [req], alone=True)[0]
+    async def recommend(req: RecommendRequest) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        pending.append((req, future))
+        if len(pending) >= lim.max_batch:
+            flush()
+        elif not scheduled[0]:
+            scheduled[0] = True
+            if batch_window_s > 0:
+                loop.call_later(batch_window_s, flush)
+            else:
+                loop.call_soon(flush)
+        res = await future
+        if isinstance(res, Recommendation):
+            return as_json(res)
+        raise HTTPException(res.error.status, res.error.detail)
 
     @app.post(
         "/v1/recommend/batch", response_model=BatchResponse,
         summary="Top-n items for several users",
         responses={k: v for k, v in refusals.items() if k != 404},
     )
-    def recommend_batch(req: BatchRequest) -> BatchResponse:
-        return BatchResponse(results=answer(state.live, req.requests, alone=False))
+    async def recommend_batch(req: BatchRequest) -> Any:
+        return as_json(BatchResponse.model_construct(
+            results=answer(state.live, req.requests, alone=False)))
 
     @app.get("/healthz", summary="Liveness")
     def healthz() -> dict[str, Any]:
@@ -572,37 +622,6 @@ def create_app(
             "limits": asdict(lim),
             "version": __version__,
         }
-
-    @app.middleware("http")
-    async def admin_only(request: Request, call_next: Any) -> Any:
-        # Before anything reads the body: an unauthorised caller learns nothing else.
-        if request.url.path in ADMIN_PATHS:
-            try:
-                state.check_admin(request.headers.get("authorization"))
-            except ReloadRefused as exc:
-                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-                return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Any:
-        # Outermost: counts every answer, the refusals of the middlewares inside it included.
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            seconds = time.perf_counter() - t0
-            path = request.url.path
-            metrics.request(path if path in routes else "other", status, seconds)
-            if access_log:
-                ACCESS_LOG.info(json.dumps({
-                    "ts": round(time.time(), 3), "method": request.method, "path": path,
-                    "status": status, "ms": round(seconds * 1e3, 3),
-                    "client": request.client.host if request.client else None,
-                }))
 
     @app.post(
         "/v1/reload",
@@ -680,6 +699,52 @@ class _Metrics:
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
 
 
+class _Gate:
+    """ASGI middleware, outermost: refuses unauthorised admin calls (before the body is read),
+    counts every answer in the metrics and writes the access log."""
+
+    ROUTES = frozenset({"/v1/recommend", "/v1/recommend/batch", "/healthz", "/v1/info",
+                        "/v1/reload", "/metrics", "/openapi.json"})
+
+    def __init__(self, app: Any, *, state: ServiceState, metrics: _Metrics,
+                 access_log: bool) -> None:
+        self.app, self.state, self.metrics, self.access_log = app, state, metrics, access_log
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        path = scope.get("path", "")
+        status = [500]
+
+        async def tracked(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if path in ADMIN_PATHS:
+                headers = dict(scope.get("headers", []))
+                try:
+                    self.state.check_admin(headers.get(b"authorization", b"").decode("latin-1"))
+                except ReloadRefused as exc:
+                    extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
+                    await _send_json(tracked, exc.status, str(exc), extra)
+                    return
+            await self.app(scope, receive, tracked)
+        finally:
+            seconds = time.perf_counter() - t0
+            self.metrics.request(path if path in self.ROUTES else "other", status[0], seconds)
+            if self.access_log:
+                client = scope.get("client")
+                ACCESS_LOG.info(json.dumps({
+                    "ts": round(time.time(), 3), "method": scope.get("method"), "path": path,
+                    "status": status[0], "ms": round(seconds * 1e3, 3),
+                    "client": client[0] if client else None,
+                }))
+
+
 class _BodyLimit:
     """ASGI middleware: reads the request body itself before the app sees it, so that a body
     over ``max_bytes`` gets 413 unparsed (at once from its ``Content-Length``, else as soon as
@@ -733,11 +798,13 @@ class _BodyLimit:
         return f"request body over {self.max_bytes:,} bytes (serve --max-body-bytes)"
 
 
-async def _send_json(send: Any, status: int, detail: str) -> None:
+async def _send_json(
+    send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
+        (b"connection", b"close"), *(headers or []),
     ]})
     await send({"type": "http.response.body", "body": body})
 
@@ -754,6 +821,7 @@ def serve(
     bundle_root: str | Path | None = None,
     reload_timeout_s: float = 120.0,
     access_log: bool = False,
+    batch_window_s: float = 0.001,
 ) -> None:
     """Run the service with uvicorn until interrupted; ``SIGHUP`` reloads the bundle.
     ``admin_token`` defaults to ``$DEEP_RETRIEVAL_ADMIN_TOKEN`` (admin endpoints are off
@@ -766,7 +834,7 @@ def serve(
                          bundle_root=bundle_root, reload_timeout_s=reload_timeout_s)
     if access_log:
         ACCESS_LOG.setLevel(logging.INFO)  # whatever the library's own level
-    app = create_app(state, access_log=access_log)
+    app = create_app(state, access_log=access_log, batch_window_s=batch_window_s)
 
     def on_hup(signum, frame) -> None:  # reload off the signal handler's thread
         def run() -> None:
