@@ -31,6 +31,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -259,15 +260,33 @@ def create_app(
     from fastapi import Body, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+    from pydantic import (
+        AfterValidator,
+        BaseModel,
+        BeforeValidator,
+        ConfigDict,
+        Field,
+        StrictBool,
+        StrictFloat,
+        StrictInt,
+    )
 
     def utf8(text: str) -> str:
         text.encode("utf-8")  # a lone surrogate ("\ud800") is no text: a 422, not a 500 later
         return text
 
     # Strict: true is no item 1 and "5" is no n = 5.
+    def whole(value: Any) -> Any:
+        # JSON Schema's integers include 381.0; true and "5" are no integers.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    # (No "pattern" in the schema for what utf8() refuses: schema tools reject a regex over
+    # surrogates, so a lone surrogate stays the one refusal the schema cannot state.)
     Text = Annotated[str, Field(strict=True), AfterValidator(utf8)]
-    Id = StrictInt | Text
+    Count = Annotated[StrictInt, BeforeValidator(whole)]
+    Id = Count | Text
 
     from ..utils import __version__
 
@@ -279,7 +298,13 @@ def create_app(
     lim = state.limits
 
     class RecommendRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        # Exactly one of history, user_id and vector, said in the schema too (a client generated
+        # from it must not send none or two).
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+            {"required": ["history"], "properties": {"history": {"type": "array"}}},
+            {"required": ["user_id"], "properties": {"user_id": {"type": ["integer", "string"]}}},
+            {"required": ["vector"], "properties": {"vector": {"type": "array"}}},
+        ]})
         history: list[Id] | None = Field(
             None,
             description="item ids the user interacted with, oldest first",
@@ -289,8 +314,8 @@ def create_app(
         vector: list[StrictFloat | StrictInt] | None = Field(
             None, description="a query vector (index bundles): the top n by ⟨q, v⟩ + b_v"
         )
-        n: StrictInt = Field(100, ge=1, le=lim.max_n, description="how many items to return")
-        beam_size: StrictInt | None = Field(
+        n: Count = Field(100, ge=1, le=lim.max_n, description="how many items to return")
+        beam_size: Count | None = Field(
             None,
             ge=1,
             le=lim.max_request_beam_size,
@@ -308,7 +333,7 @@ def create_app(
             None, description='item attributes the results must have: {"category": ["shoes"]}',
             max_length=8,
         )
-        exclude_seen: bool = Field(
+        exclude_seen: StrictBool = Field(
             False, description="never return the items of the history (or the user's own)"
         )
 
@@ -335,12 +360,31 @@ def create_app(
         )
         model_generation: int
 
+    class BatchItem(RecommendRequest):
+        # Without the oneOf: a batch entry that breaks it gets its own error entry, not a 422.
+        model_config = ConfigDict(extra="forbid", json_schema_extra={})
+
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        requests: list[RecommendRequest] = Field(min_length=1, max_length=lim.max_batch)
+        requests: list[BatchItem] = Field(min_length=1, max_length=lim.max_batch)
 
     class Problem(BaseModel):
         status: int = Field(description="the HTTP status this request alone would get")
+        detail: str
+
+    class Located(BaseModel):
+        loc: list[str]
+        msg: str
+
+    class Invalid(BaseModel):
+        """The body of every 422: one line, and each problem with its location."""
+
+        detail: str
+        problems: list[Located] = Field(default_factory=list)
+
+    class Refused(BaseModel):
+        """The body of every other 4xx / 5xx."""
+
         detail: str
 
     class BatchResult(BaseModel):
@@ -467,7 +511,7 @@ def create_app(
         )
 
     def answer(
-        live: _Live, reqs: list[RecommendRequest], *, alone: bool
+        live: _Live, reqs: Sequence[RecommendRequest], *, alone: bool
     ) -> list[Recommendation | BatchResult]:
         """The answers, one per request; a request that fails on its own raises when ``alone``,
         else gets an error entry."""
@@ -533,10 +577,12 @@ def create_app(
     # Every status a recommend call can answer, in the schema (a client generated from it must
     # know them); the bodies of the refusals are {"detail": "…"}.
     refusals: dict[int | str, dict[str, Any]] = {
-        400: {"description": "a Content-Length that is not a number"},
-        404: {"description": "an unknown user_id"},
-        408: {"description": "the body stalled for longer than the body timeout"},
-        413: {"description": "a body over the size limit"},
+        400: {"description": "a Content-Length that is not a number", "model": Refused},
+        404: {"description": "an unknown user_id", "model": Refused},
+        408: {"description": "the body stalled for longer than the body timeout",
+              "model": Refused},
+        413: {"description": "a body over the size limit", "model": Refused},
+        422: {"description": "an invalid request", "model": Invalid},
     }
 
     import asyncio
@@ -626,10 +672,16 @@ def create_app(
     @app.post(
         "/v1/reload",
         summary="Load a bundle and swap it in without dropping requests (admin)",
-        responses={401: {"description": "no admin token sent"},
-                   403: {"description": "admin off, wrong token, or a path outside the root"},
-                   409: {"description": "another reload is running"},
-                   504: {"description": "the load took too long and was abandoned"}},
+        responses={
+            401: {"description": "no admin token sent", "model": Refused},
+            403: {"description": "admin off, wrong token, or a path outside the root",
+                  "model": Refused},
+            409: {"description": "another reload is running", "model": Refused},
+            422: {"description": "an invalid request, or a bundle that failed to load",
+                  "model": Invalid},
+            504: {"description": "the load took too long and was abandoned", "model": Refused},
+            **{k: v for k, v in refusals.items() if k in (400, 408, 413)},
+        },
     )
     def reload(req: ReloadRequest | None = Body(None)) -> dict[str, Any]:
         path = None if req is None else req.path
@@ -724,7 +776,7 @@ class _Gate:
             await send(message)
 
         try:
-            if path in ADMIN_PATHS:
+            if path in ADMIN_PATHS and scope.get("method") == "POST":  # else the router's 405
                 headers = dict(scope.get("headers", []))
                 try:
                     self.state.check_admin(headers.get(b"authorization", b"").decode("latin-1"))
