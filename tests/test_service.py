@@ -311,13 +311,19 @@ def test_bodies_are_bounded_before_they_are_parsed(server):
 
 
 @pytest.mark.parametrize("body", [
-    b'{"history": [true]}', b'{"history": ["a"], "n": "5"}', b'{"history": ["a"], "n": 5.0}',
+    b'{"history": [true]}', b'{"history": ["a"], "n": "5"}', b'{"history": ["a"], "n": 5.5}',
+    b'{"history": ["a"], "exclude_seen": 0}',
     b'{"history": ["\\ud800"]}', b'{"user_id": false}', b'{"vector": [true]}',
     b'{"history": ["a"], "exclude": [false]}',
 ])
 def test_types_are_strict_and_text_is_valid(server, body):
     code, doc = _raw(server[0], "POST", "/v1/recommend", body)
     assert code == 422, (body, doc)
+
+
+def test_an_integral_number_is_an_integer_as_the_schema_says(server):
+    code, doc = _raw(server[0], "POST", "/v1/recommend", b'{"history": [], "n": 5.0}')
+    assert code == 200 and len(doc["items"]) == 5
 
 
 def test_unknown_ids_are_echoed_bounded(client):
