@@ -27,19 +27,7 @@ head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TOKEN_FILE"
 $DR -q serve "$MODEL" --port "$PORT" --admin-token-file "$TOKEN_FILE" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -f "$TOKEN_FILE"' EXIT
-$PY - "$URL" <<'PY'
-import sys, time
-from deep_retrieval.serving.client import RetrievalClient
-deadline = time.time() + 120
-while True:
-    try:
-        RetrievalClient(sys.argv[1], timeout=2).health()
-        break
-    except OSError:
-        if time.time() > deadline:
-            sys.exit("the server did not come up")
-        time.sleep(0.5)
-PY
+$PY benchmarks/wait_for_service.py "$URL"
 
 for clients in 1 4 16; do
   $DR -q load-test "$URL" --dataset gowalla --data-dir "$DATA" --clients $clients --duration "$DURATION" \

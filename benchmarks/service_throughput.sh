@@ -23,19 +23,7 @@ mkdir -p "$OUT"
 $DR -q serve "$MODEL" --port "$PORT" ${SERVE_ARGS:-} &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-$PY - "$URL" <<'PY'
-import sys, time
-from deep_retrieval.serving.client import RetrievalClient
-deadline = time.time() + 120
-while True:
-    try:
-        RetrievalClient(sys.argv[1], timeout=2).health()
-        break
-    except OSError:
-        if time.time() > deadline:
-            sys.exit("the server did not come up")
-        time.sleep(0.5)
-PY
+$PY benchmarks/wait_for_service.py "$URL"
 for clients in 1 8 32; do
   $DR -q load-test "$URL" --dataset movielens-latest-small --clients $clients \
     --duration "$DURATION" -n 100 --out "$OUT/clients-$clients.json" > /dev/null
