@@ -68,15 +68,7 @@ def main() -> None:
                                "--admin-token-file", f.name], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                RetrievalClient(url, timeout=2).health()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("the server did not come up")
-                time.sleep(0.5)
+        RetrievalClient(url, timeout=2).wait_until_up(alive=lambda: server.poll() is None)
         histories = _histories(args.model)
         rows = []
         start = time.time()

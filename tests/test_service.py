@@ -76,19 +76,11 @@ def server(bundles, tmp_path_factory):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if RetrievalClient(url, timeout=2).health()["status"] == "ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(
-                f"server did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}"
-            )
-        time.sleep(0.2)
+    try:
+        RetrievalClient(url, timeout=2).wait_until_up(alive=lambda: proc.poll() is None)
+    except (TimeoutError, RuntimeError):
+        proc.kill()
+        pytest.fail(f"server did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}")
     yield url, proc
     proc.terminate()
     proc.wait(10)
@@ -468,14 +460,7 @@ def test_admin_off_without_a_token_and_the_access_log(bundles, tmp_path):
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                RetrievalClient(url, timeout=2).health()
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline
-                time.sleep(0.2)
+        RetrievalClient(url, timeout=2).wait_until_up(alive=lambda: proc.poll() is None)
         code, doc = _raw(url, "POST", "/v1/reload", b"{}", {"Authorization": f"Bearer {TOKEN}"})
         assert code == 403 and "admin endpoints are off" in doc["detail"]
         assert _raw(url, "POST", "/v1/recommend", b'{"history": [], "n": 3}')[0] == 200
@@ -552,3 +537,11 @@ def test_no_request_gets_a_5xx(server, body, batch):
     assert code < 500, doc
     if code >= 400:
         assert doc.get("detail")
+
+
+def test_wait_until_up_says_timeout_or_exit():
+    client = RetrievalClient(f"http://127.0.0.1:{_free_port()}", timeout=1)  # nobody listens
+    with pytest.raises(TimeoutError, match="no answer"):
+        client.wait_until_up(0.3)
+    with pytest.raises(RuntimeError, match="exited"):
+        client.wait_until_up(30, alive=lambda: False)

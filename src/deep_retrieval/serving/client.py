@@ -14,6 +14,8 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,6 +104,29 @@ class RetrievalClient:
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")
+
+    def wait_until_up(
+        self, timeout_s: float = 120.0, *, alive: Callable[[], bool] | None = None
+    ) -> None:
+        """Poll ``/healthz`` until the service answers (a server just started, or restarting).
+
+        Raises:
+            TimeoutError: no answer within ``timeout_s``.
+            RuntimeError: ``alive()`` (e.g. ``lambda: proc.poll() is None``) says the server
+                process has ended.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.health()
+                return
+            except OSError:
+                self.close()
+            if alive is not None and not alive():
+                raise RuntimeError(f"the service at {self._host}:{self._port} exited")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer from {self._host}:{self._port} in {timeout_s:g} s")
+            time.sleep(0.2)
 
     def info(self) -> dict[str, Any]:
         return self._call("GET", "/v1/info")
